@@ -1,0 +1,43 @@
+# Concord's two commands: `make run` (the embedded demo) and `make test` (the whole suite).
+# Both install what is missing first: a venv pinned by constraints.txt, and Kafka's jars.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+
+.PHONY: install kafka protos check lint test run freeze clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+kafka: $(STAMP)
+	$(BIN)/python -m tools.kafka.fetch
+
+protos: $(STAMP)
+	$(BIN)/python tools/gen_protos.py
+
+check: $(STAMP)
+	$(BIN)/python tools/gen_protos.py --check
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+test: install kafka check
+	$(BIN)/python -m pytest --durations=15
+
+run: install
+	$(BIN)/concord up --smoke
+
+freeze: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+
+clean:
+	rm -rf $(VENV) .cache

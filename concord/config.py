@@ -1,0 +1,127 @@
+"""One typed settings object for every Concord process.
+
+Read once at start-up from `CONCORD_*` environment variables (nested with `__`, e.g.
+`CONCORD_KAFKA__BOOTSTRAP_SERVERS`) and an optional TOML file named by `CONCORD_CONFIG`.
+Embedded defaults need no configuration at all.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+SERVICE_NAMES: tuple[str, ...] = ("encoder", "retrieval", "scorer", "generator", "linker", "bias")
+
+
+class ServingSettings(BaseModel):
+    host: str = "127.0.0.1"  # bind address of every gRPC server
+    base_port: int = Field(
+        50051, ge=1, le=65535
+    )  # service i listens on base_port + i (SERVICE_NAMES order)
+    ports: dict[str, int] = Field(default_factory=dict)  # explicit per-service overrides
+    metrics_port: int = Field(9464, ge=0, le=65535)  # Prometheus HTTP port; 0 disables it
+    max_message_bytes: int = Field(64 * 1024 * 1024, gt=0)  # max gRPC request/response size
+    grace_seconds: float = Field(5.0, ge=0)  # how long shutdown waits for in-flight calls
+    auth_token: SecretStr | None = None  # bearer token; auth is off when unset
+    default_deadline_seconds: float | None = Field(None, gt=0)  # applied when the caller sets none
+
+    def port_for(self, service: str) -> int:
+        if service in self.ports:
+            return self.ports[service]
+        if service not in SERVICE_NAMES:
+            raise ValueError(f"unknown service {service!r}; known: {', '.join(SERVICE_NAMES)}")
+        return self.base_port + SERVICE_NAMES.index(service)
+
+
+class BatchingSettings(BaseModel):
+    max_batch_size: int = Field(32, ge=1)  # items per model call
+    max_delay_ms: float = Field(5.0, ge=0)  # how long the first item waits for company
+    max_queue: int = Field(1024, ge=1)  # queued items beyond this are shed (RESOURCE_EXHAUSTED)
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"  # comma-separated host:port
+    group_prefix: str = "concord"  # consumer group = <prefix>.<service>
+    max_retries: int = Field(3, ge=0)  # handler attempts beyond the first before the DLQ
+    retry_backoff_seconds: float = Field(0.2, ge=0)  # first backoff; doubles per attempt
+
+
+class QdrantSettings(BaseModel):
+    url: str | None = None  # e.g. http://qdrant:6333; required when vectors == "qdrant"
+    api_key: SecretStr | None = None
+    prefer_grpc: bool = False
+
+
+class Settings(BaseSettings):
+    """Everything a Concord process can be told; defaults are the embedded laptop setup."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CONCORD_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    home: Path = Path.home() / ".concord"  # embedded state: vectors, registry, artifacts
+    bus: Literal["memory", "kafka"] = "memory"
+    vectors: Literal["embedded", "qdrant"] = "embedded"
+    mlflow_tracking_uri: str | None = None  # None -> sqlite + local artifacts under home
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    serving: ServingSettings = ServingSettings()
+    batching: BatchingSettings = BatchingSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    qdrant: QdrantSettings = QdrantSettings()
+
+    @model_validator(mode="after")
+    def _check_backends(self) -> Settings:
+        if self.vectors == "qdrant" and not self.qdrant.url:
+            raise ValueError("vectors='qdrant' needs qdrant.url (CONCORD_QDRANT__URL)")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("CONCORD_CONFIG")
+        if config_file:
+            path = Path(config_file)
+            if not path.is_file():
+                raise FileNotFoundError(f"CONCORD_CONFIG points at {path}, which is not a file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI: the configured server, else sqlite under home."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    @property
+    def vectors_dir(self) -> Path:
+        return self.home / "vectors"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings once (env, then the optional TOML file); keyword overrides win.
+
+    Raises:
+        pydantic.ValidationError: naming every field that is wrong.
+    """
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,99 @@
+"""Safe image decoding: limits on bytes, pixels and formats before any pixel is trusted.
+
+Every image that enters Concord over gRPC or Kafka passes through `decode_image`, which
+rejects decompression bombs, truncated files and unexpected formats with an
+InvalidArgument naming the request field.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from concord.errors import InvalidArgument
+
+FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int = 20 * 1024 * 1024  # encoded size
+    max_pixels: int = 4096 * 4096  # width * height after decoding
+    max_side: int = 8192  # longest side in pixels
+    formats: frozenset[str] = frozenset({"PNG", "JPEG", "WEBP"})  # PIL format names
+
+
+DEFAULT_LIMITS = ImageLimits()
+
+
+def decode_image(
+    data: bytes,
+    media_type: str = "",
+    *,
+    field: str = "image",
+    limits: ImageLimits = DEFAULT_LIMITS,
+) -> Image.Image:
+    """Decode untrusted bytes into an RGB PIL image.
+
+    Args:
+        data: the encoded file.
+        media_type: the declared type ("image/png"); checked against the bytes when given.
+        field: the request field path, used in error messages ("items[2].image").
+        limits: size, pixel and format limits.
+    Returns:
+        A fully loaded RGB image.
+    Raises:
+        InvalidArgument: empty, too large, not an image, wrong or disallowed format,
+            too many pixels, or truncated.
+    """
+    if not data:
+        raise InvalidArgument(f"{field}.data", "is empty")
+    if len(data) > limits.max_bytes:
+        raise InvalidArgument(
+            f"{field}.data", f"is {len(data)} bytes; the limit is {limits.max_bytes}"
+        )
+    try:
+        # Image.open reads only the header: size is checked before pixels are decoded.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidArgument(f"{field}.data", "is not a readable image") from None
+    fmt = image.format or ""
+    if fmt not in limits.formats:
+        allowed = ", ".join(sorted(FORMATS[f] for f in limits.formats if f in FORMATS))
+        raise InvalidArgument(
+            f"{field}.data", f"format {fmt or 'unknown'} is not allowed ({allowed})"
+        )
+    if media_type and FORMATS.get(fmt) != media_type.lower():
+        raise InvalidArgument(
+            f"{field}.media_type", f"says {media_type!r} but the bytes are {FORMATS.get(fmt, fmt)}"
+        )
+    width, height = image.size
+    if width < 1 or height < 1 or max(width, height) > limits.max_side:
+        raise InvalidArgument(
+            f"{field}.data", f"size {width}x{height} is outside 1..{limits.max_side}"
+        )
+    if width * height > limits.max_pixels:
+        raise InvalidArgument(
+            f"{field}.data",
+            f"{width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}",
+        )
+    try:
+        image.load()  # truncated or corrupt data fails here, not later inside a model
+    except (OSError, SyntaxError, ValueError) as err:
+        raise InvalidArgument(f"{field}.data", f"is corrupt or truncated ({err})") from None
+    return image.convert("RGB")
+
+
+def encode_png(image: Image.Image | np.ndarray) -> bytes:
+    """Encode an image (PIL or HxWxC uint8 array) as PNG bytes without metadata."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()

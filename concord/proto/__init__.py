@@ -1,0 +1,1 @@
+"""Generated protobuf / gRPC stubs (concord.proto.v1); regenerate with `make protos`."""

@@ -1,0 +1,1 @@
+"""Generated from protos/concord/v1 by tools/gen_protos.py; do not edit."""

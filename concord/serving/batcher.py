@@ -1,0 +1,160 @@
+"""Dynamic batcher: coalesces concurrent single-item calls into one model call.
+
+Callers `await batcher.submit(item)`; a background task takes up to `max_batch_size`
+items, waiting at most `max_delay_ms` after the first for company, and runs the model
+function once for all. The queue is bounded: beyond `max_queue` waiting items, submit
+raises ResourceExhausted at once (load shedding) instead of letting latency grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from concord.errors import ConcordError, FailedPrecondition, ResourceExhausted
+from concord.serving import metrics
+
+log = logging.getLogger(__name__)
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+BatchFn = Callable[[list[In]], Awaitable[Sequence[Out]]] | Callable[[list[In]], Sequence[Out]]
+
+
+@dataclass
+class _Pending(Generic[In, Out]):
+    item: In
+    future: asyncio.Future[Out]
+
+
+class DynamicBatcher(Generic[In, Out]):
+    """Batches items for `fn`, which maps a list of inputs to a list of outputs in order.
+
+    Args:
+        fn: the model call. A plain function runs in a worker thread so the event loop
+            keeps serving (torch releases the GIL); an async function is awaited.
+        name: metrics label.
+        max_batch_size: most items per call.
+        max_delay_ms: longest wait for more items once one is queued.
+        max_queue: most items waiting; more are refused with ResourceExhausted.
+    """
+
+    def __init__(
+        self,
+        fn: BatchFn,
+        *,
+        name: str,
+        max_batch_size: int = 32,
+        max_delay_ms: float = 5.0,
+        max_queue: int = 1024,
+    ) -> None:
+        if max_batch_size < 1 or max_queue < 1 or max_delay_ms < 0:
+            raise ValueError("max_batch_size and max_queue must be >= 1, max_delay_ms >= 0")
+        self._fn = fn
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self._max_delay = max_delay_ms / 1000.0
+        self._queue: asyncio.Queue[_Pending[In, Out]] = asyncio.Queue(maxsize=max_queue)
+        self._task: asyncio.Task[None] | None = None
+        self.batch_sizes: list[int] = []  # sizes of the calls made, for tests and benchmarks
+
+    async def submit(self, item: In) -> Out:
+        """Queue one item and wait for its result.
+
+        Raises:
+            ResourceExhausted: the queue is full.
+            FailedPrecondition: the batcher is not running.
+        """
+        if self._task is None or self._task.done():
+            raise FailedPrecondition(f"batcher {self.name!r} is not running")
+        future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Pending(item, future))
+        except asyncio.QueueFull:
+            metrics.SHED.labels(self.name).inc()
+            raise ResourceExhausted(
+                f"{self.name} is overloaded ({self._queue.maxsize} items queued); retry later"
+            ) from None
+        metrics.QUEUE_DEPTH.labels(self.name).set(self._queue.qsize())
+        return await future
+
+    async def submit_many(self, items: Sequence[In]) -> list[Out]:
+        """Submit several items (e.g. one request's batch); results keep their order."""
+        return list(await asyncio.gather(*(self.submit(item) for item in items)))
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"batcher-{self.name}"
+            )
+
+    async def stop(self) -> None:
+        """Stop taking work; items still queued are failed, never silently dropped."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(FailedPrecondition(f"batcher {self.name!r} stopped"))
+
+    async def _collect(self) -> list[_Pending[In, Out]]:
+        batch = [await self._queue.get()]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_delay
+        while len(batch) < self.max_batch_size:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                # Take whatever already arrived without waiting any longer.
+                while len(batch) < self.max_batch_size and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        metrics.QUEUE_DEPTH.labels(self.name).set(self._queue.qsize())
+        # Callers that gave up (deadline, cancellation) are not worth model time.
+        return [p for p in batch if not p.future.done()]
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._collect()
+            if not batch:
+                continue
+            self.batch_sizes.append(len(batch))
+            metrics.BATCH_SIZE.labels(self.name).observe(len(batch))
+            try:
+                outputs = await self._call([p.item for p in batch])
+                if len(outputs) != len(batch):
+                    raise RuntimeError(
+                        f"{self.name}: model returned {len(outputs)} results for {len(batch)} inputs"
+                    )
+            except ConcordError as err:
+                self._fail(batch, err)
+                continue
+            except Exception as err:
+                log.exception("batch call of %s failed", self.name)
+                self._fail(batch, err)
+                continue
+            for pending, output in zip(batch, outputs, strict=True):
+                if not pending.future.done():
+                    pending.future.set_result(output)
+
+    async def _call(self, items: list[In]) -> Sequence[Out]:
+        if asyncio.iscoroutinefunction(self._fn):
+            return await self._fn(items)
+        return await asyncio.to_thread(self._fn, items)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _fail(batch: list[_Pending[In, Out]], err: BaseException) -> None:
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(err)

@@ -1,0 +1,38 @@
+"""Helpers a service uses to describe itself: its ServiceDefinition and GetInfo answer."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from concord import __version__
+from concord.proto.v1 import common_pb2
+from concord.serving.server import ServiceDefinition
+
+
+def define(name: str, servicer: Any, grpc_module: ModuleType) -> ServiceDefinition:
+    """Describe a service whose proto service is `concord.v1.<Name>Service`.
+
+    Args:
+        name: short service name ("encoder").
+        servicer: the servicer instance.
+        grpc_module: the generated `<name>_pb2_grpc` module.
+    Returns:
+        A ServiceDefinition with the proto full name and the generated registration function.
+    """
+    service = f"{name.capitalize()}Service"
+    return ServiceDefinition(
+        name=name,
+        full_name=f"concord.v1.{service}",
+        servicer=servicer,
+        add_to_server=getattr(grpc_module, f"add_{service}Servicer_to_server"),
+    )
+
+
+def service_info(
+    name: str, models: list[common_pb2.ModelRef] | None = None, ready: bool = True
+) -> common_pb2.ServiceInfo:
+    """The GetInfo answer: service name, platform version and the models it serves."""
+    return common_pb2.ServiceInfo(
+        service=name, concord_version=__version__, models=models or [], ready=ready
+    )

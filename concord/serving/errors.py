@@ -1,0 +1,45 @@
+"""Maps domain errors to gRPC statuses with `google.rpc` details, in one place."""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from concord.errors import ConcordError, InvalidArgument
+
+
+def to_grpc_status(err: ConcordError) -> grpc.Status:
+    """Build the status (code, message, `grpc-status-details-bin`) that a caller receives.
+
+    Args:
+        err: the domain error raised by a handler.
+    Returns:
+        A grpc.Status carrying `google.rpc.BadRequest` field violations for bad input.
+    """
+    status = status_pb2.Status(code=getattr(code_pb2, err.status), message=err.message)
+    if isinstance(err, InvalidArgument):
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in err.violations
+            ]
+        )
+        status.details.add().Pack(bad_request)
+    return rpc_status.to_status(status)
+
+
+def field_violations(error: grpc.RpcError) -> dict[str, str]:
+    """Read the BadRequest field violations from a client-side error ({} if none)."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    found: dict[str, str] = {}
+    if status is None:
+        return found
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            found.update({v.field: v.description for v in bad_request.field_violations})
+    return found

@@ -1,0 +1,149 @@
+"""The server interceptor every Concord service runs: auth, deadlines, error mapping, metrics.
+
+One interceptor wraps each handler so that all four RPC kinds (unary/streaming in/out)
+share one guard. Health and reflection stay open without a token: Kubernetes probes and
+grpcurl must work before a caller has credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+
+from concord.errors import ConcordError
+from concord.serving import metrics
+from concord.serving.errors import to_grpc_status
+
+log = logging.getLogger(__name__)
+
+OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+class ServingInterceptor(grpc.aio.ServerInterceptor):
+    """Guards every call of one service.
+
+    Args:
+        service: the short service name used as a metrics label ("encoder").
+        auth_token: when set, calls need `authorization: Bearer <token>` metadata.
+        default_deadline: seconds applied when the caller sent no deadline (None: unbounded).
+    """
+
+    def __init__(
+        self, service: str, auth_token: str | None = None, default_deadline: float | None = None
+    ) -> None:
+        self._service = service
+        self._token = auth_token
+        self._default_deadline = default_deadline
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(OPEN_PREFIXES):
+            return handler
+        return _wrap(handler, lambda context: self._guard(method, context))
+
+    def _authorized(self, context: grpc.aio.ServicerContext) -> bool:
+        if not self._token:
+            return True
+        metadata = dict(context.invocation_metadata() or ())
+        expected = f"Bearer {self._token}"
+        return hmac.compare_digest(str(metadata.get("authorization", "")), expected)
+
+    @asynccontextmanager
+    async def _guard(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        name = method.rsplit("/", 1)[-1]
+        if not self._authorized(context):
+            metrics.REQUESTS.labels(self._service, name, "UNAUTHENTICATED").inc()
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+        code = "OK"
+        started = time.perf_counter()
+        metrics.IN_FLIGHT.labels(self._service).inc()
+        deadline = self._default_deadline if context.time_remaining() is None else None
+        try:
+            async with asyncio.timeout(deadline):
+                yield
+        except TimeoutError:
+            code = "DEADLINE_EXCEEDED"
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{name} exceeded {deadline}s")
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            code = _code_name(context.code()) or "CANCELLED"
+            raise
+        except NotImplementedError:
+            # Generated servicer bases raise this for RPCs a service has not built yet.
+            code = "UNIMPLEMENTED"
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not implemented yet")
+        except ConcordError as err:
+            code = err.status
+            status = to_grpc_status(err)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        except Exception:
+            # Never a stack trace to the caller: log it with an id the caller can quote.
+            incident = uuid.uuid4().hex[:12]
+            log.exception("unhandled error in %s (incident %s)", method, incident)
+            code = "INTERNAL"
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident})")
+        finally:
+            metrics.IN_FLIGHT.labels(self._service).dec()
+            metrics.REQUESTS.labels(self._service, name, code).inc()
+            metrics.LATENCY.labels(self._service, name).observe(time.perf_counter() - started)
+
+
+def _code_name(code: grpc.StatusCode | None) -> str | None:
+    return code.name if code is not None else None
+
+
+Guard = Callable[[grpc.aio.ServicerContext], Any]
+
+
+def _wrap(handler: grpc.RpcMethodHandler, guard: Guard) -> grpc.RpcMethodHandler:
+    """Return a handler of the same kind whose behaviour runs inside `guard(context)`."""
+    codec = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        inner = handler.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async with guard(context):
+                return await inner(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
+    if handler.stream_unary:
+        inner = handler.stream_unary
+
+        async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            async with guard(context):
+                return await inner(requests, context)
+
+        return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
+    streaming = handler.unary_stream or handler.stream_stream
+    factory = (
+        grpc.unary_stream_rpc_method_handler
+        if handler.unary_stream
+        else grpc.stream_stream_rpc_method_handler
+    )
+
+    async def streamed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async with guard(context):
+            result = streaming(request, context)
+            if inspect.isasyncgen(result):
+                async for item in result:
+                    yield item
+            else:  # a coroutine that writes with context.write()
+                await result
+
+    return factory(streamed, **codec)

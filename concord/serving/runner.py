@@ -1,0 +1,89 @@
+"""Runs one or more services in this process until a signal (or a stop event) arrives.
+
+Services are found through the `concord.services` entry points, so the platform never
+imports a service module by name (dependencies point protos -> concord -> services).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+
+from concord.config import SERVICE_NAMES, Settings, load_settings
+from concord.serving.metrics import serve_metrics
+from concord.serving.server import ServiceDefinition, ServiceServer
+
+log = logging.getLogger(__name__)
+
+
+def load_definition(name: str, settings: Settings) -> ServiceDefinition:
+    """Build a service by name through its entry point.
+
+    Raises:
+        ValueError: no service of that name is installed.
+    """
+    found = {ep.name: ep for ep in entry_points(group="concord.services")}
+    if name not in found:
+        known = ", ".join(sorted(found)) or "none (is concord installed with `pip install -e .`?)"
+        raise ValueError(f"unknown service {name!r}; installed services: {known}")
+    return found[name].load()(settings)
+
+
+class Deployment:
+    """A set of running services sharing one process, one event loop and one metrics port."""
+
+    def __init__(self, names: Sequence[str], settings: Settings) -> None:
+        self.settings = settings
+        self.definitions = [load_definition(n, settings) for n in names]
+        self.servers: list[ServiceServer] = []
+        self._metrics: object | None = None
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        return {s.definition.name: s.address for s in self.servers}
+
+    async def start(self) -> None:
+        """Bind every port, run start hooks and report SERVING (inside the event loop:
+        grpc.aio servers belong to the loop that creates them)."""
+        self._metrics = serve_metrics(
+            self.settings.serving.metrics_port, self.settings.serving.host
+        )
+        for definition in self.definitions:
+            server = ServiceServer(definition, self.settings)
+            await server.start()
+            self.servers.append(server)
+
+    async def stop(self) -> None:
+        # Drain all services at once so total shutdown time stays within one grace period.
+        await asyncio.gather(*(server.stop() for server in reversed(self.servers)))
+        self.servers = []
+        if self._metrics is not None:
+            self._metrics.shutdown()  # type: ignore[attr-defined]
+            self._metrics = None
+
+
+async def run_until_signalled(deployment: Deployment) -> None:
+    """Start, wait for SIGINT/SIGTERM, then drain and stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await deployment.start()
+    log.info("serving %s", ", ".join(f"{n}@{a}" for n, a in deployment.addresses.items()))
+    await stop.wait()
+    log.info("shutting down (draining in-flight calls)")
+    await deployment.stop()
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def serve_main(names: Sequence[str] = SERVICE_NAMES) -> None:
+    """Entry for `python -m services.<name>`: settings from env, serve until signalled."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    asyncio.run(run_until_signalled(Deployment(names, settings)))

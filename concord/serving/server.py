@@ -1,0 +1,109 @@
+"""Bootstraps one asyncio gRPC server per service: health, reflection, interceptors, limits.
+
+A service describes itself with a `ServiceDefinition` (its servicer and lifecycle hooks);
+`ServiceServer` owns everything else, so that services add only a model and a servicer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from concord.config import Settings
+from concord.serving.interceptors import ServingInterceptor
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class ServiceDefinition:
+    """What a service contributes: its name, servicer and optional start/stop hooks.
+
+    Args:
+        name: short name ("encoder"), also the settings key for its port.
+        full_name: the proto service ("concord.v1.EncoderService").
+        servicer: the object implementing the generated servicer interface.
+        add_to_server: the generated `add_<X>Servicer_to_server` function.
+        on_start: awaited before the port opens (load models, start workers).
+        on_stop: awaited after in-flight calls drained (stop workers, close stores).
+    """
+
+    name: str
+    full_name: str
+    servicer: Any
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    on_start: list[Hook] = field(default_factory=list)
+    on_stop: list[Hook] = field(default_factory=list)
+
+
+class ServiceServer:
+    """One service on one port: start, report health, drain on stop.
+
+    Args:
+        definition: the service to host.
+        settings: serving limits, auth token and bind address.
+        port: overrides the port from settings (0 picks a free one).
+    """
+
+    def __init__(
+        self, definition: ServiceDefinition, settings: Settings, port: int | None = None
+    ) -> None:
+        self.definition = definition
+        serving = settings.serving
+        self._grace = serving.grace_seconds
+        token = serving.auth_token.get_secret_value() if serving.auth_token else None
+        self._server = grpc.aio.server(
+            interceptors=[
+                ServingInterceptor(definition.name, token, serving.default_deadline_seconds)
+            ],
+            options=[
+                ("grpc.max_receive_message_length", serving.max_message_bytes),
+                ("grpc.max_send_message_length", serving.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        self.health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        definition.add_to_server(definition.servicer, self._server)
+        reflection.enable_server_reflection(
+            (
+                definition.full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self._server,
+        )
+        wanted = serving.port_for(definition.name) if port is None else port
+        self.port = self._server.add_insecure_port(f"{serving.host}:{wanted}")
+        if self.port == 0:
+            raise OSError(f"{definition.name}: cannot bind {serving.host}:{wanted}")
+        self.address = f"{serving.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Run the start hooks, open the port, then report SERVING."""
+        for hook in self.definition.on_start:
+            await hook()
+        await self._server.start()
+        for name in ("", self.definition.full_name):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("%s serving on %s", self.definition.name, self.address)
+
+    async def stop(self) -> None:
+        """Report NOT_SERVING, refuse new calls, let in-flight ones finish within grace."""
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(self._grace)
+        for hook in self.definition.on_stop:
+            await hook()
+        log.info("%s stopped", self.definition.name)
+
+    async def wait(self) -> None:
+        await self._server.wait_for_termination()

@@ -1,0 +1,13 @@
+"""Builds the bias service from settings (the `concord.services` entry point)."""
+
+from __future__ import annotations
+
+from concord.config import Settings
+from concord.proto.v1 import bias_pb2_grpc
+from concord.serving.definitions import define
+from concord.serving.server import ServiceDefinition
+from services.bias.servicer import BiasServicer
+
+
+def build(settings: Settings) -> ServiceDefinition:
+    return define("bias", BiasServicer(), bias_pb2_grpc)

@@ -1,0 +1,1 @@
+"""The encoder service: see DESIGN.md section 1 and protos/concord/v1/encoder.proto."""

@@ -1,0 +1,1 @@
+"""The retrieval service: see DESIGN.md section 1 and protos/concord/v1/retrieval.proto."""
