@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 kafka: $(STAMP)
-	$(BIN)/python -m tools.kafka.fetch
+	bash tools/kafka/fetch.sh
 
 protos: $(STAMP)
 	$(BIN)/python tools/gen_protos.py

@@ -51,6 +51,7 @@ class BatchingSettings(BaseModel):
 class KafkaSettings(BaseModel):
     bootstrap_servers: str = "127.0.0.1:9092"  # comma-separated host:port
     group_prefix: str = "concord"  # consumer group = <prefix>.<service>
+    partitions: int = Field(3, ge=1)  # partitions of the topics Concord creates
     max_retries: int = Field(3, ge=0)  # handler attempts beyond the first before the DLQ
     retry_backoff_seconds: float = Field(0.2, ge=0)  # first backoff; doubles per attempt
 

@@ -13,14 +13,15 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from concord.config import SERVICE_NAMES, Settings, load_settings
+from concord.platform import Platform
 from concord.serving.metrics import serve_metrics
 from concord.serving.server import ServiceDefinition, ServiceServer
 
 log = logging.getLogger(__name__)
 
 
-def load_definition(name: str, settings: Settings) -> ServiceDefinition:
-    """Build a service by name through its entry point.
+def load_definition(name: str, platform: Platform) -> ServiceDefinition:
+    """Build a service by name through its entry point, on the process's shared platform.
 
     Raises:
         ValueError: no service of that name is installed.
@@ -29,7 +30,7 @@ def load_definition(name: str, settings: Settings) -> ServiceDefinition:
     if name not in found:
         known = ", ".join(sorted(found)) or "none (is concord installed with `pip install -e .`?)"
         raise ValueError(f"unknown service {name!r}; installed services: {known}")
-    return found[name].load()(settings)
+    return found[name].load()(platform)
 
 
 class Deployment:
@@ -37,7 +38,8 @@ class Deployment:
 
     def __init__(self, names: Sequence[str], settings: Settings) -> None:
         self.settings = settings
-        self.definitions = [load_definition(n, settings) for n in names]
+        self.platform = Platform(settings)
+        self.definitions = [load_definition(n, self.platform) for n in names]
         self.servers: list[ServiceServer] = []
         self._metrics: object | None = None
 
@@ -60,6 +62,7 @@ class Deployment:
         # Drain all services at once so total shutdown time stays within one grace period.
         await asyncio.gather(*(server.stop() for server in reversed(self.servers)))
         self.servers = []
+        self.platform.close()
         if self._metrics is not None:
             self._metrics.shutdown()  # type: ignore[attr-defined]
             self._metrics = None

@@ -1,0 +1,35 @@
+"""Concord's event bus: protobuf events over Kafka (cluster) or an in-process log (embedded).
+
+Workers use only the names below; `make_bus(settings)` picks the backend.
+"""
+
+from concord.bus.base import (
+    Bus,
+    BusError,
+    Consumer,
+    Delivery,
+    DlqHeaders,
+    Handler,
+    RawHandler,
+    RawRecord,
+    Reason,
+    dlq_topic,
+)
+from concord.bus.factory import make_bus
+from concord.bus.memory import MemoryBus, MemoryLog
+
+__all__ = [
+    "Bus",
+    "BusError",
+    "Consumer",
+    "Delivery",
+    "DlqHeaders",
+    "Handler",
+    "MemoryBus",
+    "MemoryLog",
+    "RawHandler",
+    "RawRecord",
+    "Reason",
+    "dlq_topic",
+    "make_bus",
+]

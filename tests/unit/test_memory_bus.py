@@ -1,0 +1,244 @@
+"""The embedded memory bus keeps the bus contract: keyed partitions, consumer groups,
+commit-after-success, retries, `<topic>.dlq`, clean stop and crash recovery."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from concord.bus import (
+    Delivery,
+    DlqHeaders,
+    MemoryBus,
+    Reason,
+    dlq_topic,
+    make_bus,
+)
+from concord.bus.memory import EMBEDDED_LOG
+from concord.config import Settings
+from concord.proto.v1.events_pb2 import Indexed, IngestRequest
+
+WAIT = 10.0  # generous bound for in-process delivery; tests never sleep to assert
+
+
+def wait_until(cond: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+class Recorder:
+    """A thread-safe handler that records (id, delivery) per call."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls: list[tuple[str, Delivery]] = []
+
+    def __call__(self, msg: IngestRequest, d: Delivery) -> None:
+        with self.lock:
+            self.calls.append((msg.id, d))
+
+    def ids(self) -> list[str]:
+        with self.lock:
+            return [i for i, _ in self.calls]
+
+
+def event(i: int | str) -> IngestRequest:
+    return IngestRequest(id=f"m{i}", collection="c")
+
+
+@pytest.fixture
+def bus() -> MemoryBus:
+    return MemoryBus(partitions=3, max_retries=2, retry_backoff_seconds=0.01)
+
+
+def test_same_key_same_partition_in_order(bus: MemoryBus) -> None:
+    for i in range(30):
+        bus.publish("t", f"k{i % 5}", event(i))
+    rec = Recorder()
+    c = bus.subscribe("t", "g", rec, IngestRequest).start()
+    wait_until(lambda: len(rec.ids()) == 30, "30 deliveries")
+    c.stop()
+    by_key: dict[bytes | None, set[int]] = {}
+    order: dict[bytes | None, list[int]] = {}
+    for mid, d in rec.calls:
+        by_key.setdefault(d.key, set()).add(d.partition)
+        order.setdefault(d.key, []).append(int(mid[1:]))
+    assert all(len(parts) == 1 for parts in by_key.values()), by_key
+    assert len({p for parts in by_key.values() for p in parts}) > 1  # keys do spread
+    assert all(seq == sorted(seq) for seq in order.values()), order
+    assert rec.calls[0][1].headers["concord.message-type"] == "concord.v1.IngestRequest"
+
+
+def test_each_group_gets_everything_members_split_it(bus: MemoryBus) -> None:
+    a, b1, b2 = Recorder(), Recorder(), Recorder()
+    consumers = [
+        bus.subscribe("t", "a", a, IngestRequest).start(),
+        bus.subscribe("t", "b", b1, IngestRequest).start(),
+        bus.subscribe("t", "b", b2, IngestRequest).start(),
+    ]
+    want = {f"m{i}" for i in range(60)}
+    for i in range(60):
+        bus.publish("t", f"k{i}", event(i))
+    wait_until(lambda: set(a.ids()) == want, "group a to see all")
+    wait_until(lambda: set(b1.ids()) | set(b2.ids()) == want, "group b to see all")
+    for c in consumers:
+        assert c.stop()
+    assert sorted(a.ids()) == sorted(want)  # exactly once without failures
+    assert sorted(b1.ids() + b2.ids()) == sorted(want)
+    assert bus.committed("t", "a") == bus.end_offsets("t")
+    assert bus.committed("t", "b") == bus.end_offsets("t")
+
+
+def test_new_group_reads_from_the_start(bus: MemoryBus) -> None:
+    for i in range(5):
+        bus.publish("t", "k", event(i))
+    first = Recorder()
+    c = bus.subscribe("t", "first", first, IngestRequest).start()
+    wait_until(lambda: len(first.ids()) == 5, "first group")
+    c.stop()
+    late = Recorder()
+    c = bus.subscribe("t", "late", late, IngestRequest).start()
+    wait_until(lambda: len(late.ids()) == 5, "late group")
+    c.stop()
+    assert late.ids() == [f"m{i}" for i in range(5)]
+
+
+def test_failed_handler_is_retried_then_committed(bus: MemoryBus) -> None:
+    attempts: dict[str, int] = {}
+
+    def flaky(msg: IngestRequest, d: Delivery) -> None:
+        attempts[msg.id] = attempts.get(msg.id, 0) + 1
+        if attempts[msg.id] == 1:
+            raise RuntimeError("transient")
+
+    bus.publish("t", "k", event(1))
+    c = bus.subscribe("t", "g", flaky, IngestRequest).start()
+    wait_until(lambda: bus.committed("t", "g") == {p: o for p, o in bus.end_offsets("t").items()
+                                                   if o}, "commit")
+    c.stop()
+    assert attempts == {"m1": 2}
+    assert c.handled == 1 and c.dead_lettered == 0
+    assert bus.end_offsets(dlq_topic("t")) == dict.fromkeys(range(3), 0)
+
+
+def test_poison_and_hopeless_records_go_to_dlq_and_consumer_moves_on(bus: MemoryBus) -> None:
+    calls: list[str] = []
+
+    def handler(msg: IngestRequest, d: Delivery) -> None:
+        calls.append(msg.id)
+        if msg.id == "bad":
+            raise ValueError("cannot index this")
+
+    bus.log.append("t", b"k", b"\xff\xff\xff", {})  # not an IngestRequest
+    bus.publish("t", "k", Indexed(id="other"))  # valid bytes, wrong type (header says so)
+    bus.publish("t", "k", IngestRequest(id="bad"))
+    bus.publish("t", "k", IngestRequest(id="good"))
+    c = bus.subscribe("t", "g", handler, IngestRequest).start()
+    wait_until(lambda: "good" in calls, "the record after the poison")
+    c.stop()
+    dlq = bus.log.records(dlq_topic("t"))
+    reasons = [r.headers[DlqHeaders.REASON] for r in dlq]
+    assert reasons == [Reason.UNDECODABLE, Reason.WRONG_TYPE, Reason.HANDLER_FAILED]
+    undecodable, _, failed = dlq
+    assert undecodable.value == b"\xff\xff\xff" and undecodable.key == b"k"
+    assert undecodable.headers[DlqHeaders.ATTEMPTS] == "0"
+    assert undecodable.headers[DlqHeaders.TOPIC] == "t"
+    assert failed.headers[DlqHeaders.EXCEPTION] == "builtins.ValueError"
+    assert failed.headers[DlqHeaders.ERROR] == "cannot index this"
+    assert failed.headers[DlqHeaders.ATTEMPTS] == "3"  # 1 + max_retries
+    assert failed.headers[DlqHeaders.OFFSET] == "2"
+    assert calls == ["bad", "bad", "bad", "good"]
+    assert sum(bus.committed("t", "g").values()) == 4  # all four done, DLQ'd ones included
+
+
+class Blocker:
+    """Handler that records calls and blocks on one id until released (first time only)."""
+
+    def __init__(self, block_on: str) -> None:
+        self.rec = Recorder()
+        self.block_on = block_on
+        self.blocked = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, msg: IngestRequest, d: Delivery) -> None:
+        if msg.id == self.block_on and not self.blocked.is_set():
+            self.blocked.set()
+            assert self.release.wait(WAIT), "test never released the handler"
+        self.rec(msg, d)
+
+
+def test_aborted_consumer_loses_nothing() -> None:
+    bus = MemoryBus(partitions=1)
+    for i in range(10):
+        bus.publish("t", "k", event(i))
+    first = Blocker("m4")
+    a = bus.subscribe("t", "g", first, IngestRequest).start()
+    assert first.blocked.wait(WAIT)
+    aborting = threading.Thread(target=a.abort)
+    aborting.start()  # abort waits for the handler, like a crash mid-call would lose it
+    first.release.set()
+    aborting.join(WAIT)
+    assert not a.running
+    second = Recorder()
+    b = bus.subscribe("t", "g", second, IngestRequest).start()
+    wait_until(lambda: "m9" in second.ids(), "the replacement to finish")
+    b.stop()
+    # m0..m3 were committed before the crash; m4 (in flight) and the rest go to the new member.
+    assert first.rec.ids()[:4] == ["m0", "m1", "m2", "m3"]
+    assert second.ids() == [f"m{i}" for i in range(4, 10)]
+    assert bus.committed("t", "g") == {0: 10}
+
+
+def test_stop_finishes_current_record_and_commits_it() -> None:
+    bus = MemoryBus(partitions=1)
+    for i in range(10):
+        bus.publish("t", "k", event(i))
+    first = Blocker("m4")
+    a = bus.subscribe("t", "g", first, IngestRequest).start()
+    assert first.blocked.wait(WAIT)
+    stopping = threading.Thread(target=a.stop)
+    stopping.start()
+    first.release.set()
+    stopping.join(WAIT)
+    assert not a.running
+    assert first.rec.ids() == [f"m{i}" for i in range(5)]  # m4 finished, nothing after it
+    assert bus.committed("t", "g") == {0: 5}
+    second = Recorder()
+    b = bus.subscribe("t", "g", second, IngestRequest).start()
+    wait_until(lambda: "m9" in second.ids(), "the replacement to finish")
+    b.stop()
+    assert second.ids() == [f"m{i}" for i in range(5, 10)]
+
+
+def test_partitions_move_to_a_new_member_only_after_release(bus: MemoryBus) -> None:
+    for i in range(30):
+        bus.publish("t", f"k{i}", event(i))
+    first = Blocker("m0")
+    a = bus.subscribe("t", "g", first, IngestRequest).start()
+    assert first.blocked.wait(WAIT)
+    second = Recorder()
+    b = bus.subscribe("t", "g", second, IngestRequest).start()
+    wait_until(lambda: bus.log.members("g", "t") == 2, "the second member to join")
+    first.release.set()  # the first member finishes its batch, then gives partitions away
+    for i in range(30, 60):
+        bus.publish("t", f"k{i}", event(i))
+    want = {f"m{i}" for i in range(60)}
+    wait_until(lambda: set(first.rec.ids()) | set(second.ids()) == want, "all 60")
+    a.stop()
+    b.stop()
+    assert second.ids(), "the new member never got a partition"
+    assert len(first.rec.ids()) + len(second.ids()) == 60  # no record was handled twice
+    assert bus.committed("t", "g") == bus.end_offsets("t")
+
+
+def test_make_bus_embedded_shares_one_log() -> None:
+    settings = Settings(bus="memory", kafka={"group_prefix": "svc", "max_retries": 5})
+    one, two = make_bus(settings), make_bus(settings)
+    assert isinstance(one, MemoryBus) and one.log is EMBEDDED_LOG and two.log is EMBEDDED_LOG
+    assert one.max_retries == 5 and one.group_id("encoder") == "svc.encoder"
