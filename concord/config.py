@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     vectors: Literal["embedded", "qdrant"] = "embedded"
     mlflow_tracking_uri: str | None = None  # None -> sqlite + local artifacts under home
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # What the encoder serves: a registry URI (models:/NAME@ALIAS, models:/NAME/VERSION)
+    # or a local model directory.
+    encoder_model: str = "models:/concord-encoder@production"
     serving: ServingSettings = ServingSettings()
     batching: BatchingSettings = BatchingSettings()
     kafka: KafkaSettings = KafkaSettings()
