@@ -16,6 +16,8 @@ from typing import TypeVar
 from google.protobuf.message import Message
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from concord.errors import InvalidArgument
+
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
@@ -364,8 +366,10 @@ class Consumer(ABC):
 
 
 def _retryable(exc: BaseException) -> bool:
-    # KeyboardInterrupt/SystemExit and an abort end the record's handling at once.
-    return isinstance(exc, Exception) and not isinstance(exc, _Abandoned)
+    # KeyboardInterrupt/SystemExit and an abort end the record's handling at once; bad
+    # content (InvalidArgument: a corrupt image, an empty text) fails the same way every
+    # time, so it goes to the DLQ without waiting out the retries.
+    return isinstance(exc, Exception) and not isinstance(exc, _Abandoned | InvalidArgument)
 
 
 class Bus(ABC):

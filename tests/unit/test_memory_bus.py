@@ -19,6 +19,7 @@ from concord.bus import (
 )
 from concord.bus.memory import EMBEDDED_LOG
 from concord.config import Settings
+from concord.errors import InvalidArgument
 from concord.proto.v1.events_pb2 import Indexed, IngestRequest
 
 WAIT = 10.0  # generous bound for in-process delivery; tests never sleep to assert
@@ -242,3 +243,23 @@ def test_make_bus_embedded_shares_one_log() -> None:
     one, two = make_bus(settings), make_bus(settings)
     assert isinstance(one, MemoryBus) and one.log is EMBEDDED_LOG and two.log is EMBEDDED_LOG
     assert one.max_retries == 5 and one.group_id("encoder") == "svc.encoder"
+
+
+def test_bad_content_is_dead_lettered_without_retries(bus: MemoryBus) -> None:
+    calls: list[str] = []
+
+    def handler(msg: IngestRequest, d: Delivery) -> None:
+        calls.append(msg.id)
+        if msg.id == "corrupt":
+            raise InvalidArgument("item.image.data", "is not a readable image")
+
+    bus.publish("t", "k", IngestRequest(id="corrupt"))
+    bus.publish("t", "k", IngestRequest(id="fine"))
+    c = bus.subscribe("t", "g", handler, IngestRequest).start()
+    wait_until(lambda: "fine" in calls, "the record after the bad one")
+    c.stop()
+    (dead,) = bus.log.records(dlq_topic("t"))
+    assert dead.headers[DlqHeaders.REASON] == Reason.HANDLER_FAILED
+    assert dead.headers[DlqHeaders.ATTEMPTS] == "1"
+    assert "item.image.data" in dead.headers[DlqHeaders.ERROR]
+    assert calls == ["corrupt", "fine"]
