@@ -1,3 +1,12 @@
-"""Shared test harness: the real Kafka broker and MLflow server fixtures live in tests/fixtures."""
+"""Shared test harness: the real Kafka broker and MLflow server fixtures live in tests/fixtures.
+
+Nothing may reach a model hub here: the text tower loads from its PyPI package.
+"""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.mlflow"]

@@ -1,0 +1,125 @@
+"""Encoder architecture configs: frozen dataclasses and the named JSON presets in `configs/`.
+
+`load_config("tiny")` reads `configs/tiny.json` from this package; a path to any JSON works too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+PRESETS_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass(frozen=True)
+class ImageTowerConfig:
+    image_size: int = 64  # pixels; square input side, a multiple of patch_size
+    patch_size: int = 8  # pixels; (image_size / patch_size)^2 patch tokens
+    width: int = 128  # transformer width (channels per token)
+    depth: int = 4  # transformer blocks
+    heads: int = 4  # attention heads; must divide width
+    mlp_ratio: float = 4.0  # MLP hidden size / width
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size {self.image_size} not a multiple of patch_size {self.patch_size}"
+            )
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} not divisible by heads {self.heads}")
+        if min(self.image_size, self.patch_size, self.width, self.depth, self.heads) < 1:
+            raise ValueError(f"image tower dimensions must be positive: {self}")
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+@dataclass(frozen=True)
+class TextTowerConfig:
+    max_length: int = 64  # tokens, including [CLS]/[SEP]; longer texts are truncated
+    unfrozen_layers: int = 0  # 0 = MiniLM frozen; k = top k transformer layers trainable
+
+    def __post_init__(self) -> None:
+        if self.max_length < 2:
+            raise ValueError(
+                f"max_length must be >= 2 (room for [CLS] and [SEP]), got {self.max_length}"
+            )
+        if self.unfrozen_layers < 0:
+            raise ValueError(f"unfrozen_layers must be >= 0, got {self.unfrozen_layers}")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    name: str  # preset or model name, e.g. "tiny"
+    image: ImageTowerConfig = field(default_factory=ImageTowerConfig)  # image tower
+    text: TextTowerConfig = field(default_factory=TextTowerConfig)  # text tower
+    embed_dim: int = 256  # joint embedding dimension E
+    init_temperature: float = 0.07  # initial softmax temperature; logit scale = 1 / temperature
+
+    def __post_init__(self) -> None:
+        if self.embed_dim < 1:
+            raise ValueError(f"embed_dim must be positive, got {self.embed_dim}")
+        if not 0 < self.init_temperature <= 1:
+            raise ValueError(f"init_temperature must be in (0, 1], got {self.init_temperature}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns:
+        A JSON-ready nested dict; `from_dict` inverts it.
+        """
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EncoderConfig:
+        """Build a config from `to_dict` output, rejecting unknown keys.
+
+        Args:
+            data: nested dict with `name`, `image`, `text`, `embed_dim`, `init_temperature`.
+        Returns:
+            The EncoderConfig.
+        """
+        data = dict(data)
+        image = ImageTowerConfig(**data.pop("image", {}))
+        text = TextTowerConfig(**data.pop("text", {}))
+        return cls(image=image, text=text, **data)
+
+    def replace(self, **changes: Any) -> EncoderConfig:
+        """Returns:
+        A copy with top-level fields changed; `image`/`text` accept dicts of their fields.
+        """
+        data = self.to_dict()
+        for key, value in changes.items():
+            if key in ("image", "text") and isinstance(value, dict):
+                data[key] = {**data[key], **value}
+            elif key in ("image", "text"):
+                data[key] = asdict(value)
+            else:
+                data[key] = value
+        return EncoderConfig.from_dict(data)
+
+
+def preset_names() -> list[str]:
+    """Returns:
+    The names of the bundled presets (`tiny`, `small`, `base`, ...).
+    """
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
+
+
+def load_config(name_or_path: str | Path) -> EncoderConfig:
+    """Load a bundled preset by name, or any config JSON by path.
+
+    Args:
+        name_or_path: a preset name (see `preset_names()`) or a path to a `.json` file.
+    Returns:
+        The EncoderConfig.
+    """
+    path = PRESETS_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        path = Path(name_or_path)
+        if path.suffix != ".json" or not path.is_file():
+            raise ValueError(
+                f"unknown encoder config {name_or_path!r}; presets: {', '.join(preset_names())}"
+            )
+    return EncoderConfig.from_dict(json.loads(path.read_text()))

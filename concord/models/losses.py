@@ -1,0 +1,97 @@
+"""Contrastive losses on `Encoded` batches: symmetric InfoNCE on pooled embeddings (CLIP/ALIGN)
+and FILIP's token-wise late interaction (similarity and loss)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from concord.models.dual_encoder import Encoded
+
+CHUNK_ELEMENTS = 1 << 26  # cap on Bi_chunk * Bt * N * T floats per token-similarity block
+
+
+class FilipSimilarity(NamedTuple):
+    image_to_text: Tensor  # (Bi, Bt): mean over image tokens of max over text tokens
+    text_to_image: Tensor  # (Bi, Bt): mean over text tokens of max over image tokens
+
+
+def contrastive_loss(
+    image_pooled: Tensor, text_pooled: Tensor, logit_scale: Tensor | float
+) -> Tensor:
+    """Symmetric InfoNCE: pair i is the positive of row i and of column i.
+
+    Args:
+        image_pooled: (B, E) L2-normalised image embeddings.
+        text_pooled: (B, E) L2-normalised text embeddings, row i paired with image i.
+        logit_scale: multiplier for cosine logits (1 / temperature), e.g. `DualEncoder.logit_scale`.
+    Returns:
+        Scalar loss: mean of image->text and text->image cross-entropies.
+    """
+    if image_pooled.shape != text_pooled.shape:
+        raise ValueError(
+            f"paired batches differ: {tuple(image_pooled.shape)} vs {tuple(text_pooled.shape)}"
+        )
+    logits = logit_scale * image_pooled @ text_pooled.T
+    return _symmetric_ce(logits, logits.T)
+
+
+def filip_similarity(image: Encoded, text: Encoded) -> FilipSimilarity:
+    """FILIP token-wise similarities between every image and every text, padding ignored.
+
+    Args:
+        image: Encoded images, tokens (Bi, N, E) and mask (Bi, N).
+        text: Encoded texts, tokens (Bt, T, E) and mask (Bt, T).
+    Returns:
+        FilipSimilarity(image_to_text, text_to_image), both (Bi, Bt). For text->image retrieval
+        rank by `text_to_image`; `(a + b) / 2` is a symmetric score.
+    """
+    n, t = image.tokens.shape[1], text.tokens.shape[1]
+    step = max(1, CHUNK_ELEMENTS // max(1, len(text) * n * t))
+    i2t, t2i = [], []
+    for start in range(0, len(image), step):
+        a, b = _filip_block(image[start : start + step], text)
+        i2t.append(a)
+        t2i.append(b)
+    return FilipSimilarity(torch.cat(i2t), torch.cat(t2i))
+
+
+def filip_loss(image: Encoded, text: Encoded, logit_scale: Tensor | float) -> Tensor:
+    """FILIP loss: InfoNCE over image->text token similarities for each image, and over
+    text->image similarities for each text, averaged.
+
+    Args:
+        image: Encoded images (B rows), image i paired with text i.
+        text: Encoded texts (B rows).
+        logit_scale: multiplier for the similarities (1 / temperature).
+    Returns:
+        Scalar loss.
+    """
+    if len(image) != len(text):
+        raise ValueError(f"paired batches differ: {len(image)} images vs {len(text)} texts")
+    sim = filip_similarity(image, text)
+    return _symmetric_ce(logit_scale * sim.image_to_text, logit_scale * sim.text_to_image.T)
+
+
+def _filip_block(image: Encoded, text: Encoded) -> tuple[Tensor, Tensor]:
+    sim = torch.einsum("ind,jtd->ijnt", image.tokens, text.tokens)  # (Bi, Bt, N, T)
+    lowest = torch.finfo(sim.dtype).min
+    image_mask = image.mask[:, None, :]  # (Bi, 1, N)
+    text_mask = text.mask[None, :, :]  # (1, Bt, T)
+    best_text = sim.masked_fill(~text_mask[:, :, None, :], lowest).amax(dim=3)  # (Bi, Bt, N)
+    best_image = sim.masked_fill(~image_mask[:, :, :, None], lowest).amax(dim=2)  # (Bi, Bt, T)
+    return _masked_mean(best_text, image_mask), _masked_mean(best_image, text_mask)
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    weights = mask.to(values.dtype)
+    total = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))
+    return total.sum(dim=-1) / weights.sum(dim=-1).clamp(min=1.0)
+
+
+def _symmetric_ce(per_image: Tensor, per_text: Tensor) -> Tensor:
+    labels = torch.arange(per_image.shape[0], device=per_image.device)
+    return (F.cross_entropy(per_image, labels) + F.cross_entropy(per_text, labels)) / 2

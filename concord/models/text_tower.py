@@ -1,0 +1,76 @@
+"""Text tower: a pretrained BERT-style backbone (all-MiniLM-L6-v2) given to it, mean-pooled,
+frozen except for its top `unfrozen_layers` transformer layers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from concord.models.config import TextTowerConfig
+
+
+def mean_pool(states: Tensor, attention_mask: Tensor) -> Tensor:
+    """Average token states over real tokens (sentence-transformers' mean pooling).
+
+    Args:
+        states: (B, T, D) token states.
+        attention_mask: (B, T), 1/True for real tokens.
+    Returns:
+        (B, D) pooled states.
+    """
+    mask = attention_mask.to(states.dtype).unsqueeze(-1)
+    return (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
+class TextTower(nn.Module):
+    """Wraps a transformers BertModel; `(input_ids, attention_mask) -> (pooled, token states)`.
+
+    Frozen parts have `requires_grad=False` and stay in eval mode (no dropout) even when the
+    tower is put in train mode.
+    """
+
+    def __init__(self, backbone: nn.Module, cfg: TextTowerConfig) -> None:
+        super().__init__()
+        layers = _encoder_layers(backbone)
+        if cfg.unfrozen_layers > len(layers):
+            raise ValueError(
+                f"unfrozen_layers={cfg.unfrozen_layers} but the backbone has {len(layers)} layers"
+            )
+        self.cfg = cfg
+        self.backbone = backbone
+        self.width: int = int(backbone.config.hidden_size)
+        backbone.requires_grad_(False)
+        self._trainable = layers[len(layers) - cfg.unfrozen_layers :] if cfg.unfrozen_layers else []
+        for layer in self._trainable:
+            layer.requires_grad_(True)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> TextTower:
+        super().train(False)
+        for layer in self._trainable:
+            layer.train(mode)
+        self.training = mode
+        return self
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Encode token ids.
+
+        Args:
+            input_ids: (B, T) int64 token ids.
+            attention_mask: (B, T), 1 for real tokens, 0 for padding.
+        Returns:
+            (mean-pooled (B, D), token states (B, T, D)), D = backbone hidden size (384).
+        """
+        states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return mean_pool(states, attention_mask), states
+
+
+def _encoder_layers(backbone: nn.Module) -> list[Any]:
+    encoder = getattr(backbone, "encoder", None)
+    layers = getattr(encoder, "layer", None)
+    if layers is None or not hasattr(backbone, "config"):
+        raise TypeError(
+            f"expected a BertModel-like backbone (.config, .encoder.layer), got {type(backbone).__name__}"
+        )
+    return list(layers)

@@ -1,0 +1,79 @@
+"""Image tower: a small pre-norm ViT trained from scratch (patch tokens + mean-pooled embedding)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from concord.models.config import ImageTowerConfig
+
+
+class Attention(nn.Module):
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, w = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.out(y.transpose(1, 2).reshape(b, n, w))
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class ImageTower(nn.Module):
+    """ViT over non-overlapping patches; pooled = mean of the final (normed) patch tokens."""
+
+    def __init__(self, cfg: ImageTowerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embed = nn.Conv2d(
+            3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size
+        )
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches, cfg.width))
+        self.blocks = nn.ModuleList(
+            Block(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)
+        )
+        self.norm = nn.LayerNorm(cfg.width)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear | nn.Conv2d):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
+        """Encode images.
+
+        Args:
+            pixels: float (B, 3, S, S) in [0, 1], S = cfg.image_size.
+        Returns:
+            (pooled (B, width), patch tokens (B, N, width)), N = (S / patch_size)^2.
+        """
+        size = self.cfg.image_size
+        if pixels.ndim != 4 or pixels.shape[1:] != (3, size, size):
+            raise ValueError(f"expected pixels (B, 3, {size}, {size}), got {tuple(pixels.shape)}")
+        x = self.patch_embed(pixels * 2.0 - 1.0)  # [0, 1] -> [-1, 1]
+        x = x.flatten(2).transpose(1, 2) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        tokens = self.norm(x)
+        return tokens.mean(dim=1), tokens
