@@ -1,18 +1,55 @@
-"""Typed Python SDK for product teams: channels with auth, health, reflection, service info.
+"""Typed Python SDK for product teams: channels with auth, health, reflection, service info,
+and `Concord`, the typed calls (encode, index, search) returning frozen dataclasses.
 
-Later services add their typed calls here; every call goes over real gRPC.
+Every call goes over real gRPC; the per-service clients live in `concord.clients`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from concord.clients.convert import FilterSpec
+from concord.clients.encoder import EncoderClient, ImageInput
+from concord.clients.retrieval import RetrievalClient, Target
+from concord.clients.types import (
+    CollectionSummary,
+    Embedding,
+    Encoded,
+    Hit,
+    ImageData,
+    IndexItem,
+    IndexResult,
+    ModelId,
+    SearchResult,
+    TokenVectors,
+)
 from concord.config import SERVICE_NAMES, Settings
 from concord.proto.v1 import common_pb2
+
+__all__ = [
+    "CollectionSummary",
+    "Concord",
+    "Connection",
+    "Embedding",
+    "Encoded",
+    "EncoderClient",
+    "Hit",
+    "ImageData",
+    "IndexItem",
+    "IndexResult",
+    "ModelId",
+    "RetrievalClient",
+    "SearchResult",
+    "ServiceStatus",
+    "TokenVectors",
+    "connect",
+    "status_of",
+]
 
 STUBS = {name: f"{name.capitalize()}ServiceStub" for name in SERVICE_NAMES}
 
@@ -105,3 +142,102 @@ def status_of(service: str, settings: Settings, host: str | None = None) -> Serv
             return ServiceStatus(service, conn.address, health, error=err.details() or "")
         models = tuple(f"{m.name}@{m.version}" for m in info.models)
         return ServiceStatus(service, conn.address, health, models, tuple(reflected))
+
+
+class Concord:
+    """The typed SDK: encode, index and search over gRPC; results are frozen dataclasses.
+
+    Args:
+        settings: where the services listen (`serving.host`, ports) and the bearer token.
+        host: overrides `settings.serving.host`.
+        timeout: seconds per call.
+
+    Raises (from every call): the domain error the service raised, e.g. InvalidArgument
+    (with `.violations` naming fields), NotFound, FailedPrecondition, Unavailable.
+    """
+
+    def __init__(
+        self, settings: Settings, host: str | None = None, timeout: float | None = 60.0
+    ) -> None:
+        self._encoder_conn = connect("encoder", settings, host)
+        self._retrieval_conn = connect("retrieval", settings, host)
+        self.encoder = EncoderClient(
+            self._encoder_conn.channel, self._encoder_conn.metadata, timeout
+        )
+        self.retrieval = RetrievalClient(
+            self._retrieval_conn.channel, self._retrieval_conn.metadata, timeout
+        )
+
+    def encode_texts(
+        self, texts: Sequence[str], *, include_tokens: bool = False, normalize: bool = True
+    ) -> Encoded:
+        """Embed texts; see `EncoderClient.encode_texts`."""
+        return self.encoder.encode_texts(texts, include_tokens=include_tokens, normalize=normalize)
+
+    def encode_images(
+        self, images: Sequence[ImageInput], *, include_tokens: bool = False, normalize: bool = True
+    ) -> Encoded:
+        """Embed images (bytes, ImageData, PIL images or paths); see `EncoderClient`."""
+        return self.encoder.encode_images(
+            images, include_tokens=include_tokens, normalize=normalize
+        )
+
+    def index(
+        self, items: Sequence[IndexItem], *, collection: str = "", store_tokens: bool = False
+    ) -> IndexResult:
+        """Index images/texts with payloads; see `RetrievalClient.index`."""
+        return self.retrieval.index(items, collection=collection, store_tokens=store_tokens)
+
+    def search_text(
+        self,
+        text: str,
+        *,
+        collection: str = "",
+        top_k: int = 10,
+        target: Target = "any",
+        filter: FilterSpec | None = None,
+        rerank: bool = False,
+        exact: bool = False,
+    ) -> SearchResult:
+        """Search by text (text->image with target="image"); see `RetrievalClient.search`."""
+        return self.retrieval.search_text(
+            text,
+            collection=collection,
+            top_k=top_k,
+            target=target,
+            filter=filter,
+            rerank=rerank,
+            exact=exact,
+        )
+
+    def search_image(
+        self,
+        image: ImageInput,
+        *,
+        collection: str = "",
+        top_k: int = 10,
+        target: Target = "any",
+        filter: FilterSpec | None = None,
+        rerank: bool = False,
+        exact: bool = False,
+    ) -> SearchResult:
+        """Search by image (image->image or image->text); see `RetrievalClient.search`."""
+        return self.retrieval.search_image(
+            image,
+            collection=collection,
+            top_k=top_k,
+            target=target,
+            filter=filter,
+            rerank=rerank,
+            exact=exact,
+        )
+
+    def close(self) -> None:
+        self._encoder_conn.close()
+        self._retrieval_conn.close()
+
+    def __enter__(self) -> Concord:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

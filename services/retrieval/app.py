@@ -1,4 +1,5 @@
-"""Builds the retrieval service from settings (the `concord.services` entry point)."""
+"""Builds the retrieval service (the `concord.services` entry point): on_start opens the
+collections and the encoder client, then starts the ingest worker; on_stop reverses that."""
 
 from __future__ import annotations
 
@@ -6,8 +7,27 @@ from concord.platform import Platform
 from concord.proto.v1 import retrieval_pb2_grpc
 from concord.serving.definitions import define
 from concord.serving.server import ServiceDefinition
+from services.retrieval.engine import Retrieval
+from services.retrieval.events import IndexedPublisher
 from services.retrieval.servicer import RetrievalServicer
+from services.retrieval.worker import IngestWorker
 
 
 def build(platform: Platform) -> ServiceDefinition:
-    return define("retrieval", RetrievalServicer(), retrieval_pb2_grpc)
+    """Returns: the retrieval ServiceDefinition on the process's shared platform."""
+    engine = Retrieval(platform.settings)
+    events = IndexedPublisher(lambda: platform.bus)
+    worker = IngestWorker(engine, events, lambda: platform.bus)
+    definition = define("retrieval", RetrievalServicer(engine, events), retrieval_pb2_grpc)
+
+    async def start() -> None:
+        await engine.start(platform.vectors)
+        await worker.start()
+
+    async def stop() -> None:
+        await worker.stop()
+        await engine.stop()
+
+    definition.on_start.append(start)
+    definition.on_stop.append(stop)
+    return definition

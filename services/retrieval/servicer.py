@@ -1,15 +1,122 @@
-"""Proto <-> domain translation for the retrieval service; RPCs not built yet answer UNIMPLEMENTED."""
+"""Proto <-> domain translation for the retrieval service: converts requests, calls the
+engine, builds responses; publishes `concord.indexed` events for what it indexed."""
 
 from __future__ import annotations
 
-import grpc
+import asyncio
 
-from concord.proto.v1 import common_pb2, retrieval_pb2_grpc
+import grpc
+import numpy as np
+
+from concord.clients.convert import model_ref
+from concord.clients.types import ImageData
+from concord.errors import InvalidArgument
+from concord.proto.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
 from concord.serving.definitions import service_info
+from services.retrieval import convert
+from services.retrieval.engine import Query, Retrieval
+from services.retrieval.events import IndexedPublisher
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
 
 
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
+    def __init__(self, engine: Retrieval, events: IndexedPublisher) -> None:
+        self.engine = engine
+        self.events = events
+
+    async def Index(
+        self, request: retrieval_pb2.IndexRequest, context: grpc.aio.ServicerContext
+    ) -> retrieval_pb2.IndexResponse:
+        items = convert.items_from_proto(request.items)
+        done = await self.engine.index(items, request.collection, request.store_tokens)
+        await asyncio.to_thread(self.events.publish, done)
+        return retrieval_pb2.IndexResponse(
+            ids=list(done.ids), collection=done.collection, model=model_ref(done.model)
+        )
+
+    async def Search(
+        self, request: retrieval_pb2.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> retrieval_pb2.SearchResponse:
+        return await self._search(request)
+
+    async def _search(self, request: retrieval_pb2.SearchRequest) -> retrieval_pb2.SearchResponse:
+        spec = convert.search_spec(request)
+        kind = request.WhichOneof("query")
+        if kind == "text":
+            query = Query(text=request.text)
+        elif kind == "image":
+            query = Query(image=ImageData(request.image.data, request.image.media_type))
+        elif kind == "vector":
+            query = Query(vector=np.asarray(request.vector.values, dtype=np.float32))
+        else:
+            raise InvalidArgument("query", "set one of text, image or vector")
+        hits, entry = await self.engine.search(query, spec, request.collection)
+        return retrieval_pb2.SearchResponse(
+            hits=convert.hits_proto(hits), model=model_ref(entry.model), collection=entry.name
+        )
+
+    async def SearchBatch(
+        self, request: retrieval_pb2.SearchBatchRequest, context: grpc.aio.ServicerContext
+    ) -> retrieval_pb2.SearchBatchResponse:
+        if not request.searches:
+            raise InvalidArgument("searches", "is empty")
+
+        async def one(i: int, search: retrieval_pb2.SearchRequest) -> retrieval_pb2.SearchResponse:
+            try:
+                return await self._search(search)
+            except InvalidArgument as err:
+                raise convert.prefixed(err, f"searches[{i}].") from None
+
+        results = await asyncio.gather(*(one(i, s) for i, s in enumerate(request.searches)))
+        return retrieval_pb2.SearchBatchResponse(results=results)
+
+    async def Delete(
+        self, request: retrieval_pb2.DeleteRequest, context: grpc.aio.ServicerContext
+    ) -> retrieval_pb2.DeleteResponse:
+        where = convert.filter_from_proto(request.filter) if request.HasField("filter") else None
+        name = request.collection or (await self.engine.default_entry()).name
+        deleted = await asyncio.to_thread(self.engine.delete, name, list(request.ids), where)
+        return retrieval_pb2.DeleteResponse(deleted=deleted)
+
+    async def GetCollection(
+        self, request: retrieval_pb2.GetCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> retrieval_pb2.CollectionInfo:
+        if not request.name:
+            raise InvalidArgument("name", "is empty")
+        entry, info = await asyncio.to_thread(self.engine.collections.info, request.name)
+        return convert.collection_proto(entry, info)
+
+    async def ListCollections(
+        self, request: retrieval_pb2.ListCollectionsRequest, context: grpc.aio.ServicerContext
+    ) -> retrieval_pb2.ListCollectionsResponse:
+        size = request.page.page_size or DEFAULT_PAGE_SIZE
+        if not 1 <= size <= MAX_PAGE_SIZE:
+            raise InvalidArgument("page.page_size", f"must be between 1 and {MAX_PAGE_SIZE}")
+        collections = self.engine.collections
+        names = await asyncio.to_thread(collections.names)
+        # The token is the last name of the previous page: stable while collections come and go.
+        after = [n for n in names if n > request.page.page_token]
+        page, more = after[:size], len(after) > size
+        infos = [await asyncio.to_thread(collections.info, n) for n in page]
+        return retrieval_pb2.ListCollectionsResponse(
+            collections=[convert.collection_proto(e, i) for e, i in infos],
+            page=common_pb2.PageResponse(
+                next_page_token=page[-1] if more else "", total_size=len(names)
+            ),
+        )
+
     async def GetInfo(
         self, request: common_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.ServiceInfo:
-        return service_info("retrieval")
+        # Retrieval serves whatever the encoder serves; without one it can still search by vector.
+        model = None
+        if self.engine.encoder is not None:
+            try:
+                model = await self.engine.encoder.model(timeout=1.0)
+            except Exception:  # an unreachable encoder is reported as "not ready", not an error
+                model = None
+        return service_info(
+            "retrieval", models=[model_ref(model)] if model else [], ready=model is not None
+        )

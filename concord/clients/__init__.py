@@ -1,0 +1,2 @@
+"""Typed gRPC clients of Concord services: result dataclasses, proto converters, and one
+client class per service (sync for product teams, async for services calling services)."""

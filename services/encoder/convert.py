@@ -1,0 +1,88 @@
+"""Encoder wire <-> domain: request validation with field names, and ItemEncoding -> proto."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from concord.clients.convert import model_ref, tensor_from_array
+from concord.clients.types import ModelId
+from concord.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from concord.media import decode_image
+from concord.proto.v1 import common_pb2, encoder_pb2
+from services.encoder.servable import ItemEncoding
+
+
+def check_count(count: int, field: str, limit: int) -> None:
+    """Raises: InvalidArgument when a request carries no items or more than `limit`."""
+    if count == 0:
+        raise InvalidArgument(field, "is empty; send at least one item")
+    if count > limit:
+        raise InvalidArgument(field, f"has {count} items; the limit per request is {limit}")
+
+
+def check_model(options: encoder_pb2.EncodeOptions, served: ModelId) -> None:
+    """Raises: FailedPrecondition when the caller asked for a model other than the served one."""
+    wanted = options.model
+    if not options.HasField("model") or not wanted.name:
+        return
+    if wanted.name != served.name or (wanted.version and wanted.version != served.version):
+        asked = f"{wanted.name}@{wanted.version or wanted.alias or 'any'}"
+        raise FailedPrecondition(f"this encoder serves {served}, not {asked}")
+
+
+def check_texts(texts: Sequence[str], field: str = "texts") -> list[str]:
+    """Returns: the texts. Raises: InvalidArgument naming every empty one (`texts[3]`)."""
+    violations = [
+        FieldViolation(f"{field}[{i}]", "is empty") for i, t in enumerate(texts) if not t.strip()
+    ]
+    if violations:
+        raise InvalidArgument.from_violations(violations)
+    return list(texts)
+
+
+def decode_images(images: Sequence[common_pb2.Image], field: str = "images") -> list[Image.Image]:
+    """Decode every image safely. Raises: InvalidArgument naming each bad one
+    (`images[2].data`, `images[0].media_type`)."""
+    decoded: list[Image.Image] = []
+    violations: list[FieldViolation] = []
+    for i, image in enumerate(images):
+        try:
+            decoded.append(decode_image(image.data, image.media_type, field=f"{field}[{i}]"))
+        except InvalidArgument as err:
+            violations.extend(err.violations)
+    if violations:
+        raise InvalidArgument.from_violations(violations)
+    return decoded
+
+
+def encoding_proto(
+    item: ItemEncoding, include_tokens: bool, normalize: bool
+) -> encoder_pb2.Encoding:
+    """The wire form of one result. The model's pooled output is unit length already;
+    `normalize` re-normalises in float32 so callers can rely on it exactly."""
+    pooled = item.pooled.astype(np.float32)
+    if normalize:
+        pooled = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
+    encoding = encoder_pb2.Encoding(embedding=common_pb2.Embedding(values=pooled.tolist()))
+    if include_tokens:
+        encoding.tokens.CopyFrom(
+            common_pb2.TokenEmbeddings(
+                vectors=tensor_from_array(item.tokens),
+                tokens=list(item.token_texts),
+                spans=[common_pb2.Span(start=a, end=b) for a, b in item.spans],
+            )
+        )
+    return encoding
+
+
+def encode_response(
+    items: Sequence[ItemEncoding], options: encoder_pb2.EncodeOptions, model: ModelId, dim: int
+) -> encoder_pb2.EncodeResponse:
+    return encoder_pb2.EncodeResponse(
+        encodings=[encoding_proto(i, options.include_tokens, options.normalize) for i in items],
+        model=model_ref(model),
+        dim=dim,
+    )

@@ -1,0 +1,154 @@
+"""The encoder's model state: load once, then encode images and texts through one dynamic
+batcher per modality (torch in a worker thread, inference mode). No proto types here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from concord.clients.types import ModelId
+from concord.config import Settings
+from concord.errors import FailedPrecondition
+from concord.models.dual_encoder import Encoded
+from concord.models.preprocess import images_to_tensor
+from concord.registry import Registry
+from concord.serving import DynamicBatcher
+from services.encoder.loading import LoadedModel, load_model
+
+log = logging.getLogger(__name__)
+
+MAX_ITEMS_PER_REQUEST = 1024  # also capped by settings.batching.max_queue
+
+
+@dataclass(frozen=True, eq=False)
+class ItemEncoding:
+    """One input's result: pooled (E,) unit-norm, tokens (n, E) with text strings and spans."""
+
+    pooled: np.ndarray
+    tokens: np.ndarray
+    token_texts: tuple[str, ...] = ()  # empty for image patches
+    spans: tuple[tuple[int, int], ...] = ()  # empty for image patches
+
+
+class EncoderServable:
+    """Holds the served model and its batchers.
+
+    Args:
+        settings: `encoder_model` names the model; `batching` sizes the batchers.
+        registry: returns the platform registry (called only for `models:/` URIs).
+    """
+
+    def __init__(self, settings: Settings, registry: Callable[[], Registry]) -> None:
+        self.uri = settings.encoder_model
+        self._registry = registry
+        self._batching = settings.batching
+        self.max_items = min(MAX_ITEMS_PER_REQUEST, settings.batching.max_queue)
+        self.loaded: LoadedModel | None = None
+        self.load_error = ""
+        self.images: DynamicBatcher[Image.Image, ItemEncoding] = self._batcher(
+            self._encode_images, "encoder-images"
+        )
+        self.texts: DynamicBatcher[str, ItemEncoding] = self._batcher(
+            self._encode_texts, "encoder-texts"
+        )
+
+    def _batcher(self, fn: Callable, name: str) -> DynamicBatcher:  # type: ignore[type-arg]
+        b = self._batching
+        return DynamicBatcher(
+            fn,
+            name=name,
+            max_batch_size=b.max_batch_size,
+            max_delay_ms=b.max_delay_ms,
+            max_queue=b.max_queue,
+        )
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Load the model (a missing one leaves the service up but not ready) and start the
+        batchers."""
+        try:
+            self.loaded = await asyncio.to_thread(load_model, self.uri, self._registry)
+            log.info("encoder serving %s from %s", self.loaded.id, self.uri)
+        except Exception as err:  # a missing model must not stop health, info or other RPCs
+            self.load_error = getattr(err, "message", None) or f"{type(err).__name__}: {err}"
+            log.warning("encoder model %s not loaded: %s", self.uri, self.load_error)
+        self.images.start()
+        self.texts.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(self.images.stop(), self.texts.stop())
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded is not None
+
+    @property
+    def model_id(self) -> ModelId | None:
+        return self.loaded.id if self.loaded else None
+
+    @property
+    def dim(self) -> int:
+        return self.require().model.config.embed_dim
+
+    def require(self) -> LoadedModel:
+        """Returns: the loaded model. Raises: FailedPrecondition naming the model URI."""
+        if self.loaded is None:
+            raise FailedPrecondition(
+                f"encoder model {self.uri!r} is not loaded: {self.load_error or 'still loading'}"
+            )
+        return self.loaded
+
+    # ----------------------------------------------------------------- predict
+
+    async def encode_images(self, images: Sequence[Image.Image]) -> list[ItemEncoding]:
+        """Encode decoded images; each goes through the batcher so callers coalesce."""
+        self.require()
+        return await self.images.submit_many(images)
+
+    async def encode_texts(self, texts: Sequence[str]) -> list[ItemEncoding]:
+        """Encode non-empty texts; each goes through the batcher so callers coalesce."""
+        self.require()
+        return await self.texts.submit_many(texts)
+
+    def _encode_images(self, images: list[Image.Image]) -> list[ItemEncoding]:
+        loaded = self.require()
+        pixels = images_to_tensor(images, loaded.model.config.image.image_size)
+        with torch.inference_mode():
+            encoded = loaded.model.encode_image(pixels)
+        return _split(encoded)
+
+    def _encode_texts(self, texts: list[str]) -> list[ItemEncoding]:
+        loaded = self.require()
+        batch = loaded.tokenizer(texts)
+        with torch.inference_mode():
+            encoded = loaded.model.encode_text(batch.input_ids, batch.attention_mask)
+        return _split(encoded, batch.tokens, batch.offsets)
+
+
+def _split(
+    encoded: Encoded,
+    token_texts: list[list[str]] | None = None,
+    offsets: list[list[tuple[int, int]]] | None = None,
+) -> list[ItemEncoding]:
+    pooled = encoded.pooled.float().cpu().numpy()
+    tokens = encoded.tokens.float().cpu().numpy()
+    mask = encoded.mask.cpu().numpy()
+    out = []
+    for i in range(len(pooled)):
+        rows = tokens[i][mask[i]]
+        out.append(
+            ItemEncoding(
+                pooled=pooled[i],
+                tokens=rows,
+                token_texts=tuple(token_texts[i]) if token_texts else (),
+                spans=tuple(offsets[i]) if offsets else (),
+            )
+        )
+    return out

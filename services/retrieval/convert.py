@@ -1,0 +1,129 @@
+"""Retrieval wire <-> domain: index items, proto Filter -> concord.vectors.Filter, search
+options, hits and collection info. Field names in errors follow the request's paths."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from concord.clients.convert import (
+    MODALITY_ENUMS,
+    MODALITY_NAMES,
+    model_ref,
+    payload_from_dict,
+    payload_to_dict,
+)
+from concord.clients.types import ImageData
+from concord.errors import FieldViolation, InvalidArgument
+from concord.proto.v1 import retrieval_pb2
+from concord.vectors import CollectionInfo, Filter, Match, MatchAny, Range, ScoredPoint
+from concord.vectors.errors import InvalidArgument as VectorInvalidArgument
+from services.retrieval.collections import Entry
+from services.retrieval.indexing import ItemIn
+from services.retrieval.search import SearchSpec, check_top_k
+
+
+def items_from_proto(items: Sequence[retrieval_pb2.IndexItem]) -> list[ItemIn]:
+    out = []
+    for i, item in enumerate(items):
+        kind = item.item.WhichOneof("content")
+        image = item.item.image if kind == "image" else None
+        out.append(
+            ItemIn(
+                where=f"items[{i}]",
+                text=item.item.text if kind == "text" else None,
+                image=ImageData(image.data, image.media_type) if image is not None else None,
+                payload=payload_to_dict(item.payload),
+                id=item.id,
+            )
+        )
+    return out
+
+
+def filter_from_proto(proto: retrieval_pb2.Filter, field: str = "filter") -> Filter:
+    """Translate a wire filter. Raises: InvalidArgument naming `filter.must[2].field` etc."""
+    parts: dict[str, list[Match | MatchAny | Range]] = {}
+    violations: list[FieldViolation] = []
+    for part in ("must", "should", "must_not"):
+        parts[part] = []
+        for i, cond in enumerate(getattr(proto, part)):
+            where = f"{field}.{part}[{i}]"
+            try:
+                parts[part].append(_condition(cond, where))
+            except InvalidArgument as err:
+                violations.extend(err.violations)
+    if violations:
+        raise InvalidArgument.from_violations(violations)
+    return Filter(must=parts["must"], should=parts["should"], must_not=parts["must_not"])
+
+
+def _condition(cond: retrieval_pb2.Condition, where: str) -> Match | MatchAny | Range:
+    if not cond.field:
+        raise InvalidArgument(f"{where}.field", "is empty")
+    kind = cond.WhichOneof("match")
+    try:
+        if kind == "keyword":
+            return Match(cond.field, cond.keyword)
+        if kind == "integer":
+            return Match(cond.field, int(cond.integer))
+        if kind == "flag":
+            return Match(cond.field, cond.flag)
+        if kind == "any":
+            return MatchAny(cond.field, list(cond.any.keywords))
+        if kind == "range":
+            r = cond.range
+            return Range(
+                cond.field,
+                gte=r.gte if r.HasField("gte") else None,
+                gt=r.gt if r.HasField("gt") else None,
+                lte=r.lte if r.HasField("lte") else None,
+                lt=r.lt if r.HasField("lt") else None,
+            )
+    except VectorInvalidArgument as err:
+        raise InvalidArgument(f"{where}.{kind}", err.violations[0].description) from None
+    raise InvalidArgument(f"{where}.match", "set one of keyword, integer, flag, any, range")
+
+
+def search_spec(request: retrieval_pb2.SearchRequest) -> SearchSpec:
+    """Returns: the search options of a request (top_k 0 = default). Raises: InvalidArgument."""
+    target = MODALITY_NAMES.get(request.target)
+    if target is None:
+        raise InvalidArgument("target", f"unknown modality {request.target}")
+    return SearchSpec(
+        top_k=check_top_k(request.top_k),
+        target=target,  # type: ignore[arg-type]
+        filter=filter_from_proto(request.filter) if request.HasField("filter") else None,
+        rerank=request.rerank_late_interaction,
+        exact=request.exact,
+        with_payload=request.with_payload,
+    )
+
+
+def hits_proto(points: Sequence[ScoredPoint]) -> list[retrieval_pb2.Hit]:
+    hits = []
+    for p in points:
+        payload = dict(p.payload or {})
+        modality = str(payload.pop("modality", ""))
+        hit = retrieval_pb2.Hit(
+            id=str(p.id), score=p.score, modality=MODALITY_ENUMS.get(modality, 0)
+        )
+        if p.payload is not None:
+            hit.payload.CopyFrom(payload_from_dict(payload))
+        hits.append(hit)
+    return hits
+
+
+def collection_proto(entry: Entry, info: CollectionInfo) -> retrieval_pb2.CollectionInfo:
+    return retrieval_pb2.CollectionInfo(
+        name=entry.name,
+        model=model_ref(entry.model),
+        dim=entry.dim,
+        points=info.count,
+        has_tokens=entry.has_tokens,
+    )
+
+
+def prefixed(err: InvalidArgument, prefix: str) -> InvalidArgument:
+    """Returns: the same violations under `prefix` (e.g. `searches[2].`)."""
+    return InvalidArgument.from_violations(
+        [FieldViolation(f"{prefix}{v.field}", v.description) for v in err.violations]
+    )
