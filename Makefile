@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: install kafka protos check lint test run freeze clean
+.PHONY: install kafka helm protos check lint test run freeze clean
 
 install: $(STAMP)
 
@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml constraints.txt
 kafka: $(STAMP)
 	bash tools/kafka/fetch.sh
 
+helm: $(STAMP)
+	bash tools/helm/fetch.sh
+
 protos: $(STAMP)
 	$(BIN)/python tools/gen_protos.py
 
@@ -30,7 +33,7 @@ check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-test: install kafka check
+test: install kafka helm check
 	$(BIN)/python -m pytest --durations=15
 
 run: install
