@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     # What the encoder serves: a registry URI (models:/NAME@ALIAS, models:/NAME/VERSION)
     # or a local model directory.
     encoder_model: str = "models:/concord-encoder@production"
+    # "torch" runs the model in process; "triton" delegates inference through tritonclient
+    # to any Open Inference Protocol v2 endpoint (Triton, or Concord's KServe runtime).
+    encoder_backend: Literal["torch", "triton"] = "torch"
+    triton_url: str | None = None  # host:port of the v2 gRPC endpoint when backend is triton
+    triton_model: str = "concord-encoder"  # model name in that endpoint's repository
     serving: ServingSettings = ServingSettings()
     batching: BatchingSettings = BatchingSettings()
     kafka: KafkaSettings = KafkaSettings()
@@ -86,6 +91,8 @@ class Settings(BaseSettings):
     def _check_backends(self) -> Settings:
         if self.vectors == "qdrant" and not self.qdrant.url:
             raise ValueError("vectors='qdrant' needs qdrant.url (CONCORD_QDRANT__URL)")
+        if self.encoder_backend == "triton" and not self.triton_url:
+            raise ValueError("encoder_backend='triton' needs triton_url (CONCORD_TRITON_URL)")
         return self
 
     @classmethod
