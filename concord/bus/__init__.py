@@ -4,6 +4,7 @@ Workers use only the names below; `make_bus(settings)` picks the backend.
 """
 
 from concord.bus.base import (
+    BatchHandler,
     Bus,
     BusError,
     Consumer,
@@ -19,6 +20,7 @@ from concord.bus.factory import make_bus
 from concord.bus.memory import MemoryBus, MemoryLog
 
 __all__ = [
+    "BatchHandler",
     "Bus",
     "BusError",
     "Consumer",

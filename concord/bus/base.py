@@ -11,7 +11,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -92,6 +92,7 @@ class RawRecord:
 
 Handler = Callable[[M, Delivery], None]
 RawHandler = Callable[[bytes, Delivery], None]
+BatchHandler = Callable[[list[tuple[Any, Delivery]]], None]
 
 
 class PoisonError(ValueError):
@@ -177,6 +178,8 @@ class Consumer(ABC):
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.handled = 0  # records whose handler returned
+        # Set by Bus.subscribe_batch: handles a whole poll at once, per-record on failure.
+        self.batch_handler: BatchHandler | None = None
         self.dead_lettered = 0  # records sent to the DLQ
         self.error: BaseException | None = None  # set when the loop died on an unexpected error
 
@@ -268,8 +271,7 @@ class Consumer(ABC):
                 self._open()
                 break
             except Exception:  # broker not reachable yet: a worker waits, it does not die
-                log.warning("cannot join %s on %s; retrying", self.group, self.topic,
-                            exc_info=True)
+                log.warning("cannot join %s on %s; retrying", self.group, self.topic, exc_info=True)
                 self._stop.wait(2.0)
         else:
             return
@@ -289,6 +291,8 @@ class Consumer(ABC):
             self._close(commit=True)
 
     def _process_batch(self, batch: Sequence[RawRecord]) -> None:
+        if self.batch_handler is not None and len(batch) > 1 and self._process_together(batch):
+            return
         for i, record in enumerate(batch):
             if self._stop.is_set():
                 return  # the rest stays uncommitted: the next owner reads it again
@@ -298,12 +302,39 @@ class Consumer(ABC):
                 raise
             except Exception:
                 # Only a failed DLQ write gets here: the record is not done, so fetch it again.
-                log.exception("could not finish %s[%d]@%d", record.topic, record.partition,
-                              record.offset)
+                log.exception(
+                    "could not finish %s[%d]@%d", record.topic, record.partition, record.offset
+                )
                 self._rewind(batch[i:])
                 self._stop.wait(max(self._backoff, 0.5))
                 return
             self._mark_done(record)
+
+    def _process_together(self, batch: Sequence[RawRecord]) -> bool:
+        """Hand the whole poll to the batch handler once. False (nothing marked done) when a
+        record is poison or the handler failed: the per-record path then retries each record
+        and dead-letters only the bad ones; effects are idempotent, so the repeat is safe."""
+        assert self.batch_handler is not None
+        try:
+            items = [(self._decode(record), record.delivery()) for record in batch]
+        except PoisonError:
+            return False
+        try:
+            self.batch_handler(items)
+        except Exception as exc:
+            log.info(
+                "batch of %d on %s failed (%r); handling records one by one",
+                len(batch),
+                self.topic,
+                exc,
+            )
+            return False
+        if self._abort.is_set():
+            raise _Abandoned
+        for record in batch:
+            self._mark_done(record)
+        self.handled += len(batch)
+        return True
 
     def _process(self, record: RawRecord) -> None:
         delivery = record.delivery()
@@ -336,7 +367,11 @@ class Consumer(ABC):
         except Exception as exc:
             log.warning(
                 "handler failed %d times on %s[%d]@%d: %r; dead-lettering",
-                attempts, record.topic, record.partition, record.offset, exc,
+                attempts,
+                record.topic,
+                record.partition,
+                record.offset,
+                exc,
             )
             self._dead_letter(record, Reason.HANDLER_FAILED, exc, attempts)
             return
@@ -351,16 +386,18 @@ class Consumer(ABC):
         self, record: RawRecord, reason: str, exc: BaseException, attempts: int
     ) -> None:
         headers = dict(record.headers)
-        headers.update({
-            DlqHeaders.REASON: reason,
-            DlqHeaders.ERROR: str(exc)[:1000],
-            DlqHeaders.EXCEPTION: f"{type(exc).__module__}.{type(exc).__qualname__}",
-            DlqHeaders.TOPIC: record.topic,
-            DlqHeaders.PARTITION: str(record.partition),
-            DlqHeaders.OFFSET: str(record.offset),
-            DlqHeaders.GROUP: self.group,
-            DlqHeaders.ATTEMPTS: str(attempts),
-        })
+        headers.update(
+            {
+                DlqHeaders.REASON: reason,
+                DlqHeaders.ERROR: str(exc)[:1000],
+                DlqHeaders.EXCEPTION: f"{type(exc).__module__}.{type(exc).__qualname__}",
+                DlqHeaders.TOPIC: record.topic,
+                DlqHeaders.PARTITION: str(record.partition),
+                DlqHeaders.OFFSET: str(record.offset),
+                DlqHeaders.GROUP: self.group,
+                DlqHeaders.ATTEMPTS: str(attempts),
+            }
+        )
         self._send_to_dlq(record, headers)
         self.dead_lettered += 1
 
@@ -441,6 +478,26 @@ class Bus(ABC):
         Returns:
             A Consumer; call `.start()` (thread) or `.run()` (inline), then `.stop()`.
         """
+
+    def subscribe_batch(
+        self,
+        topic: str,
+        group: str,
+        handler: BatchHandler,
+        message_type: type[M],
+    ) -> Consumer:
+        """Like `subscribe`, but `handler(items)` gets every record of a poll at once as
+        `[(message, delivery), ...]` (one model call, one flush for many events). When the
+        batch fails, each record is retried alone and only the bad ones reach the DLQ.
+
+        Returns:
+            A Consumer (not started).
+        """
+        consumer = self.subscribe(
+            topic, group, lambda message, delivery: handler([(message, delivery)]), message_type
+        )
+        consumer.batch_handler = handler
+        return consumer
 
     @abstractmethod
     def subscribe_raw(self, topic: str, group: str, handler: RawHandler) -> Consumer:

@@ -59,8 +59,12 @@ class KafkaConsumerMember(Consumer):
         config: dict[str, Any],
     ) -> None:
         super().__init__(
-            topic, group, handler, decode,
-            max_retries=bus.max_retries, retry_backoff_seconds=bus.retry_backoff_seconds,
+            topic,
+            group,
+            handler,
+            decode,
+            max_retries=bus.max_retries,
+            retry_backoff_seconds=bus.retry_backoff_seconds,
         )
         self._bus = bus
         self._config = config
@@ -105,8 +109,9 @@ class KafkaConsumerMember(Consumer):
         except kerrors.CommitFailedError:
             # The group rebalanced past us: these partitions are someone else's now and they
             # will re-read from the last commit (at-least-once), so forget them.
-            log.warning("commit of %s rejected after a rebalance; records will be redelivered",
-                        offsets)
+            log.warning(
+                "commit of %s rejected after a rebalance; records will be redelivered", offsets
+            )
         except kerrors.KafkaError:
             log.warning("commit failed; will retry with the next batch", exc_info=True)
             return
@@ -125,7 +130,10 @@ class KafkaConsumerMember(Consumer):
 
     def _send_to_dlq(self, record: RawRecord, headers: dict[str, str]) -> None:
         self._bus.send_raw(
-            dlq_topic(record.topic), record.key, record.value, headers,
+            dlq_topic(record.topic),
+            record.key,
+            record.value,
+            headers,
             timeout=DLQ_SEND_TIMEOUT_SECONDS,
         )
 
@@ -304,7 +312,10 @@ class KafkaBus(Bus):
 
     # -- consuming -----------------------------------------------------------------------------
     def _member(
-        self, topic: str, group: str, handler: Callable[[object, Delivery], None],
+        self,
+        topic: str,
+        group: str,
+        handler: Callable[[object, Delivery], None],
         decode: Callable[[RawRecord], object],
     ) -> KafkaConsumerMember:
         self.ensure_topics([topic, dlq_topic(topic)])
@@ -324,8 +335,11 @@ class KafkaBus(Bus):
         gid = self.group_id(group)
         with self._lock:
             offsets = self._admin_client().list_group_offsets({gid: None}).get(gid, {})
-        return {tp.partition: meta.offset for tp, meta in offsets.items()
-                if tp.topic == topic and meta.offset >= 0}
+        return {
+            tp.partition: meta.offset
+            for tp, meta in offsets.items()
+            if tp.topic == topic and meta.offset >= 0
+        }
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         with self._lock:

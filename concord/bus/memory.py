@@ -188,8 +188,12 @@ class MemoryConsumer(Consumer):
         max_poll_records: int = 100,
     ) -> None:
         super().__init__(
-            topic, group, handler, decode,
-            max_retries=max_retries, retry_backoff_seconds=retry_backoff_seconds,
+            topic,
+            group,
+            handler,
+            decode,
+            max_retries=max_retries,
+            retry_backoff_seconds=retry_backoff_seconds,
         )
         self._log = log
         self._member: str | None = None
@@ -287,13 +291,21 @@ class MemoryBus(Bus):
         return None  # every publish is already in the log
 
     def _consumer(
-        self, topic: str, group: str, handler: Callable[[object, Delivery], None],
+        self,
+        topic: str,
+        group: str,
+        handler: Callable[[object, Delivery], None],
         decode: Callable[[RawRecord], object],
     ) -> MemoryConsumer:
         self.ensure_topics([topic, dlq_topic(topic)])
         return MemoryConsumer(
-            self.log, topic, self.group_id(group), handler, decode,
-            max_retries=self.max_retries, retry_backoff_seconds=self.retry_backoff_seconds,
+            self.log,
+            topic,
+            self.group_id(group),
+            handler,
+            decode,
+            max_retries=self.max_retries,
+            retry_backoff_seconds=self.retry_backoff_seconds,
         )
 
     def subscribe(

@@ -21,8 +21,9 @@ class IndexedPublisher:
         self._bus = bus
         self.topic = topic
 
-    def publish(self, done: Indexed) -> None:
-        """Publish one event per point and wait for the acknowledgement."""
+    def publish(self, done: Indexed, flush: bool = True) -> None:
+        """Publish one event per point; wait for the acknowledgement unless `flush` is False
+        (the caller then calls `flush()` once for many publishes)."""
         bus: Bus = self._bus()
         now = Timestamp()
         now.GetCurrentTime()
@@ -35,4 +36,8 @@ class IndexedPublisher:
                 indexed_at=now,
             )
             bus.publish(self.topic, pid, event)
-        bus.flush()
+        if flush:
+            bus.flush()
+
+    def flush(self) -> None:
+        self._bus().flush()

@@ -61,24 +61,24 @@ class IngestWorker:
         self.topic = topic
         self.consumer: Consumer | None = None
 
-    def handle(self, event: events_pb2.IngestRequest, delivery: Delivery) -> None:
-        """Index one event; raising leaves it to the bus's retries and DLQ."""
-        done = self._engine.index_sync([item_from_event(event)], event.collection, tokens=True)
-        self._events.publish(done)
-        log.debug(
-            "indexed %s into %s from %s@%d",
-            done.ids[0],
-            done.collection,
-            delivery.topic,
-            delivery.offset,
-        )
+    def handle_batch(self, batch: list[tuple[events_pb2.IngestRequest, Delivery]]) -> None:
+        """Index a poll's events: one encoder request and one upsert per collection, one
+        flush of the Indexed events. Raising hands the events to the bus one by one."""
+        by_collection: dict[str, list[ItemIn]] = {}
+        for event, _ in batch:
+            by_collection.setdefault(event.collection, []).append(item_from_event(event))
+        for collection, items in by_collection.items():
+            done = self._engine.index_sync(items, collection, tokens=True)
+            self._events.publish(done, flush=False)
+        self._events.flush()
+        log.debug("indexed %d events from %s", len(batch), self.topic)
 
     async def start(self) -> None:
         # Subscribing may create topics on a broker: keep that off the event loop.
         def subscribe() -> Consumer:
             return (
                 self._bus()
-                .subscribe(self.topic, GROUP, self.handle, events_pb2.IngestRequest)
+                .subscribe_batch(self.topic, GROUP, self.handle_batch, events_pb2.IngestRequest)
                 .start()
             )
 

@@ -120,8 +120,10 @@ def test_failed_handler_is_retried_then_committed(bus: MemoryBus) -> None:
 
     bus.publish("t", "k", event(1))
     c = bus.subscribe("t", "g", flaky, IngestRequest).start()
-    wait_until(lambda: bus.committed("t", "g") == {p: o for p, o in bus.end_offsets("t").items()
-                                                   if o}, "commit")
+    wait_until(
+        lambda: bus.committed("t", "g") == {p: o for p, o in bus.end_offsets("t").items() if o},
+        "commit",
+    )
     c.stop()
     assert attempts == {"m1": 2}
     assert c.handled == 1 and c.dead_lettered == 0
@@ -263,3 +265,30 @@ def test_bad_content_is_dead_lettered_without_retries(bus: MemoryBus) -> None:
     assert dead.headers[DlqHeaders.ATTEMPTS] == "1"
     assert "item.image.data" in dead.headers[DlqHeaders.ERROR]
     assert calls == ["corrupt", "fine"]
+
+
+def test_batch_handler_takes_whole_polls_and_isolates_bad_records(bus: MemoryBus) -> None:
+    batches: list[list[str]] = []
+    lock = threading.Lock()
+
+    def handler(items: list[tuple[IngestRequest, Delivery]]) -> None:
+        ids = [m.id for m, _ in items]
+        with lock:
+            batches.append(ids)
+        if "bad" in ids:
+            raise InvalidArgument("item.text", "is empty")
+
+    for i in range(6):
+        bus.publish("t", "k", event(i))  # one key: one partition, one ordered poll
+    bus.publish("t", "k", IngestRequest(id="bad"))
+    bus.publish("t", "k", event(6))
+    c = bus.subscribe_batch("t", "g", handler, IngestRequest).start()
+    wait_until(lambda: sum(bus.committed("t", "g").values()) == 8, "all eight records committed")
+    c.stop()
+    handled_alone = [b for b in batches if len(b) == 1]
+    assert max(len(b) for b in batches) > 1, f"no batch was formed: {batches}"
+    # The failed batch was retried record by record: every record handled, only 'bad' dead.
+    assert {i for b in batches for i in b} == {f"m{i}" for i in range(7)} | {"bad"}
+    assert ["bad"] in handled_alone
+    (dead,) = bus.log.records(dlq_topic("t"))
+    assert IngestRequest.FromString(dead.value).id == "bad"
