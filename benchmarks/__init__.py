@@ -1,0 +1,1 @@
+"""Performance benchmarks: each measures Concord beside a ceiling measured in the same run."""

@@ -1,0 +1,122 @@
+"""Kafka ingest -> indexed throughput vs the encoder's ceiling, through a real broker.
+
+    python -m benchmarks.kafka_ingest [--events 2000] [--batch 32]
+
+Starts a single-node KRaft broker (tools/kafka), `concord serve encoder retrieval` with the
+Kafka bus, publishes text IngestRequest events and times them until every Indexed event is
+back. The ceiling is raw batched text encoding in this process. Writes
+reports/bench_ingest.md and .json.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from benchmarks.harness import rate, serve
+from concord.bus.kafka import KafkaBus
+from concord.checkpoints import build_encoder, load_encoder, save_encoder
+from concord.models.config import load_config
+from concord.proto.v1 import common_pb2, events_pb2
+from pipelines.evaluate.report import MetricRow, write_report
+from tools.kafka.broker import KafkaBroker
+
+app = typer.Typer(add_completion=False)
+
+
+def _text(i: int) -> str:
+    colours = ["red", "blue", "green", "yellow", "purple"]
+    shapes = ["circle", "square", "star", "cross", "heart"]
+    return f"{i}: a {colours[i % 5]} {shapes[(i // 5) % 5]} above a {colours[(i // 25) % 5]} star"
+
+
+@app.command()
+def main(
+    events: Annotated[int, typer.Option(help="events to ingest")] = 2000,
+    batch: Annotated[int, typer.Option(help="batch size of the raw ceiling")] = 32,
+    out: Annotated[Path, typer.Option(help="report directory")] = Path("reports"),
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        model = home / "encoder"
+        save_encoder(*build_encoder(load_config("tiny")), model)
+        encoder, tokenizer = load_encoder(model)
+        texts = [_text(i) for i in range(batch)]
+
+        @torch.inference_mode()
+        def raw() -> int:
+            tokens = tokenizer(texts)
+            encoder.encode_text(tokens.input_ids, tokens.attention_mask)
+            return len(texts)
+
+        ceiling = rate(raw, 3.0)
+
+        broker = KafkaBroker()
+        broker.start()
+        try:
+            env = {
+                "CONCORD_ENCODER_MODEL": str(model),
+                "CONCORD_BUS": "kafka",
+                "CONCORD_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+            }
+            with serve(["encoder", "retrieval"], home, **env):
+                collection = f"bench-{uuid.uuid4().hex[:6]}"
+                bus = KafkaBus(broker.bootstrap, group_prefix="bench")
+                seen: set[str] = set()
+                done = threading.Event()
+
+                def on_indexed(message: events_pb2.Indexed, _: object) -> None:
+                    if message.collection == collection:
+                        seen.add(message.id)
+                        if len(seen) >= events:
+                            done.set()
+
+                observer = bus.subscribe(
+                    "concord.indexed", f"obs-{collection}", on_indexed, events_pb2.Indexed
+                ).start()
+                started = time.perf_counter()
+                for i in range(events):
+                    bus.publish(
+                        "concord.ingest",
+                        str(i),
+                        events_pb2.IngestRequest(
+                            collection=collection, item=common_pb2.Item(text=_text(i))
+                        ),
+                    )
+                bus.flush()
+                if not done.wait(1800):
+                    raise TimeoutError(f"only {len(seen)} of {events} events were indexed")
+                ingest_rate = events / (time.perf_counter() - started)
+                observer.stop()
+                bus.close()
+        finally:
+            broker.stop()
+            broker.cleanup()
+
+    split = f"{events} text events"
+    rows = [
+        MetricRow("texts/s", split, f"raw encode, batch {batch} (ceiling)", ceiling),
+        MetricRow(
+            "texts/s",
+            split,
+            "Kafka ingest -> Indexed",
+            ingest_rate,
+            f"raw encode, batch {batch} (ceiling)",
+        ),
+        MetricRow("ingest/ceiling", split, "Kafka ingest", ingest_rate / ceiling),
+    ]
+    files = write_report("bench_ingest", rows, out, title="Kafka ingest vs the encoder ceiling")
+    for row in rows:
+        typer.echo(f"{row.metric:>16} {row.method:<44} {row.value:10.2f}")
+    typer.echo(f"wrote {files.markdown}")
+
+
+if __name__ == "__main__":
+    app()
