@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ from concord.models.preprocess import images_to_tensor
 from concord.registry import Registry
 from concord.serving import DynamicBatcher
 from services.encoder.loading import LoadedModel, load_model
+
+if TYPE_CHECKING:
+    from services.encoder.triton_backend import TritonEncoderBackend
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +44,16 @@ class EncoderServable:
     """Holds the served model and its batchers.
 
     Args:
-        settings: `encoder_model` names the model; `batching` sizes the batchers.
+        settings: `encoder_model` names the model; `batching` sizes the batchers;
+            `encoder_backend` "triton" sends the batched model calls to `triton_url`.
         registry: returns the platform registry (called only for `models:/` URIs).
     """
 
     def __init__(self, settings: Settings, registry: Callable[[], Registry]) -> None:
         self.uri = settings.encoder_model
         self._registry = registry
+        self._settings = settings
+        self.remote: TritonEncoderBackend | None = None  # set when the backend is triton
         self._batching = settings.batching
         self.max_items = min(MAX_ITEMS_PER_REQUEST, settings.batching.max_queue)
         self.loaded: LoadedModel | None = None
@@ -74,7 +81,11 @@ class EncoderServable:
         """Load the model (a missing one leaves the service up but not ready) and start the
         batchers."""
         try:
-            self.loaded = await asyncio.to_thread(load_model, self.uri, self._registry)
+            if self._settings.encoder_backend == "triton":
+                self.remote = await asyncio.to_thread(self._connect_triton)
+            self.loaded = await asyncio.to_thread(
+                load_model, self.uri, self._registry, weights=self.remote is None
+            )
             log.info("encoder serving %s from %s", self.loaded.id, self.uri)
         except Exception as err:  # a missing model must not stop health, info or other RPCs
             self.load_error = getattr(err, "message", None) or f"{type(err).__name__}: {err}"
@@ -84,6 +95,17 @@ class EncoderServable:
 
     async def stop(self) -> None:
         await asyncio.gather(self.images.stop(), self.texts.stop())
+        if self.remote is not None:
+            self.remote.close()
+
+    def _connect_triton(self) -> TritonEncoderBackend:
+        from services.encoder.triton_backend import TritonEncoderBackend
+
+        url, model = self._settings.triton_url, self._settings.triton_model
+        remote = TritonEncoderBackend(url or "", model)
+        if not remote.ready():  # not fatal: the endpoint may come up after the service
+            log.warning("triton endpoint %s: models of %r not ready yet", url, model)
+        return remote
 
     @property
     def ready(self) -> bool:
@@ -95,7 +117,7 @@ class EncoderServable:
 
     @property
     def dim(self) -> int:
-        return self.require().model.config.embed_dim
+        return self.require().config.embed_dim
 
     def require(self) -> LoadedModel:
         """Returns: the loaded model. Raises: FailedPrecondition naming the model URI."""
@@ -119,16 +141,21 @@ class EncoderServable:
 
     def _encode_images(self, images: list[Image.Image]) -> list[ItemEncoding]:
         loaded = self.require()
-        pixels = images_to_tensor(images, loaded.model.config.image.image_size)
+        pixels = images_to_tensor(images, loaded.config.image.image_size)
+        if self.remote is not None:
+            return _split(self.remote.encode_image(pixels))
         with torch.inference_mode():
-            encoded = loaded.model.encode_image(pixels)
+            encoded = loaded.torch_model().encode_image(pixels)
         return _split(encoded)
 
     def _encode_texts(self, texts: list[str]) -> list[ItemEncoding]:
         loaded = self.require()
         batch = loaded.tokenizer(texts)
+        if self.remote is not None:
+            encoded = self.remote.encode_text(batch.input_ids, batch.attention_mask)
+            return _split(encoded, batch.tokens, batch.offsets)
         with torch.inference_mode():
-            encoded = loaded.model.encode_text(batch.input_ids, batch.attention_mask)
+            encoded = loaded.torch_model().encode_text(batch.input_ids, batch.attention_mask)
         return _split(encoded, batch.tokens, batch.offsets)
 
 
