@@ -1,0 +1,1 @@
+"""Encoder pipelines: dataset loading, embedding, evaluation, XBT and the encoder report."""

@@ -1,0 +1,144 @@
+"""XBT (backward-compatible upgrade): train `CompatibleProjection` psi from a new encoder's space
+into an old one's -- stage 1 on text only (noise-injected, no images), stage 2 adding a few image
+pairs -- and measure new-query-vs-old-index R@1 against old->old and a full backfill (new->new)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from concord.models.xbt import CompatibleProjection, add_modality_noise
+from pipelines.encoder.evaluate import Retrieval, Scores, retrieval
+
+
+@dataclass(frozen=True)
+class XbtConfig:
+    text_steps: int = 600  # stage 1 optimizer steps (text only)
+    pair_steps: int = 300  # stage 2 optimizer steps (text + image pairs)
+    batch_size: int = 256  # pairs per contrastive batch
+    lr: float = 2e-3  # AdamW learning rate
+    noise: float = (
+        0.1  # std of Gaussian noise added to new text embeddings (bridges the modality gap)
+    )
+    temperature: float = 0.05  # fixed softmax temperature of the contrastive terms
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Spaces:
+    """Pooled, L2-normalised embeddings of the same items under the old and the new model."""
+
+    old: torch.Tensor  # (N, E_old)
+    new: torch.Tensor  # (N, E_new)
+
+
+@dataclass(frozen=True)
+class XbtResult:
+    """new->old retrieval with psi beside the two reference points."""
+
+    old_old: Retrieval  # the old model on both sides (what you have before upgrading)
+    new_old: Retrieval  # new queries through psi against the old index (XBT, no backfill)
+    new_new: Retrieval  # the new model on both sides (full backfill)
+
+
+def _info_nce(query: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    logits = F.normalize(query, dim=-1) @ F.normalize(target, dim=-1).T / temperature
+    labels = torch.arange(len(query))
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
+def make_projection(
+    new_dim: int, old_dim: int, seed: int = 0, hidden_dim: int = 0
+) -> CompatibleProjection:
+    """A fresh psi (linear, or a 2-layer MLP when hidden_dim > 0), initialised from `seed`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CompatibleProjection(new_dim, old_dim, hidden_dim)
+
+
+def train_text_stage(proj: CompatibleProjection, text: Spaces, cfg: XbtConfig) -> list[float]:
+    """Stage 1: psi(new_text + noise) -> old_text, contrastively. Returns: per-step losses."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(proj.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    losses = []
+    proj.train()
+    for _ in range(cfg.text_steps):
+        idx = torch.randint(len(text.new), (min(cfg.batch_size, len(text.new)),), generator=gen)
+        noisy = add_modality_noise(text.new[idx], cfg.noise, gen)
+        loss = _info_nce(proj(noisy), text.old[idx], cfg.temperature)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def train_pair_stage(
+    proj: CompatibleProjection,
+    text: Spaces | None,
+    image: Spaces,
+    image_text: Spaces,
+    cfg: XbtConfig,
+) -> list[float]:
+    """Stage 2: cross-model terms on a few image-caption pairs (psi(new image) vs old caption,
+    psi(new caption) vs old image), plus the stage-1 text term when `text` is given.
+
+    Args:
+        image: the pairs' images under both models; image_text: their captions, row-aligned.
+    Returns:
+        Per-step losses.
+    """
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    opt = torch.optim.AdamW(proj.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    losses = []
+    proj.train()
+    n = len(image.new)
+    for _ in range(cfg.pair_steps):
+        idx = torch.randint(n, (min(cfg.batch_size, n),), generator=gen)
+        loss = _info_nce(proj(image.new[idx]), image_text.old[idx], cfg.temperature) + _info_nce(
+            proj(image_text.new[idx]), image.old[idx], cfg.temperature
+        )
+        if text is not None:
+            tdx = torch.randint(len(text.new), (min(cfg.batch_size, len(text.new)),), generator=gen)
+            noisy = add_modality_noise(text.new[tdx], cfg.noise, gen)
+            loss = loss + _info_nce(proj(noisy), text.old[tdx], cfg.temperature)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+@torch.no_grad()
+def project(proj: CompatibleProjection, new: torch.Tensor) -> torch.Tensor:
+    """psi(new), L2-normalised, in eval mode."""
+    proj.eval()
+    return F.normalize(proj(new), dim=-1)
+
+
+def evaluate_upgrade(
+    image: Spaces, text: Spaces, text_to_image: np.ndarray, proj: CompatibleProjection
+) -> XbtResult:
+    """Gallery and queries of a held-out split under both models.
+
+    Args:
+        image: (I, .) test images; text: (T, .) test captions; text_to_image: (T,) owner image.
+        proj: the trained psi.
+    """
+
+    def sim(t: torch.Tensor, i: torch.Tensor) -> np.ndarray:
+        return (t.float() @ i.float().T).numpy()
+
+    def same(s: np.ndarray) -> Scores:
+        return Scores(s, s)
+
+    old_old = retrieval(same(sim(text.old, image.old)), text_to_image)
+    # New text queries against the old image index, and new image queries against old texts.
+    t2i = sim(project(proj, text.new), image.old)
+    i2t = sim(text.old, project(proj, image.new))
+    new_old = retrieval(Scores(t2i, i2t), text_to_image)
+    new_new = retrieval(same(sim(text.new, image.new)), text_to_image)
+    return XbtResult(old_old, new_old, new_new)

@@ -1,0 +1,110 @@
+"""The training pipeline end to end on a tiny generated dataset: 2 steps train, the loss falls on a
+fixed batch, the model registers in a tmp sqlite MLflow and loads back with identical embeddings."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from concord.checkpoints import build_encoder, load_encoder
+from concord.models.config import load_config
+from concord.registry import Registry
+from pipelines.encoder.data import ensure_dataset, load_retrieval
+from pipelines.encoder.embed import TextStateCache, encode_texts, project_text
+from pipelines.train_encoder import MODEL_NAME, TrainConfig, app, loss_fn, train
+
+# A smaller image tower than `tiny` keeps the overfit check fast; the text tower is the real MiniLM.
+SMALL = {"width": 64, "depth": 1, "heads": 2}
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ensure_dataset(
+        "retrieval", tmp_path_factory.mktemp("data") / "retrieval", "tiny", seed=0
+    )
+
+
+def test_two_step_training_registers_and_loads_back(scenes: Path, tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = TrainConfig(
+        preset="tiny",
+        data=scenes,
+        epochs=1,
+        batch_size=4,
+        train_limit=8,
+        out=tmp_path / "model",
+        tracking_uri=uri,
+        register=True,
+        alias="production",
+        progress=False,
+    )
+    res = train(cfg)
+
+    assert len(res.history) == 1 and math.isfinite(res.history[0].loss)
+    assert res.version == 1
+    registry = Registry(uri, artifacts_dir=tmp_path / "artifacts")
+    info = registry.get_alias(MODEL_NAME, "production")
+    assert info.version == 1 and info.run_id == res.run_id
+    _, local = registry.download(info, tmp_path / "download")
+    loaded, tokenizer = load_encoder(local)
+
+    data = load_retrieval(scenes, "test", loaded.image_size)
+    texts = [c[0] for c in data.captions]
+    tok = tokenizer(texts)
+    with torch.no_grad():
+        res.model.eval()
+        a_img, b_img = res.model.encode_image(data.pixels), loaded.encode_image(data.pixels)
+        a_txt = res.model.encode_text(tok.input_ids, tok.attention_mask)
+        b_txt = loaded.encode_text(tok.input_ids, tok.attention_mask)
+    torch.testing.assert_close(a_img.pooled, b_img.pooled, rtol=0, atol=1e-6)
+    torch.testing.assert_close(a_txt.tokens, b_txt.tokens, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["clip", "filip"])
+def test_loss_decreases_on_a_fixed_batch(scenes: Path, loss: str) -> None:
+    model, tokenizer = build_encoder(load_config("tiny").replace(image=SMALL), seed=0)
+    data = load_retrieval(scenes, "train", model.image_size)
+    texts = [c[0] for c in data.captions]
+    cache = TextStateCache()
+    cache.add(model, tokenizer, texts)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    losses = []
+    for _ in range(8):
+        value = loss_fn(
+            loss,
+            model.encode_image(data.pixels),
+            encode_texts(model, tokenizer, texts, cache),  # type: ignore[arg-type]
+            model.logit_scale,
+        )
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+        losses.append(float(value.detach()))
+    assert all(np.isfinite(losses))
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_cached_text_path_equals_encode_text(scenes: Path) -> None:
+    model, tokenizer = build_encoder(load_config("tiny").replace(image=SMALL), seed=0)
+    model.eval()
+    texts = ["a red circle", "two small blue squares to the left of a green star"]
+    cache = TextStateCache()
+    cache.add(model, tokenizer, texts)
+    tok = tokenizer(texts)
+    with torch.no_grad():
+        want = model.encode_text(tok.input_ids, tok.attention_mask)
+        got = project_text(model, *cache.batch(texts))
+    torch.testing.assert_close(got.pooled, want.pooled)
+    torch.testing.assert_close(got.tokens, want.tokens)
+    assert torch.equal(got.mask, want.mask)
+
+
+def test_cli_rejects_bad_target_and_loss() -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["--on", "kubernetes"]).exit_code != 0
+    assert runner.invoke(app, ["--loss", "hinge"]).exit_code != 0

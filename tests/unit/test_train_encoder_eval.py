@@ -1,0 +1,82 @@
+"""Encoder evaluation functions on hand-built similarity cases (no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from concord.models.dual_encoder import Encoded
+from pipelines.encoder.evaluate import (
+    Scores,
+    binding_pair_accuracy,
+    filip_scores,
+    global_scores,
+    retrieval,
+    zero_shot_accuracy,
+)
+from pipelines.encoder.suite import _chance_r
+
+
+def _enc(tokens: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
+    mask = torch.ones(tokens.shape[:2], dtype=torch.bool) if mask is None else mask
+    tokens = F.normalize(tokens, dim=-1) * mask.unsqueeze(-1)
+    pooled = F.normalize((tokens * mask.unsqueeze(-1)).sum(1), dim=-1)
+    return Encoded(pooled, tokens, mask)
+
+
+def test_global_scores_identity_gives_perfect_recall() -> None:
+    e = torch.eye(4)
+    enc = Encoded(e, e[:, None, :], torch.ones(4, 1, dtype=torch.bool))
+    r = retrieval(global_scores(enc, enc), np.arange(4))
+    assert r.text_to_image.r1 == r.image_to_text.r1 == 1.0
+
+
+def test_retrieval_uses_each_direction_scores() -> None:
+    good, bad = np.eye(3), np.ones((3, 3)) - np.eye(3)
+    r = retrieval(Scores(good, bad), np.arange(3))
+    assert r.text_to_image.r1 == 1.0
+    assert r.image_to_text.r1 == 0.0
+
+
+def test_filip_scores_match_hand_computation_and_ignore_padding() -> None:
+    e = torch.eye(3)
+    # image 0 has patches {e0, e1}; image 1 has patches {e2, e2}
+    image = _enc(torch.stack([torch.stack([e[0], e[1]]), torch.stack([e[2], e[2]])]))
+    # text 0 = tokens {e0, pad}; the padding token points at e2 and must not count
+    text_tokens = torch.stack([torch.stack([e[0], e[2]])])
+    text = _enc(text_tokens, torch.tensor([[True, False]]))
+    s = filip_scores(text, image)
+    # t2i: mean over the one real text token of its best patch
+    np.testing.assert_allclose(s.text_to_image, [[1.0, 0.0]], atol=1e-6)
+    # i2t: image 0 patches e0 -> 1, e1 -> 0 => 0.5; image 1 patches e2 -> 0 (padding ignored)
+    np.testing.assert_allclose(s.image_to_text, [[0.5, 0.0]], atol=1e-6)
+
+
+def test_binding_pair_accuracy_counts_within_pair_choice() -> None:
+    # gallery a0 b0 a1 b1; pair 0 right both ways, pair 1 text a1 prefers b1
+    sim = np.array(
+        [[0.9, 0.1, 0.0, 0.0], [0.2, 0.8, 0.0, 0.0], [0.0, 0.0, 0.3, 0.6], [0.0, 0.0, 0.1, 0.7]]
+    )
+    t2i, i2t = binding_pair_accuracy(Scores(sim, sim))
+    assert t2i == pytest.approx(0.75)
+    # image a1: own caption 0.3 vs other 0.1 -> right; image b1: 0.7 vs 0.6 -> right
+    assert i2t == pytest.approx(1.0)
+
+
+def test_zero_shot_accuracy_picks_nearest_prompt_mean() -> None:
+    e = torch.eye(3)
+    prompts = [
+        torch.stack([e[0], e[0]]),
+        torch.stack([e[1]]),
+        torch.stack([e[2], F.normalize(e[2] + e[1], dim=0)]),
+    ]
+    images = torch.stack([e[0], e[1], e[2], e[0]])
+    assert zero_shot_accuracy(images, prompts, np.array([0, 1, 2, 1])) == pytest.approx(0.75)
+
+
+def test_chance_recall_is_analytic() -> None:
+    assert _chance_r(1, 10, 1) == pytest.approx(0.1)
+    assert _chance_r(1, 10, 5) == pytest.approx(0.5)
+    assert _chance_r(10, 10, 1) == pytest.approx(1.0)
