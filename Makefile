@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: install kafka helm protos check lint test run freeze clean
+.PHONY: install kafka helm protos check lint test run report-encoder bench freeze clean
 
 install: $(STAMP)
 
@@ -38,6 +38,14 @@ test: install kafka helm check
 
 run: install
 	$(BIN)/concord up --smoke
+
+report-encoder: install
+	$(BIN)/python -m pipelines.encoder.report
+
+bench: install kafka
+	$(BIN)/python -m benchmarks.encoder_serving
+	$(BIN)/python -m benchmarks.search_qps
+	$(BIN)/python -m benchmarks.kafka_ingest
 
 freeze: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
