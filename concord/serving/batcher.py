@@ -50,7 +50,7 @@ class DynamicBatcher(Generic[In, Out]):
         *,
         name: str,
         max_batch_size: int = 32,
-        max_delay_ms: float = 5.0,
+        max_delay_ms: float = 0.0,
         max_queue: int = 1024,
     ) -> None:
         if max_batch_size < 1 or max_queue < 1 or max_delay_ms < 0:
