@@ -5,6 +5,7 @@ that remembers which model built each collection and whether it holds token vect
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 from concord.clients.types import ModelId
@@ -23,6 +24,8 @@ DENSE = "dense"
 TOKENS = "tokens"
 CATALOG = "concord-catalog"  # holds one point per collection; hidden from listings
 PAYLOAD_INDEXES = {"modality": "keyword"}
+
+ENTRY_TTL_SECONDS = 5.0  # how stale a token-less catalog entry may be
 
 
 def default_collection(model: ModelId) -> str:
@@ -51,6 +54,7 @@ class Collections:
         self.store = store
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
+        self._read_at: dict[str, float] = {}  # monotonic time each entry was read
         store.create_collection(CollectionSpec(CATALOG, dense={DENSE: 1}))
 
     def entry(self, name: str, field: str = "collection") -> Entry:
@@ -58,8 +62,12 @@ class Collections:
         if not valid_collection_name(name) or name == CATALOG:
             raise InvalidArgument(field, f"{name!r} is not a collection name ([A-Za-z0-9_-])")
         cached = self._entries.get(name)
-        if cached is not None and cached.has_tokens:
-            return cached  # a collection's model never changes; has_tokens only turns on
+        # A collection's model never changes and has_tokens only turns on, so a cached entry
+        # is safe to serve; entries without tokens are re-read now and then in case another
+        # replica turned tokens on (a store read per query cost ~10 ms at 100k points).
+        fresh = time.monotonic() - self._read_at.get(name, float("-inf")) < ENTRY_TTL_SECONDS
+        if cached is not None and (cached.has_tokens or fresh):
+            return cached
         found = self.store.retrieve(CATALOG, [_catalog_id(name)])
         if found:
             entry = _entry(name, found[0].payload)
@@ -71,6 +79,7 @@ class Collections:
             # Made outside this service: describe it from its spec alone.
             entry = Entry(name, ModelId("", ""), spec.dense_dims.get(DENSE, 0), False)
         self._entries[name] = entry
+        self._read_at[name] = time.monotonic()
         return entry
 
     def ensure(self, name: str, model: ModelId, dim: int, tokens: bool) -> Entry:
@@ -114,6 +123,7 @@ class Collections:
         }
         self.store.upsert(CATALOG, [Point(_catalog_id(entry.name), {DENSE: [1.0]}, payload)])
         self._entries[entry.name] = entry
+        self._read_at[entry.name] = time.monotonic()
         return entry
 
     def info(self, name: str, field: str = "name") -> tuple[Entry, CollectionInfo]:
