@@ -73,13 +73,21 @@ class KafkaConsumerMember(Consumer):
         self.assigned: set[int] = set()  # partitions held now (read from other threads: a copy)
 
     def _open(self) -> None:
+        config = {
+            # A member that joined before it saw a new topic's partitions is assigned nothing
+            # until its metadata refreshes (5 min by default): refresh within seconds.
+            "metadata_max_age_ms": 5000,
+            **self._config,
+        }
         self._consumer = KafkaConsumer(
             bootstrap_servers=self._bus.bootstrap_servers,
             group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            **self._config,
+            **config,
         )
+        # Learn the topic's partitions before joining, so the first assignment includes them.
+        self._consumer.partitions_for_topic(self.topic)
         self._consumer.subscribe([self.topic], listener=_Rebalance(self))
 
     def _poll(self, timeout: float) -> Sequence[RawRecord]:

@@ -20,41 +20,26 @@ from concord.bus import Delivery, DlqHeaders, Reason, dlq_topic, make_bus
 from concord.bus.kafka import KafkaBus
 from concord.config import Settings
 from concord.proto.v1.events_pb2 import Indexed, IngestRequest
+from tests.bus_helpers import Recorder, event
+from tests.bus_helpers import wait_until as _wait_until
 from tools.kafka.broker import KafkaBroker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT = 60.0  # bound for anything that crosses the broker; a hang fails with a message
-# Short sessions so a dead member is noticed in seconds (the test broker allows >= 500 ms).
-CONSUMER_CONFIG = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 300,
-                   "fetch_max_wait_ms": 100}
 
 
 def wait_until(cond: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+    _wait_until(cond, what, timeout)
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.calls: list[tuple[str, Delivery]] = []
-
-    def __call__(self, msg: IngestRequest, d: Delivery) -> None:
-        with self.lock:
-            self.calls.append((msg.id, d))
-
-    def ids(self) -> list[str]:
-        with self.lock:
-            return [i for i, _ in self.calls]
-
-
-def event(i: int | str) -> IngestRequest:
-    return IngestRequest(id=f"m{i}", collection="c")
+# Short sessions so a dead member is noticed in seconds (the test broker allows >= 500 ms).
+CONSUMER_CONFIG = {
+    "session_timeout_ms": 3000,
+    "heartbeat_interval_ms": 300,
+    "fetch_max_wait_ms": 100,
+}
 
 
 def name(prefix: str) -> str:
@@ -63,8 +48,13 @@ def name(prefix: str) -> str:
 
 @pytest.fixture
 def bus(kafka_broker: KafkaBroker) -> Iterator[KafkaBus]:
-    b = KafkaBus(kafka_broker.bootstrap, partitions=3, max_retries=2, retry_backoff_seconds=0.05,
-                 consumer_config=CONSUMER_CONFIG)
+    b = KafkaBus(
+        kafka_broker.bootstrap,
+        partitions=3,
+        max_retries=2,
+        retry_backoff_seconds=0.05,
+        consumer_config=CONSUMER_CONFIG,
+    )
     yield b
     b.close()
 
@@ -91,8 +81,9 @@ def test_keyed_records_keep_partition_and_order(bus: KafkaBus) -> None:
 
 
 def test_two_groups_each_get_everything_via_make_bus(kafka_broker: KafkaBroker) -> None:
-    settings = Settings(bus="kafka", kafka={"bootstrap_servers": kafka_broker.bootstrap,
-                                            "group_prefix": "it"})
+    settings = Settings(
+        bus="kafka", kafka={"bootstrap_servers": kafka_broker.bootstrap, "group_prefix": "it"}
+    )
     bus = make_bus(settings)
     assert isinstance(bus, KafkaBus)
     topic = name("groups")
@@ -147,8 +138,9 @@ def test_poison_and_hopeless_records_go_to_dlq(bus: KafkaBus) -> None:
     bus.flush(timeout=30)
     c = bus.subscribe(topic, topic, handler, IngestRequest).start()
     dead: list[tuple[bytes, Delivery]] = []
-    reader = bus.subscribe_raw(dlq_topic(topic), "dlq-reader",
-                               lambda raw, d: dead.append((raw, d))).start()
+    reader = bus.subscribe_raw(
+        dlq_topic(topic), "dlq-reader", lambda raw, d: dead.append((raw, d))
+    ).start()
     wait_until(lambda: "good" in seen and len(dead) == 3, "the DLQ and the next record")
     assert c.stop() and reader.stop()
     reasons = [d.headers[DlqHeaders.REASON] for _, d in dead]
@@ -185,14 +177,24 @@ def test_sigkilled_consumer_loses_nothing(bus: KafkaBus) -> None:
         bus.publish(topic, "k", event(i))
     bus.flush(timeout=30)
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, bus.bootstrap_servers, topic, topic, "m5",
-         repr(CONSUMER_CONFIG)],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            bus.bootstrap_servers,
+            topic,
+            topic,
+            "m5",
+            repr(CONSUMER_CONFIG),
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(x) for x in child.stdout or ()],
-                     daemon=True).start()
+    threading.Thread(target=lambda: [lines.put(x) for x in child.stdout or ()], daemon=True).start()
     first: list[str] = []
     output: list[str] = []
     try:

@@ -5,7 +5,6 @@ ids) and dead-letters a corrupt image to `concord.ingest.dlq`."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -16,6 +15,7 @@ from concord.client import Concord
 from concord.clients.convert import payload_from_dict
 from concord.config import Settings
 from concord.proto.v1 import common_pb2, events_pb2
+from tests.bus_helpers import wait_until as _wait_until
 from tests.unit.test_encoder_service import Served, png, settings_for, tiny_encoder
 from tools.kafka.broker import KafkaBroker
 
@@ -25,11 +25,7 @@ WAIT = 60.0
 
 
 def wait_until(cond: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {WAIT}s waiting for {what}")
-        time.sleep(0.05)
+    _wait_until(cond, what, WAIT, interval=0.05)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ commit-after-success, retries, `<topic>.dlq`, clean stop and crash recovery."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
@@ -21,36 +20,14 @@ from concord.bus.memory import EMBEDDED_LOG
 from concord.config import Settings
 from concord.errors import InvalidArgument
 from concord.proto.v1.events_pb2 import Indexed, IngestRequest
+from tests.bus_helpers import Recorder, event
+from tests.bus_helpers import wait_until as _wait_until
 
 WAIT = 10.0  # generous bound for in-process delivery; tests never sleep to assert
 
 
 def wait_until(cond: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
-
-
-class Recorder:
-    """A thread-safe handler that records (id, delivery) per call."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.calls: list[tuple[str, Delivery]] = []
-
-    def __call__(self, msg: IngestRequest, d: Delivery) -> None:
-        with self.lock:
-            self.calls.append((msg.id, d))
-
-    def ids(self) -> list[str]:
-        with self.lock:
-            return [i for i, _ in self.calls]
-
-
-def event(i: int | str) -> IngestRequest:
-    return IngestRequest(id=f"m{i}", collection="c")
+    _wait_until(cond, what, timeout)
 
 
 @pytest.fixture
