@@ -139,7 +139,7 @@ def _concord_exe() -> list[str]:
 
 @pytest.fixture(scope="module")
 def served(
-    trained: Trained, kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory
+    trained: Trained, own_kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
     """`concord serve encoder retrieval` in a subprocess, serving the registry's production."""
     tmp = tmp_path_factory.mktemp("e2e-serve")
@@ -150,7 +150,7 @@ def served(
         encoder_model=f"models:/{MODEL_NAME}@production",
         bus="kafka",
         kafka={
-            "bootstrap_servers": kafka_broker.bootstrap,
+            "bootstrap_servers": own_kafka_broker.bootstrap,
             "group_prefix": f"e2e{uuid.uuid4().hex[:8]}",
         },
         serving={

@@ -29,9 +29,9 @@ def wait_until(cond: Callable[[], bool], what: str) -> None:
 
 
 @pytest.fixture
-def settings(kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def settings(own_kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     kafka = {
-        "bootstrap_servers": kafka_broker.bootstrap,
+        "bootstrap_servers": own_kafka_broker.bootstrap,
         "group_prefix": f"t{uuid.uuid4().hex[:8]}",
         "max_retries": 1,
         "retry_backoff_seconds": 0.05,
