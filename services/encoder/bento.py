@@ -24,9 +24,9 @@ import torch
 from PIL.Image import Image
 
 from concord.config import load_settings
+from concord.loading import LoadedModel, load_model
 from concord.models.preprocess import images_to_tensor
 from concord.registry import Registry
-from services.encoder.loading import LoadedModel, load_model
 
 MAX_BATCH_SIZE = 64
 MAX_LATENCY_MS = 10_000  # a batch's whole budget, queueing included; beyond it: 503

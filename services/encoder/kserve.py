@@ -36,11 +36,11 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse,
 from PIL import Image
 
 from concord.config import Settings, load_settings
+from concord.loading import LoadedModel, load_model
 from concord.models.dual_encoder import Encoded
 from concord.models.preprocess import images_to_tensor
 from concord.registry import Registry
 from concord.runtimes import v2
-from services.encoder.loading import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from PIL import Image
 from concord.clients.types import ModelId
 from concord.config import Settings
 from concord.errors import FailedPrecondition
+from concord.loading import LoadedModel, load_model
 from concord.models.dual_encoder import Encoded
 from concord.models.preprocess import images_to_tensor
 from concord.registry import Registry
 from concord.serving import DynamicBatcher
-from services.encoder.loading import LoadedModel, load_model
 
 if TYPE_CHECKING:
     from services.encoder.triton_backend import TritonEncoderBackend

@@ -1,5 +1,6 @@
-"""Resolves what the encoder serves (`settings.encoder_model`): a registry URI through
-`concord.registry`, or a local model directory written by `concord.checkpoints.save_encoder`."""
+"""Resolves an encoder model URI (settings `encoder_model`): a registry URI through
+`concord.registry`, or a local model directory written by `concord.checkpoints.save_encoder`.
+Shared by every service that runs the encoder in process (encoder, scorer)."""
 
 from __future__ import annotations
 
