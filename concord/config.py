@@ -65,6 +65,26 @@ class QdrantSettings(BaseModel):
     prefer_grpc: bool = False
 
 
+class ScorerSettings(BaseModel):
+    # A registered scorer (models:/NAME@ALIAS) or a local directory written by the scorer
+    # pipeline: its scorer.json names the encoder it scores with and its calibration.
+    model: str = "models:/concord-scorer@production"
+    # Attribution below -threshold flags a word (CLIP4DM's epsilon); requests may override.
+    threshold: float = 5e-5
+    max_pairs_per_request: int = Field(default=256, ge=1)
+    max_text_chars: int = Field(default=2000, ge=1)
+
+
+class GeneratorSettings(BaseModel):
+    model: str = "models:/concord-generator@production"
+    max_steps: int = Field(default=250, ge=1)
+    max_prompts_per_request: int = Field(default=16, ge=1)
+    max_resolution: int = Field(default=128, ge=8)  # the model's own size is used when 0 is asked
+    max_prompt_chars: int = Field(default=300, ge=1)
+    default_steps: int = Field(default=50, ge=1)
+    default_guidance_scale: float = 3.0
+
+
 class Settings(BaseSettings):
     """Everything a Concord process can be told; defaults are the embedded laptop setup."""
 
@@ -88,6 +108,8 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     batching: BatchingSettings = BatchingSettings()
     kafka: KafkaSettings = KafkaSettings()
+    scorer: ScorerSettings = ScorerSettings()
+    generator: GeneratorSettings = GeneratorSettings()
     qdrant: QdrantSettings = QdrantSettings()
 
     @model_validator(mode="after")
