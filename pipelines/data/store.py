@@ -101,6 +101,17 @@ class DatasetWriter:
         self._paths.add(rel)
         return rel
 
+    def put_items(self, make_item: Callable[[int], dict[str, Any]], count: int,
+                  workers: int) -> list[dict[str, Any]]:
+        """Build items 0..count-1 (in parallel, in order), write each item's `files` and return
+        their `record`s - the loop every split of a rendered dataset runs."""
+        records = []
+        for item in parallel_map(make_item, range(count), workers):
+            for rel, data in item["files"].items():
+                self.put(rel, data)
+            records.append(item["record"])
+        return records
+
     def put_png(self, rel: str, array: np.ndarray) -> str:
         return self.put(rel, encode_png(array))
 

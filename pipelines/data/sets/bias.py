@@ -20,7 +20,6 @@ from pipelines.data.store import (
     decode_png,
     encode_png,
     item_rng,
-    parallel_map,
     read_jsonl,
 )
 from pipelines.data.vocab import COLOURS, article
@@ -103,12 +102,8 @@ def build(args: BuildArgs) -> Manifest:
                       args.overwrite)
     counts: dict[str, int] = {}
     for split in SPLITS:
-        records = []
-        fn = partial(make_item, args.seed, split, args.image_size)
-        for item in parallel_map(fn, range(args.counts.get(split, 0)), args.workers):
-            for rel, data in item["files"].items():
-                w.put(rel, data)
-            records.append(item["record"])
+        records = w.put_items(partial(make_item, args.seed, split, args.image_size),
+                              args.counts.get(split, 0), args.workers)
         counts[split] = w.put_jsonl(f"{split}.jsonl", records)
         counts[f"{split}_biased"] = sum(r["label"] for r in records)
     return w.finish(counts)

@@ -28,7 +28,6 @@ from pipelines.data.store import (
     decode_png,
     encode_png,
     item_rng,
-    parallel_map,
     read_jsonl,
 )
 from pipelines.data.vocab import COLOURS, SHAPES, SIZE_ORDER, TEXTURES
@@ -100,12 +99,8 @@ def build(args: BuildArgs) -> Manifest:
     w = DatasetWriter(args.out, NAME, SPEC.version, args.seed,
                       {"image_size": args.image_size, "counts": args.counts}, args.overwrite)
     for split in SPLITS:
-        records = []
-        fn = partial(make_item, args.seed, split, args.image_size)
-        for item in parallel_map(fn, range(args.counts.get(split, 0)), args.workers):
-            for rel, data in item["files"].items():
-                w.put(rel, data)
-            records.append(item["record"])
+        records = w.put_items(partial(make_item, args.seed, split, args.image_size),
+                              args.counts.get(split, 0), args.workers)
         w.put_jsonl(f"{split}.jsonl", records)
     return w.finish({s: args.counts.get(s, 0) for s in SPLITS})
 

@@ -20,7 +20,6 @@ from pipelines.data.store import (
     decode_png,
     encode_png,
     item_rng,
-    parallel_map,
     read_jsonl,
 )
 
@@ -50,12 +49,8 @@ def build(args: BuildArgs) -> Manifest:
                       {"image_size": args.image_size, "counts": args.counts}, args.overwrite)
     n_variants: dict[str, int] = {}
     for split in SPLITS:
-        records = []
-        fn = partial(make_item, args.seed, split, args.image_size)
-        for item in parallel_map(fn, range(args.counts.get(split, 0)), args.workers):
-            for rel, data in item["files"].items():
-                w.put(rel, data)
-            records.append(item["record"])
+        records = w.put_items(partial(make_item, args.seed, split, args.image_size),
+                              args.counts.get(split, 0), args.workers)
         n_variants[f"{split}_variants"] = sum(len(c["variants"]) for r in records for c in r["captions"])
         w.put_jsonl(f"{split}.jsonl", records)
     return w.finish({**{s: args.counts.get(s, 0) for s in SPLITS}, **n_variants})

@@ -18,7 +18,6 @@ from pipelines.data.store import (
     decode_png,
     encode_png,
     item_rng,
-    parallel_map,
     read_jsonl,
 )
 
@@ -52,12 +51,8 @@ def build(args: BuildArgs) -> Manifest:
                       {"image_size": args.image_size, "held_out_combos": [list(c) for c in held],
                        "counts": args.counts}, args.overwrite)
     for split in SPLITS:
-        records = []
-        fn = partial(make_item, args.seed, split, args.image_size)
-        for item in parallel_map(fn, range(args.counts.get(split, 0)), args.workers):
-            for rel, data in item["files"].items():
-                w.put(rel, data)
-            records.append(item["record"])
+        records = w.put_items(partial(make_item, args.seed, split, args.image_size),
+                              args.counts.get(split, 0), args.workers)
         w.put_jsonl(f"{split}.jsonl", records)
     return w.finish({s: args.counts.get(s, 0) for s in SPLITS})
 
