@@ -58,6 +58,16 @@ class ModelVersionInfo:
 
 
 @dataclass(frozen=True)
+class RegisteredModelInfo:
+    """A registered model (all its versions), as listings report it."""
+
+    name: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    aliases: Mapping[str, int] = field(default_factory=dict)  # alias -> version
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class ModelRef:
     """A parsed model URI: a name with exactly one of version or alias."""
 
@@ -383,6 +393,53 @@ class Registry:
             if not token:
                 break
         return sorted((self._info(v) for v in versions), key=lambda v: v.version)
+
+    def set_model_tags(self, name: str, tags: Mapping[str, str]) -> None:
+        """Tag a registered model (not one version), e.g. to make it findable by `list_models`.
+
+        Raises: ModelNotFound.
+        """
+        try:
+            for key, value in tags.items():
+                self._client.set_registered_model_tag(name, key, str(value))
+        except MlflowException as exc:
+            raise _translate(exc, f"model {name!r}") from exc
+
+    def list_models(self, tags: Mapping[str, str] | None = None) -> list[RegisteredModelInfo]:
+        """Registered models carrying every one of `tags` (all models when None), by name.
+
+        Args:
+            tags: registered-model tag -> exact value, e.g. {"concord.kind": "concept"}.
+        Returns:
+            The models with their tags and aliases (every page of MLflow's search).
+        """
+        clauses = []
+        for key, value in (tags or {}).items():
+            if "`" in key or "'" in str(value):
+                raise RegistryError(f"tag filter {key!r}={value!r} cannot contain quotes")
+            clauses.append(f"tags.`{key}` = '{value}'")
+        query = " AND ".join(clauses) or None
+        found: list[RegisteredModelInfo] = []
+        token: str | None = None
+        while True:
+            try:
+                page = self._client.search_registered_models(
+                    query, max_results=100, page_token=token
+                )
+            except MlflowException as exc:
+                raise _translate(exc, f"models tagged {dict(tags or {})}") from exc
+            for model in page:
+                found.append(
+                    RegisteredModelInfo(
+                        name=model.name,
+                        tags=dict(model.tags or {}),
+                        aliases={k: int(v) for k, v in (model.aliases or {}).items()},
+                        description=model.description or "",
+                    )
+                )
+            token = page.token
+            if not token:
+                return sorted(found, key=lambda m: m.name)
 
     def download(
         self, model: str | ModelVersionInfo, dst: str | os.PathLike[str] | None = None
