@@ -1,0 +1,410 @@
+"""Image-text alignment scores and word-level misalignment on a dual encoder (pure torch, no I/O).
+
+- CLIPScore (Hessel et al. 2021): `w * max(cos, 0)`; RefCLIPScore: harmonic mean of CLIPScore and
+  the best reference cosine `max(max_r cos(text, r), 0)` (the paper's form, no `w` on that term).
+- Fine-grained score: FILIP text->image late interaction, mean over the caption's word tokens of
+  the best patch similarity; per word the best patch and a (grid_h, grid_w) heat map row.
+- CLIP4DM dense misalignment (Nam et al., AAAI 2025): for the last `layers` text layers, the
+  attention A_l and its gradient G_l = ds/dA_l of the pair cosine s; R = (1/L) sum_l
+  mean_heads(G_l * A_l), with no positive clamping, so negative evidence survives. A token's
+  relevance is read from the rows that make the pooled text embedding (see `_token_relevance`);
+  sub-word tokens are averaged into words; a word with attribution < -threshold is flagged.
+- F-CLIPScore (see `f_clip_score`) lowers CLIPScore by the flagged words' negative attributions.
+- `aligned_probability`: calibrated P(aligned) (logistic over the pair scores, fitted offline).
+
+Word spans are character spans of the ORIGINAL text: words are `\\w+` runs (apostrophes inside
+a word kept), found with a regex on the text, and a token belongs to the word its tokenizer
+offsets overlap. Special tokens and punctuation carry no word.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from concord.models.dual_encoder import Encoded
+from concord.models.preprocess import TextTokenizer
+from concord.models.text_tower import mean_pool
+
+CLIP_WEIGHT = 2.5  # CLIPScore's w (torchmetrics uses 100: keep `weight` a parameter)
+DEFAULT_THRESHOLD = 5e-5  # CLIP4DM's epsilon: flag words with attribution < -threshold
+DEFAULT_LAYERS = 3  # CLIP4DM's L: the last L text layers
+WORD_RE = re.compile(r"\w+(?:['\u2019]\w+)*")
+CALIBRATION_FEATURES = ("clip_score", "fine_grained_score", "f_clip_score")
+
+
+@dataclass(frozen=True)
+class PairScores:
+    clip_score: float  # w * max(cos, 0)
+    ref_clip_score: float | None  # harmonic mean of clip_score and max(max_ref cos, 0); None without refs
+    fine_grained_score: float  # FILIP text->image: mean over word tokens of max patch similarity
+    f_clip_score: float  # CLIP4DM F-CLIPScore: clip_score lowered by flagged negative attributions
+
+
+@dataclass(frozen=True)
+class WordScore:
+    word: str
+    span: tuple[int, int]  # character span [start, end) in the ORIGINAL text
+    attribution: float  # CLIP4DM attribution (sub-word tokens averaged); negative = contradicted
+    similarity: float  # best late-interaction similarity of the word (its tokens' mean) to a patch
+    best_patch: int  # index into the patch grid (row-major)
+    misaligned: bool  # attribution < -threshold
+
+
+@dataclass(frozen=True)
+class Explanation:
+    words: list[WordScore]
+    scores: PairScores
+    heatmap: np.ndarray  # float32 (n_words, grid_h, grid_w): word-patch similarities
+    cosine: float = 0.0  # the raw pair cosine s (CLIPScore before weighting and clamping)
+
+
+@dataclass(frozen=True)
+class _Word:
+    span: tuple[int, int]
+    tokens: tuple[int, ...]  # token positions in the tokenized (template + text)
+
+
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """Returns: the character spans of the words of `text` (`WORD_RE`), in order."""
+    return [m.span() for m in WORD_RE.finditer(text)]
+
+
+def group_words(
+    text: str, offsets: Sequence[tuple[int, int]], prefix: int = 0
+) -> list[tuple[tuple[int, int], tuple[int, ...]]]:
+    """Assign tokens to the words of `text`.
+
+    Args:
+        text: the original text (without any template).
+        offsets: per token, its character span in `template + text` ((0, 0) for specials).
+        prefix: len(template); offsets are shifted back by it.
+    Returns:
+        (word span in `text`, token positions) for each word that has at least one token
+        (words cut off by truncation are dropped). Tokens of the template, special tokens and
+        punctuation belong to no word.
+    """
+    spans = word_spans(text)
+    members: list[list[int]] = [[] for _ in spans]
+    k = 0
+    for pos, (a, b) in enumerate(offsets):
+        a, b = a - prefix, b - prefix
+        if b <= a or b <= 0:
+            continue  # special token, empty, or inside the template
+        while k < len(spans) and spans[k][1] <= a:
+            k += 1
+        j = k
+        while j < len(spans) and spans[j][0] < b:
+            members[j].append(pos)  # a token straddling two words counts for both
+            j += 1
+    return [(s, tuple(m)) for s, m in zip(spans, members, strict=True) if m]
+
+
+class AlignmentScorer:
+    """Wraps an encoder (concord.models.dual_encoder.DualEncoder, or concord.models.clip.ClipAdapter)
+    and its TextTokenizer. No I/O.
+
+    The text backbone is switched to eager attention (numerically the same as SDPA) because the
+    attribution needs the attention probabilities as graph tensors; gradients are only taken
+    with respect to activations, never parameters, so a frozen backbone works as is.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: TextTokenizer,
+        *,
+        weight: float = CLIP_WEIGHT,
+        layers: int = DEFAULT_LAYERS,
+        template: str = "",
+    ) -> None:
+        if weight <= 0:
+            raise ValueError(f"weight must be positive, got {weight}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.weight = float(weight)
+        self.template = template
+        self._clip = hasattr(model, "clip")  # ClipAdapter: EOS-pooled CLIP text model
+        text_model = model.clip.text_model if self._clip else model.text_tower.backbone
+        self._text_model = text_model
+        n_layers = len(text_model.encoder.layers if self._clip else text_model.encoder.layer)
+        if not 1 <= layers <= n_layers:
+            raise ValueError(f"layers must be in [1, {n_layers}], got {layers}")
+        self.layers = int(layers)
+        _set_eager(text_model)
+        self._local = threading.local()
+        text_model.embeddings.register_forward_hook(self._track_embeddings)
+
+    # -- public API
+
+    def score(
+        self,
+        pixels: Tensor,
+        texts: Sequence[str],
+        references: Sequence[Sequence[str]] | None = None,
+        *,
+        threshold: float = DEFAULT_THRESHOLD,
+    ) -> list[PairScores]:
+        """Score image i against text i.
+
+        Args:
+            pixels: (B, 3, S, S) float in [0, 1] (concord.models.preprocess.images_to_tensor).
+            texts: one text per image.
+            references: optional reference captions per image (RefCLIPScore); an empty list
+                gives ref_clip_score None for that pair.
+            threshold: CLIP4DM's epsilon for F-CLIPScore's flagged words.
+        Returns:
+            One PairScores per pair.
+        """
+        return [e.scores for e in self.analyse(pixels, texts, references, threshold=threshold)]
+
+    def explain(self, pixels: Tensor, text: str, *, threshold: float = DEFAULT_THRESHOLD) -> Explanation:
+        """Per-word attributions, flags, spans and heat map for one pair.
+
+        Args:
+            pixels: (1, 3, S, S) or (3, S, S) float in [0, 1].
+            text: the text.
+        Returns:
+            The Explanation.
+        """
+        if pixels.ndim == 3:
+            pixels = pixels.unsqueeze(0)
+        if pixels.shape[0] != 1:
+            raise ValueError(f"explain takes one image, got {pixels.shape[0]}")
+        return self.analyse(pixels, [text], threshold=threshold)[0]
+
+    def analyse(
+        self,
+        pixels: Tensor,
+        texts: Sequence[str],
+        references: Sequence[Sequence[str]] | None = None,
+        *,
+        threshold: float = DEFAULT_THRESHOLD,
+        positive_only: bool = False,
+    ) -> list[Explanation]:
+        """Everything for a batch of pairs in one forward and one backward pass.
+
+        Args:
+            positive_only: Chefer-style ablation: clamp G*A to >= 0 before averaging heads.
+        Returns:
+            One Explanation per pair (image i with text i).
+        """
+        if isinstance(texts, str):
+            raise TypeError("pass a sequence of texts, not a single str")
+        if pixels.ndim != 4 or pixels.shape[0] != len(texts):
+            raise ValueError(
+                f"need pixels (B, 3, S, S) with B = {len(texts)} texts, got {tuple(pixels.shape)}"
+            )
+        if references is not None and len(references) != len(texts):
+            raise ValueError(f"{len(references)} reference lists for {len(texts)} texts")
+        if threshold < 0:
+            raise ValueError(f"threshold must be >= 0, got {threshold}")
+        batch = self.tokenizer([self.template + t for t in texts])
+        prefix = len(self.template)
+        words = [
+            [_Word(s, m) for s, m in group_words(t, batch.offsets[i], prefix)]
+            for i, t in enumerate(texts)
+        ]
+        with torch.inference_mode(False):
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                with torch.no_grad():
+                    image = self.model.encode_image(pixels.clone())
+                cos, relevance, tokens = self._attribute(batch.input_ids, batch.attention_mask,
+                                                         image.pooled, positive_only)
+                refs = self._reference_cosines(tokens.pooled, references)
+            finally:
+                self.model.train(was_training)
+        return [
+            self._explain_one(texts[i], words[i], cos[i], relevance[i], tokens[i], image[i],
+                              batch.attention_mask[i], refs[i], threshold)
+            for i in range(len(texts))
+        ]
+
+    # -- internals
+
+    def _track_embeddings(self, module: nn.Module, args: Any, output: Tensor) -> Tensor | None:
+        """Make the embedding output a graph leaf while attributing (frozen backbones have no
+        graph otherwise); a no-op for every other forward, in any thread."""
+        if getattr(self._local, "active", False) and not output.requires_grad:
+            return output.requires_grad_(True)
+        return None
+
+    def _text_forward(self, ids: Tensor, mask: Tensor) -> tuple[Encoded, tuple[Tensor, ...]]:
+        out = self._text_model(input_ids=ids, attention_mask=mask, output_attentions=True)
+        real = mask.bool()
+        if self._clip:
+            proj = self.model.clip.text_projection
+            pooled, states = proj(out.pooler_output), out.last_hidden_state
+        else:
+            proj = self.model.text_proj
+            states = out.last_hidden_state
+            pooled = proj(mean_pool(states, mask))
+        tokens = F.normalize(proj(states), dim=-1) * real.unsqueeze(-1).to(states.dtype)
+        return Encoded(F.normalize(pooled, dim=-1), tokens, real), tuple(out.attentions)
+
+    def _attribute(
+        self, ids: Tensor, mask: Tensor, image_pooled: Tensor, positive_only: bool
+    ) -> tuple[Tensor, Tensor, Encoded]:
+        """Returns: (pair cosines (B,), token relevance (B, T), text Encoded), all detached."""
+        self._local.active = True
+        try:
+            with torch.enable_grad():
+                text, attentions = self._text_forward(ids, mask)
+                cos = (text.pooled * image_pooled.detach()).sum(dim=-1)
+                chosen = attentions[-self.layers :]
+                grads = torch.autograd.grad(cos.sum(), chosen)  # pairs are independent rows
+        finally:
+            self._local.active = False
+        relevance = torch.zeros_like(chosen[0][:, 0])  # (B, T, T), zero start (not identity)
+        for a, g in zip(chosen, grads, strict=True):
+            cam = g.detach() * a.detach()
+            if positive_only:
+                cam = cam.clamp(min=0)
+            relevance = relevance + cam.mean(dim=1)
+        relevance = relevance / len(chosen)
+        return cos.detach(), self._token_relevance(relevance, mask), _detach(text)
+
+    def _token_relevance(self, relevance: Tensor, mask: Tensor) -> Tensor:
+        """Relevance of each token j to the pooled text embedding.
+
+        CLIP pools the EOS state, so the paper reads row R[EOS, j]. Our MiniLM tower mean-pools
+        every real token, so each real query row i feeds the pooled output (the 1/T of the mean
+        is already inside G); the analogue of the EOS row is the SUM of R[i, j] over real query
+        rows i. (Their mean differs only by 1/T, which would make a fixed threshold depend on
+        the caption's length.)
+        """
+        real = mask.to(relevance.dtype)
+        if self._clip:
+            eos = mask.sum(dim=1).long() - 1  # the tokenizer appends EOS as the last real token
+            return relevance[torch.arange(len(eos)), eos] * real
+        return (relevance * real.unsqueeze(-1)).sum(dim=1) * real
+
+    def _reference_cosines(
+        self, text_pooled: Tensor, references: Sequence[Sequence[str]] | None
+    ) -> list[float | None]:
+        if references is None:
+            return [None] * len(text_pooled)
+        flat = [r for refs in references for r in refs]
+        if not flat:
+            return [None] * len(text_pooled)
+        batch = self.tokenizer(flat)
+        with torch.no_grad():
+            ref = self.model.encode_text(batch.input_ids, batch.attention_mask).pooled
+        out: list[float | None] = []
+        start = 0
+        for i, refs in enumerate(references):
+            n = len(refs)
+            out.append(float((ref[start : start + n] @ text_pooled[i]).max()) if n else None)
+            start += n
+        return out
+
+    def _explain_one(
+        self,
+        text: str,
+        words: list[_Word],
+        cos: Tensor,
+        relevance: Tensor,
+        tokens: Encoded,
+        image: Encoded,
+        mask: Tensor,
+        ref_cos: float | None,
+        threshold: float,
+    ) -> Explanation:
+        s = float(cos)
+        clip = self.weight * max(s, 0.0)
+        ref_clip = None
+        if ref_cos is not None:
+            r = max(ref_cos, 0.0)
+            ref_clip = 2 * clip * r / (clip + r) if clip + r > 0 else 0.0
+        sim = tokens.tokens[0] @ image.tokens[0].T  # (T, N): token-patch cosines
+        n_patches = sim.shape[1]
+        grid = int(math.isqrt(n_patches))
+        shape = (grid, grid) if grid * grid == n_patches else (1, n_patches)
+        word_tokens = sorted({t for w in words for t in w.tokens})
+        if not word_tokens:  # no word (e.g. only punctuation): every real token
+            word_tokens = [int(t) for t in torch.nonzero(mask).flatten()]
+        fine = float(sim[word_tokens].amax(dim=1).mean())
+        scores_w: list[WordScore] = []
+        rows = []
+        for w in words:
+            idx = list(w.tokens)
+            row = sim[idx].mean(dim=0)
+            attribution = float(relevance[idx].mean())
+            best = int(row.argmax())
+            rows.append(row)
+            scores_w.append(
+                WordScore(text[w.span[0] : w.span[1]], w.span, attribution, float(row[best]),
+                          best, attribution < -threshold)
+            )
+        heat = (torch.stack(rows) if rows else sim.new_zeros(0, n_patches)).reshape(-1, *shape)
+        f = f_clip_score(clip, s, [w.attribution for w in scores_w], threshold, self.weight)
+        return Explanation(scores_w, PairScores(clip, ref_clip, fine, f),
+                           heat.numpy().astype(np.float32), s)
+
+
+def f_clip_score(
+    clip_score: float, cosine: float, attributions: Sequence[float], threshold: float,
+    weight: float = CLIP_WEIGHT,
+) -> float:
+    """F-CLIPScore = CLIPScore + w * (1 - max(s, 0)) * sum_flagged(a) / sum_all(|a|).
+
+    The flagged words (a < -threshold) lower CLIPScore by the share of the caption's total
+    attribution mass that contradicts the image, times the head-room (1 - s) the reference code
+    also uses (naver-ai/CLIP4DM weighs the flagged sum by 1 - s). Normalising by the total mass
+    makes the form free of the attribution's scale, which varies by orders of magnitude between
+    encoders, so no constant needs fitting. Without flagged words it equals CLIPScore.
+    """
+    a = np.asarray(attributions, dtype=np.float64)
+    total = float(np.abs(a).sum())
+    flagged = float(a[a < -threshold].sum()) if a.size else 0.0
+    if total <= 0 or flagged == 0:
+        return float(clip_score)
+    return float(clip_score + weight * (1.0 - max(cosine, 0.0)) * flagged / total)
+
+
+def aligned_probability(scores: PairScores, calibration: Mapping[str, Any]) -> float:
+    """Calibrated P(aligned) from the calibration dict stored in scorer.json.
+
+    Form (`"form": "logistic"`): sigmoid(intercept + sum_k coef_k * (x_k - mean_k) / scale_k)
+    over `features` (names of PairScores fields, by default clip_score, fine_grained_score,
+    f_clip_score), fitted on a held-out split by pipelines.scorer. Keys: form, features, mean,
+    scale, coef, intercept.
+    """
+    if calibration.get("form") != "logistic":
+        raise ValueError(f"unknown calibration form {calibration.get('form')!r}")
+    features = list(calibration.get("features", CALIBRATION_FEATURES))
+    mean = np.asarray(calibration["mean"], dtype=np.float64)
+    scale = np.asarray(calibration["scale"], dtype=np.float64)
+    coef = np.asarray(calibration["coef"], dtype=np.float64)
+    if not len(features) == len(mean) == len(scale) == len(coef):
+        raise ValueError("calibration features, mean, scale and coef differ in length")
+    x = np.asarray([float(getattr(scores, f)) for f in features], dtype=np.float64)
+    z = float(calibration["intercept"]) + float(coef @ ((x - mean) / np.where(scale > 0, scale, 1)))
+    return float(1.0 / (1.0 + math.exp(-z))) if z >= 0 else float(math.exp(z) / (1.0 + math.exp(z)))
+
+
+def _set_eager(text_model: nn.Module) -> None:
+    """Attention probabilities are only returned (as graph tensors) by eager attention."""
+    setter = getattr(text_model, "set_attn_implementation", None)
+    if callable(setter):
+        try:
+            setter("eager")
+            return
+        except (ValueError, TypeError):  # older transformers: fall back to the config field
+            pass
+    text_model.config._attn_implementation = "eager"
+
+
+def _detach(e: Encoded) -> Encoded:
+    return Encoded(e.pooled.detach(), e.tokens.detach(), e.mask)
