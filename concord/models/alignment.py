@@ -45,7 +45,9 @@ CALIBRATION_FEATURES = ("clip_score", "fine_grained_score", "f_clip_score")
 @dataclass(frozen=True)
 class PairScores:
     clip_score: float  # w * max(cos, 0)
-    ref_clip_score: float | None  # harmonic mean of clip_score and max(max_ref cos, 0); None without refs
+    ref_clip_score: (
+        float | None
+    )  # harmonic mean of clip_score and max(max_ref cos, 0); None without refs
     fine_grained_score: float  # FILIP text->image: mean over word tokens of max patch similarity
     f_clip_score: float  # CLIP4DM F-CLIPScore: clip_score lowered by flagged negative attributions
 
@@ -167,7 +169,9 @@ class AlignmentScorer:
         """
         return [e.scores for e in self.analyse(pixels, texts, references, threshold=threshold)]
 
-    def explain(self, pixels: Tensor, text: str, *, threshold: float = DEFAULT_THRESHOLD) -> Explanation:
+    def explain(
+        self, pixels: Tensor, text: str, *, threshold: float = DEFAULT_THRESHOLD
+    ) -> Explanation:
         """Per-word attributions, flags, spans and heat map for one pair.
 
         Args:
@@ -220,14 +224,24 @@ class AlignmentScorer:
             try:
                 with torch.no_grad():
                     image = self.model.encode_image(pixels.clone())
-                cos, relevance, tokens = self._attribute(batch.input_ids, batch.attention_mask,
-                                                         image.pooled, positive_only)
+                cos, relevance, tokens = self._attribute(
+                    batch.input_ids, batch.attention_mask, image.pooled, positive_only
+                )
                 refs = self._reference_cosines(tokens.pooled, references)
             finally:
                 self.model.train(was_training)
         return [
-            self._explain_one(texts[i], words[i], cos[i], relevance[i], tokens[i], image[i],
-                              batch.attention_mask[i], refs[i], threshold)
+            self._explain_one(
+                texts[i],
+                words[i],
+                cos[i],
+                relevance[i],
+                tokens[i],
+                image[i],
+                batch.attention_mask[i],
+                refs[i],
+                threshold,
+            )
             for i in range(len(texts))
         ]
 
@@ -329,7 +343,7 @@ class AlignmentScorer:
             ref_clip = 2 * clip * r / (clip + r) if clip + r > 0 else 0.0
         sim = tokens.tokens[0] @ image.tokens[0].T  # (T, N): token-patch cosines
         n_patches = sim.shape[1]
-        grid = int(math.isqrt(n_patches))
+        grid = math.isqrt(n_patches)
         shape = (grid, grid) if grid * grid == n_patches else (1, n_patches)
         word_tokens = sorted({t for w in words for t in w.tokens})
         if not word_tokens:  # no word (e.g. only punctuation): every real token
@@ -344,17 +358,27 @@ class AlignmentScorer:
             best = int(row.argmax())
             rows.append(row)
             scores_w.append(
-                WordScore(text[w.span[0] : w.span[1]], w.span, attribution, float(row[best]),
-                          best, attribution < -threshold)
+                WordScore(
+                    text[w.span[0] : w.span[1]],
+                    w.span,
+                    attribution,
+                    float(row[best]),
+                    best,
+                    attribution < -threshold,
+                )
             )
         heat = (torch.stack(rows) if rows else sim.new_zeros(0, n_patches)).reshape(-1, *shape)
         f = f_clip_score(clip, s, [w.attribution for w in scores_w], threshold, self.weight)
-        return Explanation(scores_w, PairScores(clip, ref_clip, fine, f),
-                           heat.numpy().astype(np.float32), s)
+        return Explanation(
+            scores_w, PairScores(clip, ref_clip, fine, f), heat.numpy().astype(np.float32), s
+        )
 
 
 def f_clip_score(
-    clip_score: float, cosine: float, attributions: Sequence[float], threshold: float,
+    clip_score: float,
+    cosine: float,
+    attributions: Sequence[float],
+    threshold: float,
     weight: float = CLIP_WEIGHT,
 ) -> float:
     """F-CLIPScore = CLIPScore + w * (1 - max(s, 0)) * sum_flagged(a) / sum_all(|a|).
