@@ -187,6 +187,10 @@ def search(
         console.print(f"contact sheet: {_contact_sheet(result.hits, contact_sheet)}")
 
 
+from concord.cli_score import score as score_command  # noqa: E402 (its own module)
+
+app.command("score")(score_command)
+
 train_app = typer.Typer(help="Train Concord's models in this process or as Kubernetes Jobs.")
 app.add_typer(train_app, name="train")
 TRAIN_MODULES = {"encoder": "pipelines.train_encoder"}  # what `concord train NAME` runs

@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from concord.clients.convert import FilterSpec
 from concord.clients.encoder import EncoderClient, ImageInput
 from concord.clients.retrieval import RetrievalClient, Target
+from concord.clients.scorer import Misalignment, ScorePair, ScorerClient, Scores
 from concord.clients.types import (
     CollectionSummary,
     Embedding,
@@ -167,6 +168,8 @@ class Concord:
         self.retrieval = RetrievalClient(
             self._retrieval_conn.channel, self._retrieval_conn.metadata, timeout
         )
+        self._scorer_conn = connect("scorer", settings, host)
+        self.scorer = ScorerClient(self._scorer_conn.channel, self._scorer_conn.metadata, timeout)
 
     def encode_texts(
         self, texts: Sequence[str], *, include_tokens: bool = False, normalize: bool = True
@@ -232,9 +235,22 @@ class Concord:
             exact=exact,
         )
 
+    def score(self, pairs: Sequence[ScorePair | tuple[ImageInput, str]]) -> Scores:
+        """Calibrated image-text alignment of pairs; see `ScorerClient.score`."""
+        return self.scorer.score(pairs)
+
+    def explain(
+        self, image: ImageInput, text: str, *, include_heatmap: bool = False, threshold: float = 0.0
+    ) -> Misalignment:
+        """Which words of `text` the image contradicts; see `ScorerClient.explain`."""
+        return self.scorer.explain(
+            image, text, include_heatmap=include_heatmap, threshold=threshold
+        )
+
     def close(self) -> None:
         self._encoder_conn.close()
         self._retrieval_conn.close()
+        self._scorer_conn.close()
 
     def __enter__(self) -> Concord:
         return self

@@ -1,2 +1,13 @@
 """Typed gRPC clients of Concord services: result dataclasses, proto converters, and one
 client class per service (sync for product teams, async for services calling services)."""
+
+from concord.clients.scorer import (
+    Misalignment,
+    PairScore,
+    ScorePair,
+    ScorerClient,
+    Scores,
+    WordAlignment,
+)
+
+__all__ = ["Misalignment", "PairScore", "ScorePair", "ScorerClient", "Scores", "WordAlignment"]

@@ -1,13 +1,39 @@
-"""Builds the scorer service from settings (the `concord.services` entry point)."""
+"""Builds the scorer service from settings (the `concord.services` entry point): on_start
+loads the scorer package and, when it loaded, starts the auditor of generated images on the
+bus; on_stop reverses that."""
 
 from __future__ import annotations
+
+import logging
 
 from concord.platform import Platform
 from concord.proto.v1 import scorer_pb2_grpc
 from concord.serving.definitions import define
 from concord.serving.server import ServiceDefinition
+from services.scorer.servable import ScorerServable
 from services.scorer.servicer import ScorerServicer
+from services.scorer.worker import Auditor
+
+log = logging.getLogger(__name__)
 
 
 def build(platform: Platform) -> ServiceDefinition:
-    return define("scorer", ScorerServicer(), scorer_pb2_grpc)
+    """Returns: the scorer's ServiceDefinition on the process's shared platform."""
+    servable = ScorerServable(platform.settings, lambda: platform.registry)
+    auditor = Auditor(servable, lambda: platform.bus)
+    definition = define("scorer", ScorerServicer(servable), scorer_pb2_grpc)
+
+    async def start() -> None:
+        await servable.start()
+        if servable.ready:  # without a model, audits would fail: leave the events queued
+            await auditor.start()
+        else:
+            log.warning("scorer auditor not started: no scorer model loaded")
+
+    async def stop() -> None:
+        await auditor.stop()
+        await servable.stop()
+
+    definition.on_start.append(start)
+    definition.on_stop.append(stop)
+    return definition

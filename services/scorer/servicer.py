@@ -1,15 +1,53 @@
-"""Proto <-> domain translation for the scorer service; RPCs not built yet answer UNIMPLEMENTED."""
+"""Proto <-> domain translation for the scorer service: validates, calls the servable, builds
+responses. No ML logic; domain errors become gRPC codes in the interceptor."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
-from concord.proto.v1 import common_pb2, scorer_pb2_grpc
+from concord.clients.convert import model_ref
+from concord.errors import InvalidArgument
+from concord.media import decode_image
+from concord.proto.v1 import common_pb2, scorer_pb2, scorer_pb2_grpc
 from concord.serving.definitions import service_info
+from services.scorer import convert
+from services.scorer.servable import ScorerServable
 
 
 class ScorerServicer(scorer_pb2_grpc.ScorerServiceServicer):
+    def __init__(self, servable: ScorerServable) -> None:
+        self.servable = servable
+
+    async def Score(
+        self, request: scorer_pb2.ScoreRequest, context: grpc.aio.ServicerContext
+    ) -> scorer_pb2.ScoreResponse:
+        loaded = self.servable.require()
+        convert.check_model(request.model, loaded.id)
+        s = self.servable
+        pairs = await asyncio.to_thread(
+            convert.decode_pairs, request.pairs, s.max_pairs, s.max_text_chars
+        )
+        scored = await s.score(pairs)
+        return convert.score_response(scored, loaded.id)
+
+    async def ExplainMisalignment(
+        self, request: scorer_pb2.ExplainRequest, context: grpc.aio.ServicerContext
+    ) -> scorer_pb2.ExplainResponse:
+        loaded = self.servable.require()
+        text = convert.check_text(request.text, "text", self.servable.max_text_chars)
+        if request.threshold < 0:
+            raise InvalidArgument("threshold", "must be >= 0 (0 = the service default)")
+        image = await asyncio.to_thread(
+            decode_image, request.image.data, request.image.media_type, field="image"
+        )
+        explained = await self.servable.explain(image, text, request.threshold)
+        return convert.explain_response(explained, loaded.id, request.include_heatmap)
+
     async def GetInfo(
         self, request: common_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.ServiceInfo:
-        return service_info("scorer")
+        loaded = self.servable.loaded
+        models = [model_ref(loaded.id), model_ref(loaded.encoder.id)] if loaded else []
+        return service_info("scorer", models=models, ready=self.servable.ready)

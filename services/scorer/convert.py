@@ -1,0 +1,127 @@
+"""Scorer wire <-> domain: request validation with field names, and results -> protos."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from concord.clients.convert import model_ref, tensor_from_array
+from concord.clients.types import ModelId
+from concord.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from concord.media import decode_image
+from concord.models.alignment import PairScores, WordScore
+from concord.proto.v1 import common_pb2, events_pb2, scorer_pb2
+from services.scorer.servable import Explained, PairIn, Scored
+
+
+def check_model(wanted: common_pb2.ModelRef, served: ModelId) -> None:
+    """Raises: FailedPrecondition when the caller asked for a model other than the served one."""
+    if not wanted.name:
+        return
+    if wanted.name != served.name or (wanted.version and wanted.version != served.version):
+        asked = f"{wanted.name}@{wanted.version or wanted.alias or 'any'}"
+        raise FailedPrecondition(f"this scorer serves {served}, not {asked}")
+
+
+def text_violations(text: str, field: str, max_chars: int) -> list[FieldViolation]:
+    """The problems of one text: empty (or blank) or longer than `max_chars` characters."""
+    if not text.strip():
+        return [FieldViolation(field, "is empty")]
+    if len(text) > max_chars:
+        return [FieldViolation(field, f"is {len(text)} characters; the limit is {max_chars}")]
+    return []
+
+
+def check_text(text: str, field: str, max_chars: int) -> str:
+    """Returns: the text. Raises: InvalidArgument naming `field`."""
+    violations = text_violations(text, field, max_chars)
+    if violations:
+        raise InvalidArgument.from_violations(violations)
+    return text
+
+
+def decode_pairs(
+    pairs: Sequence[scorer_pb2.ScorePair], max_pairs: int, max_chars: int
+) -> list[PairIn]:
+    """Validate and decode a Score request's pairs.
+
+    Returns:
+        The decoded pairs, in order.
+    Raises:
+        InvalidArgument: no pairs or too many; naming every bad field otherwise
+            (`pairs[3].text`, `pairs[0].image.data`, `pairs[1].references[2]`).
+    """
+    if not pairs:
+        raise InvalidArgument("pairs", "is empty; send at least one pair")
+    if len(pairs) > max_pairs:
+        raise InvalidArgument(
+            "pairs", f"has {len(pairs)} pairs; the limit per request is {max_pairs}"
+        )
+    violations: list[FieldViolation] = []
+    decoded: list[PairIn] = []
+    for i, pair in enumerate(pairs):
+        where = f"pairs[{i}]"
+        violations += text_violations(pair.text, f"{where}.text", max_chars)
+        for j, ref in enumerate(pair.references):
+            violations += text_violations(ref, f"{where}.references[{j}]", max_chars)
+        try:
+            image = decode_image(pair.image.data, pair.image.media_type, field=f"{where}.image")
+        except InvalidArgument as err:
+            violations.extend(err.violations)
+            continue
+        decoded.append(PairIn(image, pair.text, tuple(pair.references)))
+    if violations:
+        raise InvalidArgument.from_violations(violations)
+    return decoded
+
+
+def pair_score(scores: PairScores, probability: float) -> scorer_pb2.PairScore:
+    return scorer_pb2.PairScore(
+        clip_score=scores.clip_score,
+        ref_clip_score=scores.ref_clip_score or 0.0,
+        fine_grained_score=scores.fine_grained_score,
+        f_clip_score=scores.f_clip_score,
+        aligned_probability=probability,
+    )
+
+
+def score_response(scored: Sequence[Scored], model: ModelId) -> scorer_pb2.ScoreResponse:
+    return scorer_pb2.ScoreResponse(
+        scores=[pair_score(s.scores, s.probability) for s in scored], model=model_ref(model)
+    )
+
+
+def span(word: WordScore) -> common_pb2.Span:
+    return common_pb2.Span(start=word.span[0], end=word.span[1])
+
+
+def explain_response(
+    explained: Explained, model: ModelId, include_heatmap: bool
+) -> scorer_pb2.ExplainResponse:
+    e = explained.explanation
+    response = scorer_pb2.ExplainResponse(
+        words=[
+            scorer_pb2.WordAlignment(
+                word=w.word,
+                span=span(w),
+                attribution=w.attribution,
+                similarity=w.similarity,
+                misaligned=w.misaligned,
+                best_patch=w.best_patch,
+            )
+            for w in e.words
+        ],
+        score=pair_score(e.scores, explained.probability),
+        model=model_ref(model),
+    )
+    if include_heatmap:
+        response.heatmap.CopyFrom(tensor_from_array(e.heatmap))
+    return response
+
+
+def flagged_words(explained: Explained) -> list[events_pb2.FlaggedWord]:
+    """The words the image contradicts, as the audit event lists them."""
+    return [
+        events_pb2.FlaggedWord(word=w.word, span=span(w), attribution=w.attribution)
+        for w in explained.explanation.words
+        if w.misaligned
+    ]

@@ -1,0 +1,119 @@
+"""Resolves the scorer package the service serves (settings `scorer.model`): a registered
+package (`models:/NAME@ALIAS|/VERSION`) or a local directory, each holding `scorer.json`,
+which names the encoder to score with and the calibration of P(aligned)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from concord.clients.types import ModelId
+from concord.errors import FailedPrecondition
+from concord.loading import REGISTRY_PREFIX, LoadedModel, load_model
+from concord.models.alignment import (
+    CLIP_WEIGHT,
+    DEFAULT_LAYERS,
+    DEFAULT_THRESHOLD,
+    AlignmentScorer,
+    PairScores,
+    aligned_probability,
+)
+from concord.registry import Registry
+
+SCORER_FILE = "scorer.json"
+REQUIRED_KEYS = ("encoder", "calibration")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class LoadedScorer:
+    """A scorer ready to serve and what to call it in responses."""
+
+    scorer: AlignmentScorer
+    encoder: LoadedModel
+    calibration: Mapping[str, Any]
+    id: ModelId  # the scorer package (concord-scorer / 2, or <dir> / local-<hash>)
+    uri: str  # what the settings asked for
+    threshold: float  # the package's CLIP4DM epsilon (the service default comes from settings)
+
+    @property
+    def image_size(self) -> int:
+        return self.encoder.config.image.image_size
+
+
+def read_package(directory: Path, uri: str) -> dict[str, Any]:
+    """Returns: the package's scorer.json. Raises: FailedPrecondition naming what is missing."""
+    path = directory / SCORER_FILE
+    if not path.is_file():
+        raise FailedPrecondition(
+            f"scorer model {uri!r} is not a scorer package (needs {SCORER_FILE})"
+        )
+    try:
+        package = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise FailedPrecondition(
+            f"scorer model {uri!r}: {SCORER_FILE} is not JSON ({err})"
+        ) from err
+    if not isinstance(package, dict):
+        raise FailedPrecondition(f"scorer model {uri!r}: {SCORER_FILE} is not a JSON object")
+    missing = [k for k in REQUIRED_KEYS if not package.get(k)]
+    if missing:
+        raise FailedPrecondition(
+            f"scorer model {uri!r}: {SCORER_FILE} has no {' or '.join(repr(k) for k in missing)}"
+        )
+    try:  # fail at load, not on the first request
+        aligned_probability(PairScores(1.0, None, 0.5, 1.0), package["calibration"])
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise FailedPrecondition(
+            f"scorer model {uri!r}: calibration in {SCORER_FILE} is unusable ({err!r})"
+        ) from err
+    return package
+
+
+def encoder_uri(package: Mapping[str, Any], directory: Path) -> str:
+    """The encoder the package names; a relative local path is relative to the package."""
+    uri = str(package["encoder"])
+    if uri.startswith(REGISTRY_PREFIX) or Path(uri).expanduser().is_absolute():
+        return uri
+    return str(directory / uri)
+
+
+def load_scorer(uri: str, registry: Callable[[], Registry]) -> LoadedScorer:
+    """Load the scorer package named by `uri` and the encoder it scores with.
+
+    Args:
+        uri: `models:/NAME@ALIAS`, `models:/NAME/VERSION`, or a local package directory.
+        registry: returns the platform registry (called only for registry URIs).
+    Returns:
+        The scorer. A registered package is called by its registered name and version; a local
+        directory by its name and `local-<8 hex of scorer.json's sha256>`.
+    Raises:
+        FailedPrecondition: the package or its encoder does not exist or is incomplete.
+    """
+    if uri.startswith(REGISTRY_PREFIX):
+        info, directory = registry().download(uri)
+        model_id = ModelId(info.name, str(info.version))
+        package = read_package(directory, uri)
+    else:
+        directory = Path(uri).expanduser()
+        if not directory.is_dir():
+            raise FailedPrecondition(f"scorer model {uri!r} is not a directory")
+        package = read_package(directory, uri)
+        name = _UNSAFE.sub("-", directory.resolve().name).strip("-") or "scorer"
+        digest = hashlib.sha256((directory / SCORER_FILE).read_bytes()).hexdigest()[:8]
+        model_id = ModelId(name, f"local-{digest}")
+    encoder = load_model(encoder_uri(package, directory), registry)
+    scorer = AlignmentScorer(
+        encoder.torch_model(),
+        encoder.tokenizer,
+        weight=float(package.get("weight", CLIP_WEIGHT)),
+        layers=int(package.get("layers", DEFAULT_LAYERS)),
+        template=str(package.get("template", "")),
+    )
+    threshold = float(package.get("threshold", DEFAULT_THRESHOLD))
+    return LoadedScorer(scorer, encoder, package["calibration"], model_id, uri, threshold)

@@ -1,0 +1,171 @@
+"""The scorer's model state: load the scorer package once, then score pairs through a dynamic
+batcher and explain single pairs (CLIP4DM needs gradients: one pair per model call).
+Torch runs in worker threads, one model call at a time. No proto types here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from PIL import Image
+
+from concord.clients.types import ModelId
+from concord.config import Settings
+from concord.errors import FailedPrecondition
+from concord.models.alignment import Explanation, PairScores, aligned_probability
+from concord.models.preprocess import images_to_tensor
+from concord.registry import Registry
+from concord.serving import DynamicBatcher
+from services.scorer.loading import LoadedScorer, load_scorer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PairIn:
+    """One decoded pair; `references` (possibly none) give RefCLIPScore."""
+
+    image: Image.Image
+    text: str
+    references: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExplainIn:
+    image: Image.Image
+    text: str
+    threshold: float
+
+
+@dataclass(frozen=True)
+class Scored:
+    scores: PairScores
+    probability: float  # calibrated P(aligned)
+
+
+@dataclass(frozen=True, eq=False)
+class Explained:
+    explanation: Explanation
+    probability: float
+    threshold: float  # the threshold the words were flagged with
+
+
+class ScorerServable:
+    """Holds the served scorer and its batchers.
+
+    Args:
+        settings: `scorer.model` names the package, `scorer.threshold` is the default CLIP4DM
+            epsilon, `batching` sizes the Score batcher.
+        registry: returns the platform registry (called only for `models:/` URIs).
+    """
+
+    def __init__(self, settings: Settings, registry: Callable[[], Registry]) -> None:
+        self.uri = settings.scorer.model
+        self.threshold = settings.scorer.threshold
+        self.max_pairs = settings.scorer.max_pairs_per_request
+        self.max_text_chars = settings.scorer.max_text_chars
+        self._registry = registry
+        self.loaded: LoadedScorer | None = None
+        self.load_error = ""
+        # One model call at a time: Score batches, explanations and the auditor share the
+        # model, and CLIP4DM's backward passes must not interleave.
+        self._model_lock = threading.Lock()
+        b = settings.batching
+        self.pairs: DynamicBatcher[PairIn, Scored] = DynamicBatcher(
+            self._score_batch,
+            name="scorer-pairs",
+            max_batch_size=b.max_batch_size,
+            max_delay_ms=b.max_delay_ms,
+            max_queue=b.max_queue,
+        )
+        # Explanations are per pair; the batcher still queues them (and sheds overload).
+        self.explanations: DynamicBatcher[ExplainIn, Explained] = DynamicBatcher(
+            self._explain_batch,
+            name="scorer-explain",
+            max_batch_size=4,
+            max_delay_ms=0.0,
+            max_queue=b.max_queue,
+        )
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Load the package (a missing one leaves the service up but not ready) and start the
+        batchers."""
+        try:
+            self.loaded = await asyncio.to_thread(load_scorer, self.uri, self._registry)
+            log.info(
+                "scorer serving %s (encoder %s) from %s",
+                self.loaded.id,
+                self.loaded.encoder.id,
+                self.uri,
+            )
+        except Exception as err:  # a missing model must not stop health, info or other RPCs
+            self.load_error = getattr(err, "message", None) or f"{type(err).__name__}: {err}"
+            log.warning("scorer model %s not loaded: %s", self.uri, self.load_error)
+        self.pairs.start()
+        self.explanations.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(self.pairs.stop(), self.explanations.stop())
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded is not None
+
+    @property
+    def model_id(self) -> ModelId | None:
+        return self.loaded.id if self.loaded else None
+
+    def require(self) -> LoadedScorer:
+        """Returns: the loaded scorer. Raises: FailedPrecondition naming the model URI."""
+        if self.loaded is None:
+            raise FailedPrecondition(
+                f"scorer model {self.uri!r} is not loaded: {self.load_error or 'still loading'}"
+            )
+        return self.loaded
+
+    # ----------------------------------------------------------------- predict
+
+    async def score(self, pairs: Sequence[PairIn]) -> list[Scored]:
+        """Score decoded pairs; each goes through the batcher so callers coalesce."""
+        self.require()
+        return await self.pairs.submit_many(pairs)
+
+    async def explain(self, image: Image.Image, text: str, threshold: float = 0.0) -> Explained:
+        """Per-word alignment of one pair; `threshold` 0 means the service default."""
+        self.require()
+        return await self.explanations.submit(ExplainIn(image, text, threshold or self.threshold))
+
+    def score_sync(self, pairs: Sequence[PairIn]) -> list[Scored]:
+        """The same as `score` for callers in other threads (the auditor)."""
+        return self._score_batch(list(pairs))
+
+    def explain_sync(self, image: Image.Image, text: str, threshold: float = 0.0) -> Explained:
+        """The same as `explain` for callers in other threads (the auditor)."""
+        (out,) = self._explain_batch([ExplainIn(image, text, threshold or self.threshold)])
+        return out
+
+    def _score_batch(self, items: list[PairIn]) -> list[Scored]:
+        loaded = self.require()
+        pixels = images_to_tensor([p.image for p in items], loaded.image_size)
+        texts = [p.text for p in items]
+        # A pair without references gets ref_clip_score None, also beside pairs with them.
+        refs = [list(p.references) for p in items] if any(p.references for p in items) else None
+        with self._model_lock:
+            scores = loaded.scorer.score(pixels, texts, refs, threshold=self.threshold)
+        return [Scored(s, aligned_probability(s, loaded.calibration)) for s in scores]
+
+    def _explain_batch(self, items: list[ExplainIn]) -> list[Explained]:
+        loaded = self.require()
+        out = []
+        for item in items:
+            pixels = images_to_tensor([item.image], loaded.image_size)
+            with self._model_lock:
+                explanation = loaded.scorer.explain(pixels, item.text, threshold=item.threshold)
+            probability = aligned_probability(explanation.scores, loaded.calibration)
+            out.append(Explained(explanation, probability, item.threshold))
+        return out

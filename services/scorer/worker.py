@@ -1,0 +1,124 @@
+"""The auditor: consumes `concord.generated` (events_pb2.Generated, from the generator) in a
+bus consumer thread, scores and explains each image against its prompt, and publishes
+`concord.audit` (events_pb2.AuditResult, keyed by subject id `<job_id>/<prompt_index>`).
+
+Bad content (a corrupt image, an empty prompt, no job id) raises InvalidArgument, which the
+bus dead-letters to `concord.generated.dlq` with the reason; the service keeps serving.
+Replays publish the same verdict again under the same key (the scorer is deterministic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from PIL import Image
+
+from concord.bus import Bus, Consumer, Delivery
+from concord.clients.convert import model_ref
+from concord.errors import FieldViolation, InvalidArgument
+from concord.media import decode_image
+from concord.proto.v1 import events_pb2
+from services.scorer import convert
+from services.scorer.servable import ScorerServable
+
+log = logging.getLogger(__name__)
+
+GENERATED_TOPIC = "concord.generated"
+AUDIT_TOPIC = "concord.audit"
+GROUP = "scorer"
+
+
+def subject_id(event: events_pb2.Generated) -> str:
+    """One audit subject per generated image: a job may generate for several prompts."""
+    return f"{event.job_id}/{event.prompt_index}"
+
+
+@dataclass(frozen=True)
+class _Checked:
+    event: events_pb2.Generated
+    image: Image.Image
+
+
+class Auditor:
+    """Owns one consumer-group member on the generated topic.
+
+    Args:
+        servable: the scorer (loaded: the auditor starts only when it is).
+        bus: returns the process bus.
+        topic: the topic to consume; results go to `audit_topic`.
+    """
+
+    def __init__(
+        self,
+        servable: ScorerServable,
+        bus: Callable[[], Bus],
+        topic: str = GENERATED_TOPIC,
+        audit_topic: str = AUDIT_TOPIC,
+    ) -> None:
+        self._servable = servable
+        self._bus = bus
+        self.topic = topic
+        self.audit_topic = audit_topic
+        self.consumer: Consumer | None = None
+
+    def check(self, event: events_pb2.Generated) -> _Checked:
+        """Returns: the event with its decoded image. Raises: InvalidArgument naming fields."""
+        violations: list[FieldViolation] = []
+        if not event.job_id.strip():
+            violations.append(FieldViolation("job_id", "is empty"))
+        violations += convert.text_violations(event.prompt, "prompt", self._servable.max_text_chars)
+        image = None
+        try:
+            image = decode_image(event.image.data, event.image.media_type, field="image")
+        except InvalidArgument as err:
+            violations.extend(err.violations)
+        if violations or image is None:
+            raise InvalidArgument.from_violations(violations)
+        return _Checked(event, image)
+
+    def audit(self, checked: _Checked) -> events_pb2.AuditResult:
+        """Score and explain one generated image against its prompt."""
+        explained = self._servable.explain_sync(checked.image, checked.event.prompt)
+        now = Timestamp()
+        now.GetCurrentTime()
+        return events_pb2.AuditResult(
+            subject_id=subject_id(checked.event),
+            text=checked.event.prompt,
+            alignment_score=explained.explanation.scores.f_clip_score,
+            aligned_probability=explained.probability,
+            flagged_words=convert.flagged_words(explained),
+            model=model_ref(self._servable.require().id),
+            audited_at=now,
+        )
+
+    def handle_batch(self, batch: list[tuple[events_pb2.Generated, Delivery]]) -> None:
+        """Audit a poll's events and flush their results once. Every event is checked before
+        anything is published, so a bad one fails the batch without duplicates; the bus then
+        retries the events one by one and dead-letters only the bad ones."""
+        checked = [self.check(event) for event, _ in batch]
+        bus = self._bus()
+        for item in checked:
+            result = self.audit(item)
+            bus.publish(self.audit_topic, result.subject_id, result)
+        bus.flush()
+        log.debug("audited %d events from %s", len(batch), self.topic)
+
+    async def start(self) -> None:
+        # Subscribing may create topics on a broker: keep that off the event loop.
+        def subscribe() -> Consumer:
+            return (
+                self._bus()
+                .subscribe_batch(self.topic, GROUP, self.handle_batch, events_pb2.Generated)
+                .start()
+            )
+
+        self.consumer = await asyncio.to_thread(subscribe)
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await asyncio.to_thread(self.consumer.stop)
+            self.consumer = None
