@@ -70,12 +70,6 @@ class Explanation:
     cosine: float = 0.0  # the raw pair cosine s (CLIPScore before weighting and clamping)
 
 
-@dataclass(frozen=True)
-class _Word:
-    span: tuple[int, int]
-    tokens: tuple[int, ...]  # token positions in the tokenized (template + text)
-
-
 def word_spans(text: str) -> list[tuple[int, int]]:
     """Returns: the character spans of the words of `text` (`WORD_RE`), in order."""
     return [m.span() for m in WORD_RE.finditer(text)]
@@ -202,48 +196,86 @@ class AlignmentScorer:
         Returns:
             One Explanation per pair (image i with text i).
         """
-        if isinstance(texts, str):
-            raise TypeError("pass a sequence of texts, not a single str")
-        if pixels.ndim != 4 or pixels.shape[0] != len(texts):
-            raise ValueError(
-                f"need pixels (B, 3, S, S) with B = {len(texts)} texts, got {tuple(pixels.shape)}"
-            )
-        if references is not None and len(references) != len(texts):
-            raise ValueError(f"{len(references)} reference lists for {len(texts)} texts")
         if threshold < 0:
             raise ValueError(f"threshold must be >= 0, got {threshold}")
+        raws = self.raw(pixels, texts, references)
+        return [r.explanation(threshold, self.weight, positive_only) for r in raws]
+
+    def encode_images(self, pixels: Tensor) -> Encoded:
+        """Image embeddings for `raw(image=...)` (encode each image once, score many texts)."""
+        if pixels.ndim != 4:
+            raise ValueError(f"need pixels (B, 3, S, S), got {tuple(pixels.shape)}")
+        with torch.inference_mode(False), torch.no_grad():
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                return self.model.encode_image(pixels.clone())
+            finally:
+                self.model.train(was_training)
+
+    def raw(
+        self,
+        pixels: Tensor | None,
+        texts: Sequence[str],
+        references: Sequence[Sequence[str]] | None = None,
+        *,
+        image: Encoded | None = None,
+    ) -> list[RawPair]:
+        """Threshold-free per-pair results (signed and positive-clamped attributions together).
+
+        Args:
+            pixels: (B, 3, S, S), or None when `image` (from `encode_images`, B rows) is given.
+            texts: one text per image.
+            references: optional reference captions per image.
+        Returns:
+            One RawPair per pair.
+        """
+        if isinstance(texts, str):
+            raise TypeError("pass a sequence of texts, not a single str")
+        if image is None:
+            if pixels is None or pixels.ndim != 4 or pixels.shape[0] != len(texts):
+                got = None if pixels is None else tuple(pixels.shape)
+                raise ValueError(f"need pixels (B, 3, S, S) with B = {len(texts)} texts, got {got}")
+            image = self.encode_images(pixels)
+        elif len(image) != len(texts):
+            raise ValueError(f"{len(image)} image embeddings for {len(texts)} texts")
+        if references is not None and len(references) != len(texts):
+            raise ValueError(f"{len(references)} reference lists for {len(texts)} texts")
         batch = self.tokenizer([self.template + t for t in texts])
         prefix = len(self.template)
-        words = [
-            [_Word(s, m) for s, m in group_words(t, batch.offsets[i], prefix)]
-            for i, t in enumerate(texts)
-        ]
         with torch.inference_mode(False):
             was_training = self.model.training
             self.model.eval()
             try:
-                with torch.no_grad():
-                    image = self.model.encode_image(pixels.clone())
-                cos, relevance, tokens = self._attribute(
-                    batch.input_ids, batch.attention_mask, image.pooled, positive_only
+                cos, signed, positive, tokens = self._attribute(
+                    batch.input_ids, batch.attention_mask, image.pooled
                 )
                 refs = self._reference_cosines(tokens.pooled, references)
             finally:
                 self.model.train(was_training)
-        return [
-            self._explain_one(
-                texts[i],
-                words[i],
-                cos[i],
-                relevance[i],
-                tokens[i],
-                image[i],
-                batch.attention_mask[i],
-                refs[i],
-                threshold,
+        out = []
+        for i, text in enumerate(texts):
+            groups = group_words(text, batch.offsets[i], prefix)
+            sim = tokens.tokens[i] @ image.tokens[i].T  # (T, N): token-patch cosines
+            word_tokens = sorted({t for _, m in groups for t in m})
+            if not word_tokens:  # no word (e.g. only punctuation): every real token
+                word_tokens = [int(t) for t in torch.nonzero(batch.attention_mask[i]).flatten()]
+            fine = float(sim[word_tokens].amax(dim=1).mean())
+            rows = [sim[list(m)].mean(dim=0) for _, m in groups]
+            heat = torch.stack(rows) if rows else sim.new_zeros(0, sim.shape[1])
+            out.append(
+                RawPair(
+                    text=text,
+                    spans=tuple(s for s, _ in groups),
+                    cosine=float(cos[i]),
+                    fine_grained=fine,
+                    attributions=np.array([float(signed[i, list(m)].mean()) for _, m in groups]),
+                    positive=np.array([float(positive[i, list(m)].mean()) for _, m in groups]),
+                    heat=heat.numpy().astype(np.float32),
+                    ref_cosine=refs[i],
+                )
             )
-            for i in range(len(texts))
-        ]
+        return out
 
     # -- internals
 
@@ -268,9 +300,10 @@ class AlignmentScorer:
         return Encoded(F.normalize(pooled, dim=-1), tokens, real), tuple(out.attentions)
 
     def _attribute(
-        self, ids: Tensor, mask: Tensor, image_pooled: Tensor, positive_only: bool
-    ) -> tuple[Tensor, Tensor, Encoded]:
-        """Returns: (pair cosines (B,), token relevance (B, T), text Encoded), all detached."""
+        self, ids: Tensor, mask: Tensor, image_pooled: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Encoded]:
+        """Returns: (pair cosines (B,), signed token relevance (B, T), the same with G*A clamped
+        to >= 0 (Chefer-style ablation), text Encoded), all detached."""
         self._local.active = True
         try:
             with torch.enable_grad():
@@ -280,14 +313,19 @@ class AlignmentScorer:
                 grads = torch.autograd.grad(cos.sum(), chosen)  # pairs are independent rows
         finally:
             self._local.active = False
-        relevance = torch.zeros_like(chosen[0][:, 0])  # (B, T, T), zero start (not identity)
+        signed = torch.zeros_like(chosen[0][:, 0])  # (B, T, T): zero start, not the identity
+        positive = torch.zeros_like(signed)
         for a, g in zip(chosen, grads, strict=True):
             cam = g.detach() * a.detach()
-            if positive_only:
-                cam = cam.clamp(min=0)
-            relevance = relevance + cam.mean(dim=1)
-        relevance = relevance / len(chosen)
-        return cos.detach(), self._token_relevance(relevance, mask), _detach(text)
+            signed = signed + cam.mean(dim=1)
+            positive = positive + cam.clamp(min=0).mean(dim=1)
+        n = len(chosen)
+        return (
+            cos.detach(),
+            self._token_relevance(signed / n, mask),
+            self._token_relevance(positive / n, mask),
+            _detach(text),
+        )
 
     def _token_relevance(self, relevance: Tensor, mask: Tensor) -> Tensor:
         """Relevance of each token j to the pooled text embedding.
@@ -323,54 +361,55 @@ class AlignmentScorer:
             start += n
         return out
 
-    def _explain_one(
-        self,
-        text: str,
-        words: list[_Word],
-        cos: Tensor,
-        relevance: Tensor,
-        tokens: Encoded,
-        image: Encoded,
-        mask: Tensor,
-        ref_cos: float | None,
-        threshold: float,
+
+@dataclass(frozen=True, eq=False)  # array fields
+class RawPair:
+    """Threshold-free results for one pair; `explanation` applies a threshold."""
+
+    text: str
+    spans: tuple[tuple[int, int], ...]  # per word, its span in `text`
+    cosine: float  # pair cosine s
+    fine_grained: float  # FILIP text->image score over word tokens
+    attributions: np.ndarray  # (n_words,) CLIP4DM attributions (signed)
+    positive: np.ndarray  # (n_words,) the same with G*A clamped to >= 0 (ablation)
+    heat: np.ndarray  # (n_words, N) word-patch similarities
+    ref_cosine: float | None  # best reference cosine; None without references
+
+    @property
+    def similarities(self) -> np.ndarray:
+        """(n_words,) each word's best patch similarity."""
+        return self.heat.max(axis=1) if len(self.heat) else np.zeros(0, np.float32)
+
+    def explanation(
+        self, threshold: float, weight: float = CLIP_WEIGHT, positive_only: bool = False
     ) -> Explanation:
-        s = float(cos)
-        clip = self.weight * max(s, 0.0)
+        """Returns: the Explanation with words flagged at `threshold` and scores from `weight`."""
+        attributions = self.positive if positive_only else self.attributions
+        clip = weight * max(self.cosine, 0.0)
         ref_clip = None
-        if ref_cos is not None:
-            r = max(ref_cos, 0.0)
+        if self.ref_cosine is not None:
+            r = max(self.ref_cosine, 0.0)
             ref_clip = 2 * clip * r / (clip + r) if clip + r > 0 else 0.0
-        sim = tokens.tokens[0] @ image.tokens[0].T  # (T, N): token-patch cosines
-        n_patches = sim.shape[1]
+        n_patches = self.heat.shape[1]
         grid = math.isqrt(n_patches)
         shape = (grid, grid) if grid * grid == n_patches else (1, n_patches)
-        word_tokens = sorted({t for w in words for t in w.tokens})
-        if not word_tokens:  # no word (e.g. only punctuation): every real token
-            word_tokens = [int(t) for t in torch.nonzero(mask).flatten()]
-        fine = float(sim[word_tokens].amax(dim=1).mean())
-        scores_w: list[WordScore] = []
-        rows = []
-        for w in words:
-            idx = list(w.tokens)
-            row = sim[idx].mean(dim=0)
-            attribution = float(relevance[idx].mean())
-            best = int(row.argmax())
-            rows.append(row)
-            scores_w.append(
-                WordScore(
-                    text[w.span[0] : w.span[1]],
-                    w.span,
-                    attribution,
-                    float(row[best]),
-                    best,
-                    attribution < -threshold,
-                )
+        words = [
+            WordScore(
+                self.text[s:e],
+                (s, e),
+                float(a),
+                float(row.max()),
+                int(row.argmax()),
+                bool(a < -threshold),
             )
-        heat = (torch.stack(rows) if rows else sim.new_zeros(0, n_patches)).reshape(-1, *shape)
-        f = f_clip_score(clip, s, [w.attribution for w in scores_w], threshold, self.weight)
+            for (s, e), a, row in zip(self.spans, attributions, self.heat, strict=True)
+        ]
+        f = f_clip_score(clip, self.cosine, attributions, threshold, weight)
         return Explanation(
-            scores_w, PairScores(clip, ref_clip, fine, f), heat.numpy().astype(np.float32), s
+            words,
+            PairScores(clip, ref_clip, self.fine_grained, f),
+            self.heat.reshape(-1, *shape),
+            self.cosine,
         )
 
 
