@@ -1,0 +1,73 @@
+"""Training loss of the generator: eps MSE on the image plus (GCDP) the categorical KL on the
+layout, with the text condition dropped to the null embedding for classifier-free guidance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from concord.models.diffusion.categorical import CategoricalDiffusion
+from concord.models.diffusion.schedule import NoiseSchedule
+from concord.models.diffusion.unet import UNet
+
+
+@dataclass(frozen=True)
+class LossParts:
+    total: Tensor  # scalar to backpropagate
+    eps: Tensor  # scalar, image noise MSE
+    layout: Tensor  # scalar, categorical loss in bits/pixel (0 without layout)
+
+
+def drop_condition(
+    unet: UNet, text: Tensor, mask: Tensor, p: float, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """Replace each sample's text by the null embedding with probability p."""
+    if p <= 0:
+        return text, mask
+    b = text.shape[0]
+    drop = torch.rand(b, generator=generator) < p
+    null, null_mask = unet.null_condition(b)
+    d = drop.to(text.device)
+    return (
+        torch.where(d[:, None, None], null.to(text.dtype), text),
+        torch.where(d[:, None], null_mask, mask.bool()),
+    )
+
+
+def diffusion_loss(
+    unet: UNet,
+    schedule: NoiseSchedule,
+    cat: CategoricalDiffusion | None,
+    x0: Tensor,
+    text: Tensor,
+    mask: Tensor,
+    y0: Tensor | None = None,
+    cond_drop: float | None = None,
+    generator: torch.Generator | None = None,
+) -> LossParts:
+    """One training loss on a batch, t drawn uniformly in 0..T-1.
+
+    Args:
+        x0: (B, 3, S, S) images in [-1, 1]; y0: (B, S, S) int64 layouts (GCDP only).
+        text, mask: (B, L, D) token states and (B, L) mask.
+        cond_drop: probability of the null condition; None: the config's.
+    """
+    cfg = unet.config
+    if cfg.layout and (y0 is None or cat is None):
+        raise ValueError("a layout model needs y0 and the categorical diffusion")
+    b = x0.shape[0]
+    t = torch.randint(0, schedule.steps, (b,), generator=generator).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    xt = schedule.q_sample(x0, t, noise)
+    y_t = cat.q_sample(y0, t, generator) if cfg.layout else None
+    p = cfg.cond_drop if cond_drop is None else cond_drop
+    text, mask = drop_condition(unet, text, mask, p, generator)
+    eps_hat, logits = unet(xt, t, text, mask, y_t)
+    eps_loss = F.mse_loss(eps_hat, noise)
+    if not cfg.layout:
+        return LossParts(eps_loss, eps_loss.detach(), torch.zeros(()))
+    lay = cat.loss(y0, y_t, t, logits).mean()
+    return LossParts(eps_loss + cfg.layout_loss_weight * lay, eps_loss.detach(), lay.detach())
