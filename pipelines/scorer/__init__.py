@@ -1,0 +1,1 @@
+"""The alignment scorer pipeline: encoders, misalignment scoring, calibration, package, report."""
