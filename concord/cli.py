@@ -301,6 +301,10 @@ def _mount_pipeline_apps() -> None:
 
 _mount_pipeline_apps()
 
+from concord import cli_generate  # noqa: E402 (the generator's commands live there)
+
+cli_generate.register(app)
+
 
 def main() -> None:
     app()

@@ -6,8 +6,9 @@ Every call goes over real gRPC; the per-service clients live in `concord.clients
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -15,6 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from concord.clients.convert import FilterSpec
 from concord.clients.encoder import EncoderClient, ImageInput
+from concord.clients.generator import Concept, GeneratedImage, GeneratorClient, Job, Progress
 from concord.clients.retrieval import RetrievalClient, Target
 from concord.clients.scorer import Misalignment, ScorePair, ScorerClient, Scores
 from concord.clients.types import (
@@ -34,16 +36,21 @@ from concord.proto.v1 import common_pb2
 
 __all__ = [
     "CollectionSummary",
+    "Concept",
     "Concord",
     "Connection",
     "Embedding",
     "Encoded",
     "EncoderClient",
+    "GeneratedImage",
+    "GeneratorClient",
     "Hit",
     "ImageData",
     "IndexItem",
     "IndexResult",
+    "Job",
     "ModelId",
+    "Progress",
     "RetrievalClient",
     "SearchResult",
     "ServiceStatus",
@@ -168,6 +175,10 @@ class Concord:
         self.retrieval = RetrievalClient(
             self._retrieval_conn.channel, self._retrieval_conn.metadata, timeout
         )
+        self._generator_conn = connect("generator", settings, host)
+        self.generator = GeneratorClient(
+            self._generator_conn.channel, self._generator_conn.metadata, timeout
+        )
         self._scorer_conn = connect("scorer", settings, host)
         self.scorer = ScorerClient(self._scorer_conn.channel, self._scorer_conn.metadata, timeout)
 
@@ -247,8 +258,60 @@ class Concord:
             image, text, include_heatmap=include_heatmap, threshold=threshold
         )
 
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        seed: int = 0,
+        steps: int = 0,
+        guidance_scale: float = 0.0,
+        sampler: Literal["ddim", "ddpm"] | None = None,
+        with_layout: bool = True,
+        concept: str = "",
+        unwanted: Sequence[str] = (),
+        alpha: float = 0.0,
+        directions: int = 0,
+        preview_every: int = 0,
+        on_progress: Callable[[Progress], bool | None] | None = None,
+    ) -> list[GeneratedImage]:
+        """Generate an image + layout per prompt; see `GeneratorClient.generate`."""
+        return self.generator.generate(
+            prompts,
+            seed=seed,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            sampler=sampler,
+            with_layout=with_layout,
+            concept=concept,
+            unwanted=unwanted,
+            alpha=alpha,
+            directions=directions,
+            preview_every=preview_every,
+            on_progress=on_progress,
+        )
+
+    def customize(
+        self,
+        concept: str,
+        references: Sequence[ImageInput],
+        *,
+        class_word: str = "",
+        steps: int = 0,
+    ) -> Job:
+        """Start a concept customization job; see `GeneratorClient.customize`."""
+        return self.generator.customize(concept, references, class_word=class_word, steps=steps)
+
+    def get_job(self, job_id: str) -> Job:
+        """A generator job's state; `self.generator.wait_job` polls until it ends."""
+        return self.generator.get_job(job_id)
+
+    def list_concepts(self) -> list[Concept]:
+        """Every registered concept; see `GeneratorClient.list_concepts`."""
+        return self.generator.list_concepts()
+
     def close(self) -> None:
         self._encoder_conn.close()
+        self._generator_conn.close()
         self._retrieval_conn.close()
         self._scorer_conn.close()
 

@@ -1,6 +1,14 @@
 """Typed gRPC clients of Concord services: result dataclasses, proto converters, and one
 client class per service (sync for product teams, async for services calling services)."""
 
+from concord.clients.generator import (
+    Concept,
+    GeneratedImage,
+    GenerationCancelled,
+    GeneratorClient,
+    Job,
+    Progress,
+)
 from concord.clients.scorer import (
     Misalignment,
     PairScore,
@@ -10,4 +18,17 @@ from concord.clients.scorer import (
     WordAlignment,
 )
 
-__all__ = ["Misalignment", "PairScore", "ScorePair", "ScorerClient", "Scores", "WordAlignment"]
+__all__ = [
+    "Concept",
+    "GeneratedImage",
+    "GenerationCancelled",
+    "GeneratorClient",
+    "Job",
+    "Misalignment",
+    "PairScore",
+    "Progress",
+    "ScorePair",
+    "ScorerClient",
+    "Scores",
+    "WordAlignment",
+]

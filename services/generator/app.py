@@ -1,13 +1,36 @@
-"""Builds the generator service from settings (the `concord.services` entry point)."""
+"""Builds the generator service from settings (the `concord.services` entry point): on_start
+loads the model (in a thread: it is seconds of I/O) and starts the job worker; on_stop stops
+the worker."""
 
 from __future__ import annotations
+
+import asyncio
 
 from concord.platform import Platform
 from concord.proto.v1 import generator_pb2_grpc
 from concord.serving.definitions import define
 from concord.serving.server import ServiceDefinition
+from services.generator.jobs import JobTable
+from services.generator.servable import GeneratorServable
 from services.generator.servicer import GeneratorServicer
+from services.generator.worker import JobWorker
 
 
 def build(platform: Platform) -> ServiceDefinition:
-    return define("generator", GeneratorServicer(), generator_pb2_grpc)
+    """Returns: the generator's ServiceDefinition on the process's shared platform."""
+    settings = platform.settings
+    servable = GeneratorServable(settings, lambda: platform.registry)
+    jobs = JobTable()
+    worker = JobWorker(
+        servable, jobs, lambda: platform.bus, max_attempts=settings.kafka.max_retries + 1
+    )
+    servicer = GeneratorServicer(servable, jobs, lambda: platform.bus)
+    definition = define("generator", servicer, generator_pb2_grpc)
+
+    async def start() -> None:
+        await asyncio.to_thread(servable.load)
+        await worker.start()
+
+    definition.on_start.append(start)
+    definition.on_stop.append(worker.stop)
+    return definition

@@ -1,15 +1,170 @@
-"""Proto <-> domain translation for the generator service; RPCs not built yet answer UNIMPLEMENTED."""
+"""Proto <-> domain translation for the generator service: validates, admits the call through
+the servable's gate, streams progress from the worker thread, then the results. No ML logic.
+
+Cancellation: when the caller cancels (or its deadline passes) the handler is cancelled, the
+`finally` below sets the stop flag, and the denoising loop ends at its next step."""
 
 from __future__ import annotations
 
-import grpc
+import asyncio
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable
 
-from concord.proto.v1 import common_pb2, generator_pb2_grpc
+import grpc
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from concord.bus import Bus
+from concord.clients.convert import model_ref
+from concord.errors import InvalidArgument, NotFound, Unavailable
+from concord.media import encode_png
+from concord.proto.v1 import common_pb2, events_pb2, generator_pb2, generator_pb2_grpc
 from concord.serving.definitions import service_info
+from services.generator import convert
+from services.generator.jobs import JobRecord, JobTable
+from services.generator.servable import Generated, GeneratorServable
+from services.generator.worker import JOBS_TOPIC
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+_DONE = object()  # end of the progress queue
 
 
 class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
+    def __init__(
+        self,
+        servable: GeneratorServable,
+        jobs: JobTable,
+        bus: Callable[[], Bus],
+        jobs_topic: str = JOBS_TOPIC,
+    ) -> None:
+        self.servable = servable
+        self.jobs = jobs
+        self._bus = bus
+        self.jobs_topic = jobs_topic
+
+    async def Generate(
+        self, request: generator_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[generator_pb2.GenerateEvent]:
+        servable = self.servable
+        servable.require()
+        assert servable.model_id is not None
+        convert.check_model(request.model, servable.model_id)
+        params = convert.generate_request(request, servable.shape(), servable.limits)
+        if params.concept:  # NOT_FOUND before any work is queued
+            await asyncio.to_thread(servable.concept, params.concept)
+        ticket = servable.gate.admit()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        stop = threading.Event()
+
+        def on_progress(step: int, total: int, previews: np.ndarray | None) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, (step, total, previews))
+
+        def run() -> Generated:
+            try:
+                return servable.generate(params, ticket, on_progress, stop)
+            finally:
+                ticket.release()
+                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+        work = asyncio.ensure_future(asyncio.to_thread(run))
+        work.add_done_callback(_consume_exception)
+        try:
+            while (item := await queue.get()) is not _DONE:
+                step, total, previews = item  # type: ignore[misc]
+                for event in convert.progress_events(step, total, previews):
+                    yield event
+            done = await work
+            for i, sample in enumerate(done.samples):
+                yield await asyncio.to_thread(
+                    convert.result_event,
+                    i,
+                    sample,
+                    done.model,
+                    done.class_names,
+                    params.with_layout,
+                )
+        finally:
+            stop.set()  # a cancelled or failed call stops the denoising loop at its next step
+
+    async def Customize(
+        self, request: generator_pb2.CustomizeRequest, context: grpc.aio.ServicerContext
+    ) -> generator_pb2.Job:
+        size = self.servable.shape().image_size  # FAILED_PRECONDITION without a model
+        params = await asyncio.to_thread(convert.customize_request, request)
+        job_id = uuid.uuid4().hex
+        # The worker resizes references to the model's size anyway; sending them at that size
+        # keeps the job well under Kafka's 1 MB default message limit.
+        references = [
+            common_pb2.Image(
+                data=encode_png(image.convert("RGB").resize((size, size))),  # type: ignore[attr-defined]
+                media_type="image/png",
+            )
+            for image in params.references
+        ]
+        now = Timestamp()
+        now.GetCurrentTime()
+        job = events_pb2.GenerationJob(
+            job_id=job_id,
+            customize=events_pb2.CustomizationSpec(
+                concept=params.concept,
+                references=references,
+                class_word=params.class_word,
+                steps=params.steps,
+            ),
+            created_at=now,
+        )
+        record = self.jobs.put(JobRecord(job_id, "customize", "QUEUED", "", 0.0, params.concept))
+        try:
+            await asyncio.to_thread(self._publish, job_id, job)
+        except Exception as err:
+            self.jobs.update(job_id, state="FAILED", message=f"could not queue the job: {err}")
+            raise Unavailable(f"could not queue the customization job: {err}") from None
+        return convert.job_proto(record)
+
+    def _publish(self, key: str, job: events_pb2.GenerationJob) -> None:
+        bus = self._bus()
+        bus.publish(self.jobs_topic, key, job)
+        bus.flush()
+
+    async def GetJob(
+        self, request: generator_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> generator_pb2.Job:
+        if not request.id:
+            raise InvalidArgument("id", "is empty")
+        record = self.jobs.get(request.id)
+        if record is None:
+            raise NotFound(f"job {request.id!r} is not known to this generator")
+        return convert.job_proto(record)
+
+    async def ListConcepts(
+        self, request: generator_pb2.ListConceptsRequest, context: grpc.aio.ServicerContext
+    ) -> generator_pb2.ListConceptsResponse:
+        size = request.page.page_size or DEFAULT_PAGE_SIZE
+        if not 1 <= size <= MAX_PAGE_SIZE:
+            raise InvalidArgument("page.page_size", f"must be between 1 and {MAX_PAGE_SIZE}")
+        concepts = await asyncio.to_thread(self.servable.concepts.list)
+        # The token is the last name of the previous page: stable while concepts come and go.
+        after = [c for c in concepts if c.name > request.page.page_token]
+        page, more = after[:size], len(after) > size
+        return generator_pb2.ListConceptsResponse(
+            concepts=[convert.concept_proto(c) for c in page],
+            page=common_pb2.PageResponse(
+                next_page_token=page[-1].name if more else "", total_size=len(concepts)
+            ),
+        )
+
     async def GetInfo(
         self, request: common_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.ServiceInfo:
-        return service_info("generator")
+        model = self.servable.model_id
+        models = [model_ref(model)] if model else []
+        return service_info("generator", models=models, ready=self.servable.ready)
+
+
+def _consume_exception(task: asyncio.Future[object]) -> None:
+    # The work of a cancelled call ends later with Cancelled; nobody awaits it then.
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,242 @@
+"""Generator wire <-> domain: requests and Kafka job specs into validated parameters (field
+names as the caller wrote them), samples and jobs into protos."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from concord.clients.convert import model_ref
+from concord.clients.types import ModelId
+from concord.config import GeneratorSettings
+from concord.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from concord.media import decode_image, encode_png
+from concord.models.diffusion.pipeline import Sample
+from concord.proto.v1 import common_pb2, events_pb2, generator_pb2
+from services.generator.concepts import ConceptInfo
+from services.generator.jobs import JobRecord
+from services.generator.params import (
+    CustomizeParams,
+    GenerateParams,
+    ModelShape,
+    customize_params,
+    generate_params,
+)
+
+SAMPLER_NAMES = {
+    generator_pb2.SAMPLER_UNSPECIFIED: "",
+    generator_pb2.SAMPLER_DDPM: "ddpm",
+    generator_pb2.SAMPLER_DDIM: "ddim",
+}
+JOB_STATES = {
+    "QUEUED": generator_pb2.JOB_STATE_QUEUED,
+    "RUNNING": generator_pb2.JOB_STATE_RUNNING,
+    "SUCCEEDED": generator_pb2.JOB_STATE_SUCCEEDED,
+    "FAILED": generator_pb2.JOB_STATE_FAILED,
+    "CANCELLED": generator_pb2.JOB_STATE_CANCELLED,
+}
+
+
+# ----------------------------------------------------------------------------- requests
+
+
+def check_model(wanted: common_pb2.ModelRef, served: ModelId) -> None:
+    """Raises: FailedPrecondition when the caller asked for a model other than the served one."""
+    if not wanted.name:
+        return
+    if wanted.name != served.name or (wanted.version and wanted.version != served.version):
+        asked = f"{wanted.name}@{wanted.version or wanted.alias or 'any'}"
+        raise FailedPrecondition(f"this generator serves {served}, not {asked}")
+
+
+def generate_request(
+    request: generator_pb2.GenerateRequest, model: ModelShape, limits: GeneratorSettings
+) -> GenerateParams:
+    """Raises: InvalidArgument naming every bad field (`prompts[2]`, `concept.alpha`, ...)."""
+    sampler = SAMPLER_NAMES.get(request.sampler)
+    if sampler is None:
+        raise InvalidArgument("sampler", f"unknown sampler {request.sampler}; use DDPM or DDIM")
+    guidance = request.concept
+    return generate_params(
+        prompts=list(request.prompts),
+        seed=request.seed,
+        steps=request.steps,
+        guidance_scale=request.guidance_scale,
+        sampler=sampler,
+        width=request.width,
+        height=request.height,
+        with_layout=request.with_layout,
+        preview_every=request.preview_every,
+        concept=guidance.concept.strip(),
+        unwanted=list(guidance.unwanted),
+        alpha=guidance.alpha,
+        directions=guidance.directions,
+        model=model,
+        limits=limits,
+    )
+
+
+def generation_spec(
+    spec: events_pb2.GenerationSpec, model: ModelShape, limits: GeneratorSettings
+) -> GenerateParams:
+    """A Kafka generation job; field names are prefixed `generate.`. Raises: InvalidArgument."""
+    return generate_params(
+        prompts=list(spec.prompts),
+        seed=spec.seed,
+        steps=spec.steps,
+        guidance_scale=spec.guidance_scale,
+        sampler="",
+        width=0,
+        height=0,
+        with_layout=spec.with_layout,
+        preview_every=0,
+        concept=spec.concept.strip(),
+        unwanted=(),
+        alpha=0.0,
+        directions=0,
+        model=model,
+        limits=limits,
+        prefix="generate.",
+    )
+
+
+def decode_references(images: Sequence[common_pb2.Image], field: str) -> list[object]:
+    """Decode every reference safely. Raises: InvalidArgument naming each bad one."""
+    decoded: list[object] = []
+    violations: list[FieldViolation] = []
+    for i, image in enumerate(images):
+        try:
+            decoded.append(decode_image(image.data, image.media_type, field=f"{field}[{i}]"))
+        except InvalidArgument as err:
+            violations.extend(err.violations)
+    if violations:
+        raise InvalidArgument.from_violations(violations)
+    return decoded
+
+
+def customize_request(
+    request: generator_pb2.CustomizeRequest | events_pb2.CustomizationSpec, prefix: str = ""
+) -> CustomizeParams:
+    """Validate a customization (the RPC or a Kafka job's spec with `prefix` "customize.").
+
+    Raises:
+        InvalidArgument: naming every bad field, `references[i].data` for a bad image.
+    """
+    name = request.concept.strip()
+    try:
+        references = decode_references(request.references, f"{prefix}references")
+    except InvalidArgument as bad_images:
+        try:  # report the other fields' problems in the same answer
+            customize_params(
+                concept=name,
+                class_word=request.class_word,
+                steps=request.steps,
+                references=[None],
+                prefix=prefix,
+            )
+        except InvalidArgument as bad_fields:
+            raise InvalidArgument.from_violations(
+                [*bad_fields.violations, *bad_images.violations]
+            ) from None
+        raise
+    return customize_params(
+        concept=name,
+        class_word=request.class_word,
+        steps=request.steps,
+        references=references,
+        prefix=prefix,
+    )
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def layout_tensor(layout: np.ndarray) -> common_pb2.Tensor:
+    """Returns: the (H, W) class map as a uint8 Tensor."""
+    data = np.ascontiguousarray(layout, dtype=np.uint8)
+    return common_pb2.Tensor(
+        dtype=common_pb2.DTYPE_UINT8, shape=list(data.shape), data=data.tobytes()
+    )
+
+
+def png_image(pixels: np.ndarray) -> common_pb2.Image:
+    return common_pb2.Image(data=encode_png(pixels), media_type="image/png")
+
+
+def progress_event(
+    step: int, total: int, prompt_index: int = 0, preview: np.ndarray | None = None
+) -> generator_pb2.GenerateEvent:
+    progress = generator_pb2.Progress(prompt_index=prompt_index, step=step, total_steps=total)
+    if preview is not None:
+        progress.preview.CopyFrom(png_image(preview))
+    return generator_pb2.GenerateEvent(progress=progress)
+
+
+def progress_events(
+    step: int, total: int, previews: np.ndarray | None
+) -> list[generator_pb2.GenerateEvent]:
+    """One Progress per step for the whole batch; on preview steps one per prompt instead,
+    each carrying that prompt's current x0 estimate as a PNG."""
+    if previews is None:
+        return [progress_event(step, total)]
+    return [progress_event(step, total, i, p) for i, p in enumerate(previews)]
+
+
+def result_event(
+    index: int,
+    sample: Sample,
+    model: ModelId,
+    class_names: Sequence[str],
+    with_layout: bool,
+) -> generator_pb2.GenerateEvent:
+    result = generator_pb2.GeneratedImage(
+        prompt_index=index, image=png_image(sample.image), seed=sample.seed, model=model_ref(model)
+    )
+    if with_layout and sample.layout is not None:
+        result.layout.CopyFrom(
+            generator_pb2.Layout(
+                class_map=layout_tensor(sample.layout),
+                legend={i: name for i, name in enumerate(class_names)},
+            )
+        )
+    return generator_pb2.GenerateEvent(result=result)
+
+
+def generated_event(
+    job_id: str, index: int, prompt: str, sample: Sample, model: ModelId, with_layout: bool
+) -> events_pb2.Generated:
+    now = Timestamp()
+    now.GetCurrentTime()
+    event = events_pb2.Generated(
+        job_id=job_id,
+        prompt_index=index,
+        prompt=prompt,
+        image=png_image(sample.image),
+        seed=sample.seed,
+        model=model_ref(model),
+        generated_at=now,
+    )
+    if with_layout and sample.layout is not None:
+        event.layout.CopyFrom(layout_tensor(sample.layout))
+    return event
+
+
+def job_proto(record: JobRecord) -> generator_pb2.Job:
+    return generator_pb2.Job(
+        id=record.id,
+        state=JOB_STATES[record.state],
+        message=record.message,
+        progress=record.progress,
+        concept=record.concept,
+    )
+
+
+def concept_proto(info: ConceptInfo) -> generator_pb2.Concept:
+    return generator_pb2.Concept(
+        name=info.name,
+        class_word=info.class_word,
+        model=model_ref(info.model),
+        reference_count=info.reference_count,
+    )

@@ -1,0 +1,240 @@
+"""What a generation or customization asks for, validated: typed parameters built from plain
+values (the gRPC request and the Kafka job spec both map onto them), every bad field named."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from concord.config import GeneratorSettings
+from concord.errors import FieldViolation, InvalidArgument
+
+SAMPLERS = ("ddim", "ddpm")
+DEFAULT_SAMPLER = "ddim"
+MAX_UNWANTED = 16  # DECOR: unwanted tokens per request
+MAX_DIRECTIONS = 16  # DECOR: singular directions removed
+# Customization (no settings of their own yet: constants the lead may move into config.py).
+DEFAULT_CUSTOMIZE_STEPS = 100
+MAX_CUSTOMIZE_STEPS = 2000
+MAX_REFERENCES = 32
+MAX_CLASS_WORD_CHARS = 40
+DEFAULT_CLASS_WORD = "object"
+# A concept name is one lowercase word: it is used as a token in prompts and in the
+# registered model name `concord-concept-<name>`.
+CONCEPT_NAME = re.compile(r"^[a-z][a-z0-9]{1,31}$")
+CLASS_WORD = re.compile(r"^[a-z][a-z ]*[a-z]$|^[a-z]$")
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    """One validated generation: every default already applied."""
+
+    prompts: tuple[str, ...]
+    seed: int
+    steps: int
+    guidance_scale: float
+    sampler: str  # one of SAMPLERS
+    with_layout: bool  # an image-only model returns no layout either way
+    preview_every: int  # 0: no previews
+    concept: str = ""  # a registered concept name, "" for none
+    unwanted: tuple[str, ...] = ()  # DECOR: tokens projected away from the text embedding
+    alpha: float = 0.0
+    directions: int = 1
+
+
+@dataclass(frozen=True)
+class CustomizeParams:
+    """One validated customization; `references` are decoded RGB images (PIL)."""
+
+    concept: str
+    class_word: str
+    steps: int
+    references: tuple[object, ...]
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What validation needs to know of the served model."""
+
+    image_size: int
+    layout: bool
+
+
+class Violations:
+    """Collects every bad field of one request before raising once."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.found: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.found.append(FieldViolation(self.prefix + field, description))
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise InvalidArgument.from_violations(self.found)
+
+
+def check_prompts(prompts: Sequence[str], limits: GeneratorSettings, bad: Violations) -> None:
+    if not prompts:
+        bad.add("prompts", "is empty; send at least one prompt")
+    elif len(prompts) > limits.max_prompts_per_request:
+        bad.add(
+            "prompts",
+            f"has {len(prompts)} prompts; the limit per request is "
+            f"{limits.max_prompts_per_request}",
+        )
+    for i, prompt in enumerate(prompts):
+        if not prompt.strip():
+            bad.add(f"prompts[{i}]", "is empty")
+        elif len(prompt) > limits.max_prompt_chars:
+            bad.add(
+                f"prompts[{i}]",
+                f"has {len(prompt)} characters; the limit is {limits.max_prompt_chars}",
+            )
+
+
+def check_steps(steps: int, limits: GeneratorSettings, bad: Violations) -> int:
+    """Returns: the steps to run (0 means settings.generator.default_steps)."""
+    if steps == 0:
+        return min(limits.default_steps, limits.max_steps)
+    if not 1 <= steps <= limits.max_steps:
+        bad.add("steps", f"is {steps}; must be between 1 and {limits.max_steps} (0: default)")
+    return steps
+
+
+def check_guidance(scale: float, limits: GeneratorSettings, bad: Violations) -> float:
+    """Returns: the guidance scale (0 means settings.generator.default_guidance_scale)."""
+    if not math.isfinite(scale) or scale < 0:
+        bad.add("guidance_scale", f"is {scale}; must be a finite number >= 0 (0: default)")
+    elif scale > 50:
+        bad.add("guidance_scale", f"is {scale}; the limit is 50")
+    return scale or limits.default_guidance_scale
+
+
+def check_size(
+    width: int, height: int, model: ModelShape, limits: GeneratorSettings, bad: Violations
+) -> None:
+    """Only the model's own size is served (0 = that size); say so instead of resizing."""
+    for field, value in (("width", width), ("height", height)):
+        if value == 0 or value == model.image_size:
+            continue
+        if value < 0 or value > limits.max_resolution:
+            bad.add(field, f"is {value}; must be between 1 and {limits.max_resolution} (0: model)")
+        else:
+            bad.add(
+                field,
+                f"is {value}; this model generates {model.image_size}x{model.image_size} "
+                "only (send 0 or that size)",
+            )
+
+
+def check_concept_guidance(
+    unwanted: Sequence[str], alpha: float, directions: int, bad: Violations
+) -> int:
+    """DECOR's request parameters. Returns: the number of directions (0 means 1)."""
+    if len(unwanted) > MAX_UNWANTED:
+        bad.add("concept.unwanted", f"has {len(unwanted)} tokens; the limit is {MAX_UNWANTED}")
+    for i, token in enumerate(unwanted):
+        if not token.strip():
+            bad.add(f"concept.unwanted[{i}]", "is empty")
+    if not math.isfinite(alpha) or not 0.0 <= alpha <= 1.0:
+        bad.add("concept.alpha", f"is {alpha}; must be between 0 and 1")
+    if directions < 0 or directions > MAX_DIRECTIONS:
+        bad.add("concept.directions", f"is {directions}; must be between 1 and {MAX_DIRECTIONS}")
+    return directions or 1
+
+
+def check_concept_name(name: str, field: str, bad: Violations) -> None:
+    if not CONCEPT_NAME.match(name):
+        bad.add(
+            field,
+            f"{name!r} is not a concept name: one lowercase word of 2-32 letters or digits, "
+            "starting with a letter",
+        )
+
+
+def generate_params(
+    *,
+    prompts: Sequence[str],
+    seed: int,
+    steps: int,
+    guidance_scale: float,
+    sampler: str,
+    width: int,
+    height: int,
+    with_layout: bool,
+    preview_every: int,
+    concept: str,
+    unwanted: Sequence[str],
+    alpha: float,
+    directions: int,
+    model: ModelShape,
+    limits: GeneratorSettings,
+    prefix: str = "",
+) -> GenerateParams:
+    """Validate a generation against the limits and the served model.
+
+    Args:
+        sampler: "ddim", "ddpm" or "" (default); anything else is refused.
+        model: the served model's size and whether it makes layouts.
+        limits: settings.generator.
+        prefix: prepended to field names (e.g. "generate." for a Kafka job spec).
+    Returns:
+        The parameters with defaults applied.
+    Raises:
+        InvalidArgument: naming every bad field.
+    """
+    bad = Violations(prefix)
+    check_prompts(prompts, limits, bad)
+    steps = check_steps(steps, limits, bad)
+    scale = check_guidance(guidance_scale, limits, bad)
+    check_size(width, height, model, limits, bad)
+    sampler = sampler or DEFAULT_SAMPLER
+    if sampler not in SAMPLERS:
+        bad.add("sampler", f"{sampler!r} is not one of {', '.join(SAMPLERS)}")
+    if preview_every < 0:
+        bad.add("preview_every", f"is {preview_every}; must be >= 0 (0: no previews)")
+    if concept:
+        check_concept_name(concept, "concept.concept", bad)
+    directions = check_concept_guidance(unwanted, alpha, directions, bad)
+    bad.raise_any()
+    return GenerateParams(
+        prompts=tuple(prompts),
+        seed=seed,
+        steps=steps,
+        guidance_scale=scale,
+        sampler=sampler,
+        with_layout=with_layout,
+        preview_every=preview_every,
+        concept=concept,
+        unwanted=tuple(t.strip() for t in unwanted),
+        alpha=alpha,
+        directions=directions,
+    )
+
+
+def customize_params(
+    *, concept: str, class_word: str, steps: int, references: Sequence[object], prefix: str = ""
+) -> CustomizeParams:
+    """Validate a customization whose reference images are already decoded.
+
+    Raises:
+        InvalidArgument: naming every bad field.
+    """
+    bad = Violations(prefix)
+    check_concept_name(concept, "concept", bad)
+    class_word = class_word.strip().lower() or DEFAULT_CLASS_WORD
+    if len(class_word) > MAX_CLASS_WORD_CHARS or not CLASS_WORD.match(class_word):
+        bad.add("class_word", f"{class_word!r} must be 1-{MAX_CLASS_WORD_CHARS} letters or spaces")
+    if not references:
+        bad.add("references", "is empty; send at least one reference image")
+    elif len(references) > MAX_REFERENCES:
+        bad.add("references", f"has {len(references)} images; the limit is {MAX_REFERENCES}")
+    steps = steps or DEFAULT_CUSTOMIZE_STEPS
+    if not 1 <= steps <= MAX_CUSTOMIZE_STEPS:
+        bad.add("steps", f"is {steps}; must be between 1 and {MAX_CUSTOMIZE_STEPS} (0: default)")
+    bad.raise_any()
+    return CustomizeParams(concept, class_word, steps, tuple(references))
