@@ -72,8 +72,9 @@ class JobWorker:
         if not job_id:
             raise InvalidArgument("job_id", "is empty (and the record has no key)")
         if kind is None:
-            self._fail(job_id, kind or "generate", "job has no work: set generate or customize")
-            raise InvalidArgument("work", "set one of generate or customize")
+            err = InvalidArgument("work", "set one of generate or customize")
+            self._fail(job_id, "generate", f"invalid job: {err.message}")
+            raise err
         known = self.jobs.get(job_id)
         if known is not None and known.state == "SUCCEEDED":
             log.info("job %s already succeeded here; skipping the replay", job_id)
