@@ -48,7 +48,7 @@ class GeneratorConfig:
     cond_drop: float = 0.1  # probability the text condition is replaced by the null embedding
     text_dim: int = 384  # width of the text token states (MiniLM)
     max_text_tokens: int = 16  # tokens incl. [CLS]/[SEP]; longer prompts are truncated
-    layout_loss_weight: float = 1.0  # lambda_2 of L = |eps - eps_hat|^2 + lambda_2 L_cat
+    layout_loss_weight: float = 0.1  # lambda_2 of L = |eps - eps_hat|^2 + lambda_2 L_cat (bits/px)
 
     def __post_init__(self) -> None:
         if self.image_size % (self.patch * 2 ** (len(self.channel_mult) - 1)):

@@ -18,7 +18,7 @@ from concord.models.diffusion.unet import UNet
 class LossParts:
     total: Tensor  # scalar to backpropagate
     eps: Tensor  # scalar, image noise MSE
-    layout: Tensor  # scalar, categorical loss in bits/pixel (0 without layout)
+    layout: Tensor  # scalar, layout negative-ELBO estimate in bits/pixel (0 without layout)
 
 
 def drop_condition(
@@ -69,5 +69,7 @@ def diffusion_loss(
     eps_loss = F.mse_loss(eps_hat, noise)
     if not cfg.layout:
         return LossParts(eps_loss, eps_loss.detach(), torch.zeros(()))
-    lay = cat.loss(y0, y_t, t, logits).mean()
+    # T x the per-step KL: the unbiased estimate of the layout's negative ELBO (bits/pixel), as
+    # multinomial diffusion optimises it; the per-step term alone is ~1/T of it and too weak.
+    lay = cat.loss(y0, y_t, t, logits).mean() * cat.steps
     return LossParts(eps_loss + cfg.layout_loss_weight * lay, eps_loss.detach(), lay.detach())
