@@ -57,14 +57,16 @@ class ScorerServable:
     """Holds the served scorer and its batchers.
 
     Args:
-        settings: `scorer.model` names the package, `scorer.threshold` is the default CLIP4DM
-            epsilon, `batching` sizes the Score batcher.
+        settings: `scorer.model` names the package; `scorer.threshold`, when set explicitly,
+            overrides the package's CLIP4DM epsilon (fitted for its encoder; the paper's 5e-5
+            is for OpenAI CLIP's attribution scale); `batching` sizes the Score batcher.
         registry: returns the platform registry (called only for `models:/` URIs).
     """
 
     def __init__(self, settings: Settings, registry: Callable[[], Registry]) -> None:
         self.uri = settings.scorer.model
-        self.threshold = settings.scorer.threshold
+        explicit = "threshold" in settings.scorer.model_fields_set
+        self._threshold_setting = settings.scorer.threshold if explicit else None
         self.max_pairs = settings.scorer.max_pairs_per_request
         self.max_text_chars = settings.scorer.max_text_chars
         self._registry = registry
@@ -119,6 +121,13 @@ class ScorerServable:
     @property
     def model_id(self) -> ModelId | None:
         return self.loaded.id if self.loaded else None
+
+    @property
+    def threshold(self) -> float:
+        """The default CLIP4DM epsilon: the setting if given, else the package's."""
+        if self._threshold_setting is not None:
+            return self._threshold_setting
+        return self.require().threshold
 
     def require(self) -> LoadedScorer:
         """Returns: the loaded scorer. Raises: FailedPrecondition naming the model URI."""

@@ -77,7 +77,8 @@ def env_of(settings: Settings) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("scorer")
-    return scorer_package(root / "tiny-scorer", tiny_encoder(tmp_path_factory))
+    # The package's own epsilon is the service default (no scorer.threshold in the settings).
+    return scorer_package(root / "tiny-scorer", tiny_encoder(tmp_path_factory), threshold=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +149,7 @@ def test_explain_words_spans_and_heatmap(sdk: Concord) -> None:
     grid = config.image.image_size // config.image.patch_size
     assert out.heatmap is not None and out.heatmap.shape == (len(out.words), grid, grid)
     assert all(0 <= w.best_patch < grid * grid for w in out.words)
-    assert all(w.misaligned == (w.attribution < -5e-5) for w in out.words)
+    assert all(w.misaligned == (w.attribution < -1e-4) for w in out.words)
     assert 0.0 <= out.score.aligned_probability <= 1.0
     assert sdk.explain(RED, text).heatmap is None  # only when asked
     lenient = sdk.explain(RED, text, threshold=1e9)  # no attribution is that negative
