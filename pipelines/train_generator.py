@@ -96,7 +96,7 @@ class TrainResult:
     pipe: TextToImage  # EMA weights, eval mode
     model_dir: Path
     step: int = 0  # the last optimiser step
-    losses: list[tuple[int, float, float]] = field(default_factory=list)  # (step, eps, layout)
+    losses: list[tuple[int, float, float]] = field(default_factory=list)  # (step, image, layout)
     seconds: float = 0.0  # wall time of the loop in this process (setup and caching excluded)
     grids: list[Path] = field(default_factory=list)  # sample grid PNGs written
     run_id: str | None = None
@@ -260,15 +260,16 @@ def train(cfg: TrainConfig) -> TrainResult:
             torch.nn.utils.clip_grad_norm_(unet.parameters(), cfg.grad_clip)
             opt.step()
             ema.update(unet)
-            window.append((float(parts.eps), float(parts.layout)))
+            window.append((float(parts.image), float(parts.layout)))
             done = step + 1
             if done % cfg.log_every == 0 or done == total:
                 eps_l, lay_l = (float(np.mean(v)) for v in zip(*window, strict=True))
                 result.losses.append((done, eps_l, lay_l))
                 tracker.log(
-                    {"loss_eps": eps_l, "loss_layout": lay_l, "lr": opt.param_groups[0]["lr"]}, done
+                    {"loss_image": eps_l, "loss_layout": lay_l, "lr": opt.param_groups[0]["lr"]},
+                    done,
                 )
-                bar.set_postfix(eps=f"{eps_l:.4f}", layout=f"{lay_l:.4f}")
+                bar.set_postfix(image=f"{eps_l:.4f}", layout=f"{lay_l:.4f}")
                 window = []
             if done % cfg.sample_every == 0 or done == total:
                 result.grids.append(_grid(pipe, cfg, out, done, tracker))

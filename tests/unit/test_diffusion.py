@@ -120,6 +120,8 @@ def test_q_sample_has_the_forward_marginal_statistics() -> None:
     xtb = sch.q_sample(x0b, tt, eps)
     torch.testing.assert_close(sch.predict_x0(xtb, tt, eps), x0b, atol=1e-3, rtol=1e-3)
     torch.testing.assert_close(sch.predict_eps(xtb, tt, x0b), eps, atol=1e-3, rtol=1e-3)
+    v = sch.v_target(x0b, tt, eps)
+    torch.testing.assert_close(sch.eps_from_v(xtb, tt, v), eps, atol=1e-4, rtol=1e-4)
 
 
 def test_timesteps_descend_to_the_clean_image() -> None:
@@ -269,7 +271,7 @@ def test_on_step_reports_progress_and_cancels(pipe: TextToImage) -> None:
 
 
 def test_image_only_model_returns_no_layout(tokenizer) -> None:
-    baseline = make_pipe(tokenizer, MINI.replace(layout=False))
+    baseline = make_pipe(tokenizer, MINI.replace(layout=False, prediction="v"))
     out = baseline.generate(["a red circle"], seed=0, steps=2, guidance_scale=3.0)
     assert out[0].layout is None and out[0].image.shape == (16, 16, 3)
     gcdp = make_pipe(tokenizer)

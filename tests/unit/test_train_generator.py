@@ -82,7 +82,7 @@ def test_train_registers_logs_grids_and_resume_matches_an_uninterrupted_run(
     client = reg.client
     arts = [a.path for a in client.list_artifacts(first.run_id, "samples")]
     assert arts == ["samples/step_000004.png"]
-    history = client.get_metric_history(first.run_id, "loss_eps")
+    history = client.get_metric_history(first.run_id, "loss_image")
     assert [m.step for m in history] == [2, 4]
     loaded = load_generator(tmp_path / "run")
     assert loaded.config.name == "mini" and loaded.config.layout

@@ -44,6 +44,9 @@ class GeneratorConfig:
     dropout: float = 0.0  # in ResBlocks
     train_timesteps: int = 1000  # T of the discrete schedules
     schedule: str = "cosine"  # Gaussian noise schedule: cosine | linear
+    # What the image head predicts: eps (noise) | v = sqrt(ab) eps - sqrt(1 - ab) x0, which stays
+    # well conditioned at both ends of the schedule (a small model learns it much faster).
+    prediction: str = "eps"
     layout_schedule: str = "cosine"  # categorical keep-probability schedule: cosine | linear
     cond_drop: float = 0.1  # probability the text condition is replaced by the null embedding
     text_dim: int = 384  # width of the text token states (MiniLM)
@@ -58,6 +61,8 @@ class GeneratorConfig:
             )
         if len(self.class_names) < 2 or self.class_names[0] != "background":
             raise ValueError("class_names needs >= 2 entries and 'background' at index 0")
+        if self.prediction not in ("eps", "v"):
+            raise ValueError(f"prediction must be eps or v, got {self.prediction!r}")
         if not 0.0 <= self.cond_drop < 1.0:
             raise ValueError(f"cond_drop must be in [0, 1), got {self.cond_drop}")
         if self.train_timesteps < 2 or self.max_text_tokens < 2:

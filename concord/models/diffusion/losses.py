@@ -1,4 +1,4 @@
-"""Training loss of the generator: eps MSE on the image plus (GCDP) the categorical KL on the
+"""Training loss of the generator: eps (or v) MSE on the image plus (GCDP) the categorical KL on the
 layout, with the text condition dropped to the null embedding for classifier-free guidance."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from concord.models.diffusion.unet import UNet
 @dataclass(frozen=True)
 class LossParts:
     total: Tensor  # scalar to backpropagate
-    eps: Tensor  # scalar, image noise MSE
+    image: Tensor  # scalar, image MSE on eps or v (config.prediction)
     layout: Tensor  # scalar, layout negative-ELBO estimate in bits/pixel (0 without layout)
 
 
@@ -65,11 +65,12 @@ def diffusion_loss(
     y_t = cat.q_sample(y0, t, generator) if cfg.layout else None
     p = cfg.cond_drop if cond_drop is None else cond_drop
     text, mask = drop_condition(unet, text, mask, p, generator)
-    eps_hat, logits = unet(xt, t, text, mask, y_t)
-    eps_loss = F.mse_loss(eps_hat, noise)
+    pred, logits = unet(xt, t, text, mask, y_t)
+    target = noise if cfg.prediction == "eps" else schedule.v_target(x0, t, noise)
+    img_loss = F.mse_loss(pred, target)
     if not cfg.layout:
-        return LossParts(eps_loss, eps_loss.detach(), torch.zeros(()))
+        return LossParts(img_loss, img_loss.detach(), torch.zeros(()))
     # T x the per-step KL: the unbiased estimate of the layout's negative ELBO (bits/pixel), as
     # multinomial diffusion optimises it; the per-step term alone is ~1/T of it and too weak.
     lay = cat.loss(y0, y_t, t, logits).mean() * cat.steps
-    return LossParts(eps_loss + cfg.layout_loss_weight * lay, eps_loss.detach(), lay.detach())
+    return LossParts(img_loss + cfg.layout_loss_weight * lay, img_loss.detach(), lay.detach())

@@ -204,11 +204,14 @@ class TextToImage:
         null_mask: Tensor,
         w: float,
     ) -> tuple[Tensor, Tensor | None]:
-        """Classifier-free guidance on eps and on the layout log-probabilities."""
+        """Classifier-free guidance on eps (or v) and on the layout log-probabilities; returns eps."""
         b = x.shape[0]
         tt = torch.full((b,), t, dtype=torch.long)
         if w == 1.0:
-            return self.unet(x, tt, text, mask, y)
+            out, logits = self.unet(x, tt, text, mask, y)
+            if self.config.prediction == "v":
+                out = self.schedule.eps_from_v(x, tt, out)
+            return out, logits
         yy = None if y is None else torch.cat([y, y])
         eps, logits = self.unet(
             torch.cat([x, x]),
@@ -218,6 +221,8 @@ class TextToImage:
             yy,
         )
         eps = eps[b:] + w * (eps[:b] - eps[b:])
+        if self.config.prediction == "v":  # linear in the output, so guiding v guides eps
+            eps = self.schedule.eps_from_v(x, tt, eps)
         if logits is not None:
             lp = F.log_softmax(logits, dim=1)
             logits = lp[b:] + w * (lp[:b] - lp[b:])

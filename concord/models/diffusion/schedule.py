@@ -58,6 +58,16 @@ class NoiseSchedule:
         ab = self._ab(t, xt)
         return (xt - ab.sqrt() * x0) / (1 - ab).sqrt()
 
+    def v_target(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """v = sqrt(ab_t) eps - sqrt(1 - ab_t) x_0 (the v-prediction target)."""
+        ab = self._ab(t, x0)
+        return ab.sqrt() * eps - (1 - ab).sqrt() * x0
+
+    def eps_from_v(self, xt: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        """eps = sqrt(1 - ab_t) x_t + sqrt(ab_t) v."""
+        ab = self._ab(t, xt)
+        return (1 - ab).sqrt() * xt + ab.sqrt() * v
+
     def alpha_bar_at(self, t: int) -> float:
         """alpha-bar at step t; t = -1 means the clean data (1.0)."""
         return 1.0 if t < 0 else float(self.alpha_bar[t])
