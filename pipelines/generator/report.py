@@ -23,13 +23,15 @@ import torch
 import typer
 
 from concord.config import load_settings
-from concord.generator_checkpoints import load_generator
-from concord.models.diffusion.config import load_preset
+from concord.generator_checkpoints import load_generator, load_text_encoder
+from concord.models.diffusion.config import GeneratorConfig, load_preset
 from concord.models.diffusion.pipeline import TextToImage
+from concord.models.diffusion.unet import UNet
 from pipelines.data.sheet import SheetRow, colour_layout, render_sheet
 from pipelines.evaluate.report import MetricRow, write_report
 from pipelines.generator import decor_eval, gcdp_eval
 from pipelines.generator.data import DataConfig
+from pipelines.generator.evaluate import frechet_distance, semantic_recall
 from pipelines.generator.judge_train import JudgeAccuracy, JudgeSpec, load_or_train
 from pipelines.generator.judges import detections, read
 from pipelines.train_generator import TRAIN_PRESETS, TrainConfig, train
@@ -38,9 +40,24 @@ NAME = "generator"
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
+def model_from_checkpoint(path: Path) -> tuple[TextToImage, dict[str, object]]:
+    """The EMA weights of a training checkpoint (train_generator's train_state.pt), so two runs
+    can be compared at the same step before either has finished."""
+    state = torch.load(path, weights_only=False, map_location="cpu")
+    config = GeneratorConfig.from_dict(state["config"])
+    unet = UNet(config)
+    unet.load_state_dict(state["ema"]["module"])
+    backbone, tokenizer = load_text_encoder()
+    return TextToImage(unet, backbone, tokenizer, config), {"source": str(path),
+                                                            "steps": int(state["step"])}
+
+
 def trained_model(preset: str, layout: bool, steps: int, work: Path, threads: int,
                   given: Path | None) -> tuple[TextToImage, dict[str, object]]:
-    """A given model dir, a cached one from an earlier run, or a freshly trained one."""
+    """A given model dir or checkpoint file, a cached model from an earlier run, or a freshly
+    trained one."""
+    if given is not None and Path(given).is_file():
+        return model_from_checkpoint(Path(given))
     if given is not None:
         return load_generator(given), {"source": str(given)}
     out = work / f"{'gcdp' if layout else 'image'}-{preset}-{steps}"
@@ -176,6 +193,11 @@ def summary(evals: dict[str, gcdp_eval.ModelEval], results: list[decor_eval.Sett
                key=lambda r: (r.leakage - r.fidelity, -r.alignment))
     lines = [
         "## Summary (generated from the numbers below)", "",
+        f"- Models: `{params['preset']}` GCDP and image-only U-Nets, same data, seed, batch and "
+        f"learning-rate schedule; optimiser steps GCDP {info['gcdp'].get('steps', '?')}, "
+        f"image-only {info['image-only'].get('steps', '?')}; {params['held_out_prompts']} held-out "
+        f"prompts x {params['seeds']} seeds, same seeds for both, DDIM {params['sample_steps']} "
+        f"steps, guidance {params['guidance']}.",
         f"- Judge (trained on ground-truth renders only): object recall {acc.object_recall:.3f}, "
         f"precision {acc.object_precision:.3f}, layout mIoU {acc.miou:.3f} on "
         f"{acc.images} held-out renders (colour from the colour head; from the mean pixel "
@@ -192,7 +214,7 @@ def summary(evals: dict[str, gcdp_eval.ModelEval], results: list[decor_eval.Sett
                 "here)."),
         f"- Fréchet distance on judge features (lower is closer to renders): GCDP "
         f"{evals['gcdp'].frechet:.2f}, image-only {evals['image-only'].frechet:.2f}, "
-        f"renders of the same prompts (noise floor) {evals['ground-truth renders'].frechet:.2f}.",
+        f"fresh renders of as many scenes (noise floor) {evals['ground-truth renders'].frechet:.2f}.",
         f"- GCDP's own layout vs the judge's segmentation of its image: mIoU "
         f"{evals['gcdp'].layout_miou:.3f}.",
         f"- DECOR: LoRA alone leaks the reference's red circle in {lora.leakage:.2f} of images "
@@ -217,16 +239,18 @@ def main(
     docs_dir: Annotated[Path, typer.Option(help="contact sheets")] = Path("docs/generator"),
     work_dir: Annotated[Path | None, typer.Option(help="cache; default CONCORD_HOME/generator-eval")] = None,
     preset: str = "tiny",
-    train_steps: Annotated[int, typer.Option(help="optimiser steps per model (same for both)")] = 1500,
-    gcdp_dir: Annotated[Path | None, typer.Option(help="reuse a trained GCDP model dir")] = None,
-    baseline_dir: Annotated[Path | None, typer.Option(help="reuse a trained image-only dir")] = None,
-    prompts: int = 48,
+    train_steps: Annotated[int, typer.Option(help="optimiser steps per model (same for both)")] = 800,
+    gcdp_dir: Annotated[Path | None, typer.Option(
+        help="reuse a trained GCDP model dir (or a train_state.pt checkpoint)")] = None,
+    baseline_dir: Annotated[Path | None, typer.Option(
+        help="reuse a trained image-only model dir (or a train_state.pt checkpoint)")] = None,
+    prompts: int = 40,
     seeds: int = 2,
-    sample_steps: int = 25,
+    sample_steps: int = 20,
     guidance: float = 3.0,
     finetune_steps: int = 150,
     finetune_lr: float = 2e-3,
-    decor_seeds: int = 3,
+    decor_seeds: int = 2,
     threads: Annotated[int, typer.Option(help="torch threads (1 is faster on a shared box)")] = 1,
 ) -> None:
     """Regenerate reports/generator.* and docs/generator/*."""
@@ -251,8 +275,10 @@ def main(
              for m, p in pipes.items()}
     evals["ground-truth renders"] = gcdp_eval.ModelEval(
         "ground-truth renders", [], ps.prompts, truth,
-        gcdp_eval.semantic_recall(ps.prompts, [detections(truth, i) for i in range(len(ps.prompts))]),
-        gcdp_eval.frechet_distance(truth.features, reference), None, 0.0)
+        semantic_recall(ps.prompts, [detections(truth, i) for i in range(len(ps.prompts))]),
+        # The noise floor: a fresh set of renders as large as each model's sample set.
+        frechet_distance(read(judge, gcdp_eval.held_out_prompts(
+            data, prompts * seeds, seed=4321).renders).features, reference), None, 0.0)
     typer.echo({m: (e.recall.recall, e.frechet) for m, e in evals.items()})
     task = decor_eval.ConceptTask()
     refs = decor_eval.reference_images(task, data)
