@@ -59,15 +59,21 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         queue: asyncio.Queue[object] = asyncio.Queue()
         stop = threading.Event()
 
+        def post(item: object) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop closed (shutdown): nobody is listening any more
+                stop.set()
+
         def on_progress(step: int, total: int, previews: np.ndarray | None) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, (step, total, previews))
+            post((step, total, previews))
 
         def run() -> Generated:
             try:
                 return servable.generate(params, ticket, on_progress, stop)
             finally:
                 ticket.release()
-                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+                post(_DONE)
 
         work = asyncio.ensure_future(asyncio.to_thread(run))
         work.add_done_callback(_consume_exception)
