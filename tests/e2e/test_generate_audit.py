@@ -137,6 +137,11 @@ def test_a_generation_job_is_audited_with_its_flagged_words(
         try:
             bus.publish("concord.generation.jobs", job_id, job)
             bus.flush()
+            try:
+                wait_until(lambda: bool(generated), "the Generated event", WAIT)
+            except AssertionError as err:
+                with Concord(settings) as sdk:
+                    raise AssertionError(f"{err}; the job: {sdk.get_job(job_id)}") from None
             wait_until(lambda: bool(audits), "the AuditResult of the generated image", WAIT)
         finally:
             for observer in observers:
