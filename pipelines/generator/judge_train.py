@@ -199,9 +199,8 @@ def load_or_train(spec: JudgeSpec, cache_dir: Path) -> tuple[JudgeNet, JudgeAccu
         net = JudgeNet(spec.width)
         net.load_state_dict(torch.load(d / "weights.pt", weights_only=True))
         net.eval()
-        acc = json.loads((d / "accuracy.json").read_text())
-        acc.pop("train_seconds", None)
-        return net, JudgeAccuracy(**acc), True
+        # Measured again (seconds), so the reading rules in judges.py are what is reported.
+        return net, evaluate_judge(net, make_renders(spec.test_images, spec.data, spec.seed + 10_000)), True
     t0 = time.perf_counter()
     net = train_judge(make_renders(spec.train_images, spec.data, spec.seed), spec.steps,
                       width=spec.width, seed=spec.seed)

@@ -19,7 +19,7 @@ from pipelines.data.vocab import CLASS_NAMES, COLOURS
 COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)  # colour head class k + 1 is COLOUR_NAMES[k]
 N_SHAPES = len(CLASS_NAMES)  # shape head classes: vocab layout ids, 0 = background
 N_COLOURS = len(COLOUR_NAMES) + 1  # colour head classes: 0 = background (no object)
-MIN_PIXELS = 6  # a detection needs this many connected pixels (a medium object at 32 px: ~50)
+MIN_PIXELS = 15  # a detection needs this many connected pixels (a medium cross at 32 px: ~30)
 MAX_AREA = 0.35  # ... and covers at most this share of the image (a large one at 32 px: ~0.2)
 MIN_FILL = 0.3  # ... and fills this share of its bounding box (every vocab shape fills > 0.45)
 
