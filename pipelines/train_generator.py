@@ -496,7 +496,7 @@ def main(
     )
     res = train(cfg)
     for s, e, lay in res.losses[-3:]:
-        console.print(f"step {s}: eps {e:.4f}  layout {lay:.4f} bits/px")
+        console.print(f"step {s}: image {e:.4f}  layout {lay:.4f} bits/px")
     console.print(
         f"[green]saved[/] {res.model_dir}  run {res.run_id}  "
         + (f"registered {MODEL_NAME} v{res.version}" if res.version else "")
