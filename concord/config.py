@@ -57,6 +57,9 @@ class KafkaSettings(BaseModel):
     partitions: int = Field(3, ge=1)  # partitions of the topics Concord creates
     max_retries: int = Field(3, ge=0)  # handler attempts beyond the first before the DLQ
     retry_backoff_seconds: float = Field(0.2, ge=0)  # first backoff; doubles per attempt
+    # Longest a handler may run between polls before Kafka evicts the member. A generator
+    # customization job fine-tunes for minutes inside one handler, hence 30 min, not 5.
+    max_poll_interval_ms: int = Field(30 * 60 * 1000, ge=1000)
 
 
 class QdrantSettings(BaseModel):

@@ -30,7 +30,11 @@ def make_bus(settings: Settings) -> Bus:
     if settings.bus == "kafka":
         from concord.bus.kafka import KafkaBus  # kafka-python only loads where it is used
 
-        return KafkaBus(k.bootstrap_servers, **common)  # type: ignore[arg-type]
+        return KafkaBus(
+            k.bootstrap_servers,
+            consumer_config={"max_poll_interval_ms": k.max_poll_interval_ms},
+            **common,  # type: ignore[arg-type]
+        )
     from concord.bus.memory import EMBEDDED_LOG, MemoryBus
 
     return MemoryBus(EMBEDDED_LOG, **common)  # type: ignore[arg-type]

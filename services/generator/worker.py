@@ -9,8 +9,8 @@ version records its job id (the second registration is skipped), and a generatio
 deterministic in its seed, so a repeated Generated event carries the same image (consumers
 may dedupe on job id + prompt index).
 
-Kafka's `max.poll.interval.ms` (5 min by default) bounds one poll's work: fine-tunes longer
-than that need a larger value in the consumer config.
+Kafka's `max.poll.interval.ms` bounds one poll's work: Concord sets it from
+`kafka.max_poll_interval_ms` (30 min by default); fine-tunes longer than that need a larger value.
 """
 
 from __future__ import annotations
