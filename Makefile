@@ -9,7 +9,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: install kafka helm protos check lint test run report-encoder bench freeze clean
+.PHONY: install kafka helm protos check lint test run report-encoder report-scorer report-generator \
+	bench freeze clean
 
 install: $(STAMP)
 
@@ -42,10 +43,18 @@ run: install
 report-encoder: install
 	$(BIN)/python -m pipelines.encoder.report
 
+report-scorer: install
+	$(BIN)/python -m pipelines.scorer.report
+
+report-generator: install
+	$(BIN)/python -m pipelines.generator.report
+
 bench: install kafka
 	$(BIN)/python -m benchmarks.encoder_serving
 	$(BIN)/python -m benchmarks.search_qps
 	$(BIN)/python -m benchmarks.kafka_ingest
+	$(BIN)/python -m benchmarks.scorer_serving
+	$(BIN)/python -m benchmarks.generator_serving
 
 freeze: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
