@@ -53,11 +53,11 @@ def scorer_package(directory: Path, encoder: Path | str, **extra: object) -> Pat
     return directory
 
 
-def scorer_settings(tmp: Path, model: str, **extra: object) -> Settings:
+def scorer_settings(tmp: Path, model: str, max_chars: int = MAX_CHARS, **extra: object) -> Settings:
     encoder, retrieval, scorer = free_ports(3)
     return Settings(
         home=tmp / "home",
-        scorer={"model": model, "max_pairs_per_request": MAX_PAIRS, "max_text_chars": MAX_CHARS},
+        scorer={"model": model, "max_pairs_per_request": MAX_PAIRS, "max_text_chars": max_chars},
         serving={
             "ports": {"encoder": encoder, "retrieval": retrieval, "scorer": scorer},
             "metrics_port": 0,
