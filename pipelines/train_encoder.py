@@ -25,6 +25,7 @@ from concord.models.preprocess import TextTokenizer
 from pipelines.encoder.data import ImageTextSet, ensure_dataset, load_retrieval, sample_captions
 from pipelines.encoder.embed import TextStateCache, embed_images, embed_texts, encode_texts
 from pipelines.encoder.evaluate import filip_scores, global_scores, retrieval
+from pipelines.tracking import TrainingRun
 
 MODEL_NAME = "concord-encoder"
 EXPERIMENT = "concord-encoder"
@@ -161,8 +162,10 @@ def train(cfg: TrainConfig, cache: TextStateCache | None = None) -> TrainResult:
         "train_images": len(train_set),
         "config": arch.to_dict(),
     }
-    tracker = _Tracker(
-        cfg.tracking_uri, cfg.run_name or f"{arch.name}-{cfg.loss}-u{arch.text.unfrozen_layers}"
+    tracker = TrainingRun(
+        cfg.tracking_uri, cfg.run_name or f"{arch.name}-{cfg.loss}-u{arch.text.unfrozen_layers}",
+        experiment=EXPERIMENT,
+        model_name=MODEL_NAME,
     )
     tracker.start(params)
     result = TrainResult(
@@ -240,52 +243,6 @@ def validate(
     r = retrieval(scores, owner)
     model.train(was_training)
     return r.text_to_image.r1, r.image_to_text.r1
-
-
-class _Tracker:
-    """MLflow through `concord.registry.Registry`, or nothing when no tracking URI is given."""
-
-    def __init__(self, tracking_uri: str | None, run_name: str) -> None:
-        self.uri, self.run_name = tracking_uri, run_name
-        self._registry = self._ctx = self._run = None
-
-    def start(self, params: dict[str, object]) -> None:
-        if not self.uri:
-            return
-        from concord.registry import Registry
-
-        self._registry = Registry(self.uri, experiment=EXPERIMENT)
-        self._ctx = self._registry.start_run(
-            self.run_name,
-            params={k: str(v)[:500] for k, v in params.items()},
-            tags={"concord.kind": "training"},
-        )
-        self._run = self._ctx.__enter__()
-
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        if self._run is not None:
-            self._run.log_metrics(metrics, step=step)
-
-    def finish(
-        self, model_dir: Path, register: bool, alias: str | None
-    ) -> tuple[str | None, int | None]:
-        if self._run is None:
-            return None, None
-        path = self._run.log_model_dir(model_dir)
-        run_id = self._run.run_id
-        self._ctx.__exit__(None, None, None)
-        self._run = None
-        if not register:
-            return run_id, None
-        info = self._registry.register_model(MODEL_NAME, run_id, path)
-        if alias:
-            self._registry.set_alias(MODEL_NAME, alias, info.version)
-        return run_id, info.version
-
-    def fail(self) -> None:
-        if self._run is not None:
-            self._ctx.__exit__(RuntimeError, RuntimeError("training failed"), None)
-            self._run = None
 
 
 app = typer.Typer(add_completion=False, help=__doc__)

@@ -28,6 +28,7 @@ from concord.models.diffusion.pipeline import Sample, TextToImage, encode_text
 from concord.models.diffusion.schedule import NoiseSchedule
 from concord.models.diffusion.unet import UNet
 from pipelines.generator.data import DataConfig, GeneratorData, load_or_build
+from pipelines.tracking import TrainingRun
 
 MODEL_NAME = "concord-generator"
 EXPERIMENT = "concord-generator"
@@ -222,8 +223,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     out = Path(cfg.out or cfg.resume or tempfile.mkdtemp(prefix="concord-generator-"))
     pipe = TextToImage(ema.module, encoder[0], encoder[1], arch)
     result = TrainResult(pipe, out, step)
-    tracker = _Tracker(
-        cfg.tracking_uri, cfg.run_name or f"{arch.name}-{'gcdp' if arch.layout else 'image'}"
+    tracker = TrainingRun(
+        cfg.tracking_uri, cfg.run_name or f"{arch.name}-{'gcdp' if arch.layout else 'image'}",
+        experiment=EXPERIMENT,
+        model_name=MODEL_NAME, model_files=("config.json", "weights.safetensors"),
     )
     params = {
         **{k: str(v) for k, v in asdict(cfg).items()},
@@ -287,7 +290,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     return result
 
 
-def _grid(pipe: TextToImage, cfg: TrainConfig, out: Path, step: int, tracker: _Tracker) -> Path:
+def _grid(pipe: TextToImage, cfg: TrainConfig, out: Path, step: int, tracker: TrainingRun) -> Path:
     from PIL import Image
 
     samples = pipe.generate(
@@ -366,62 +369,6 @@ def _default_data_dir() -> Path:
     from concord.config import load_settings
 
     return load_settings().home / "datasets"
-
-
-class _Tracker:
-    """MLflow through `concord.registry.Registry`, or nothing when no tracking URI is given."""
-
-    def __init__(self, tracking_uri: str | None, run_name: str) -> None:
-        self.uri, self.run_name = tracking_uri, run_name
-        self._registry: Any = None
-        self._ctx: Any = None
-        self._run: Any = None
-
-    def start(self, params: dict[str, object]) -> None:
-        if not self.uri:
-            return
-        from concord.registry import Registry
-
-        self._registry = Registry(self.uri, experiment=EXPERIMENT)
-        self._ctx = self._registry.start_run(
-            self.run_name,
-            params={k: str(v)[:500] for k, v in params.items()},
-            tags={"concord.kind": "training"},
-        )
-        self._run = self._ctx.__enter__()
-
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        if self._run is not None:
-            self._run.log_metrics(metrics, step=step)
-
-    def artifact(self, path: Path, folder: str) -> None:
-        if self._run is not None:
-            self._run.log_artifact(path, folder)
-
-    def finish(
-        self, model_dir: Path, register: bool, alias: str | None
-    ) -> tuple[str | None, int | None]:
-        if self._run is None:
-            return None, None
-        with tempfile.TemporaryDirectory() as tmp:
-            # The registered directory holds the model only (no checkpoint/ or samples/).
-            for name in ("config.json", "weights.safetensors"):
-                (Path(tmp) / name).write_bytes((model_dir / name).read_bytes())
-            path = self._run.log_model_dir(tmp)
-        run_id = self._run.run_id
-        self._ctx.__exit__(None, None, None)
-        self._run = None
-        if not register:
-            return run_id, None
-        info = self._registry.register_model(MODEL_NAME, run_id, path)
-        if alias:
-            self._registry.set_alias(MODEL_NAME, alias, info.version)
-        return run_id, info.version
-
-    def fail(self) -> None:
-        if self._run is not None:
-            self._ctx.__exit__(RuntimeError, RuntimeError("training failed"), None)
-            self._run = None
 
 
 app = typer.Typer(add_completion=False, help=__doc__)
