@@ -17,6 +17,7 @@ from concord.bus.base import (
     dlq_topic,
 )
 from concord.bus.factory import make_bus
+from concord.bus.lifecycle import start_consumer, stop_consumer
 from concord.bus.memory import MemoryBus, MemoryLog
 
 __all__ = [
@@ -34,4 +35,6 @@ __all__ = [
     "Reason",
     "dlq_topic",
     "make_bus",
+    "start_consumer",
+    "stop_consumer",
 ]

@@ -15,11 +15,10 @@ Kafka's `max.poll.interval.ms` bounds one poll's work: Concord sets it from
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
-from concord.bus import Bus, Consumer, Delivery
+from concord.bus import Bus, Consumer, Delivery, start_consumer, stop_consumer
 from concord.errors import InvalidArgument
 from concord.proto.v1 import events_pb2
 from services.generator import convert
@@ -157,17 +156,10 @@ class JobWorker:
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        # Subscribing may create topics on a broker: keep that off the event loop.
-        def subscribe() -> Consumer:
-            return (
-                self._bus()
-                .subscribe(self.topic, GROUP, self.handle, events_pb2.GenerationJob)
-                .start()
-            )
-
-        self.consumer = await asyncio.to_thread(subscribe)
+        self.consumer = await start_consumer(
+            lambda: self._bus().subscribe(self.topic, GROUP, self.handle, events_pb2.GenerationJob)
+        )
 
     async def stop(self) -> None:
-        if self.consumer is not None:
-            await asyncio.to_thread(self.consumer.stop)
-            self.consumer = None
+        await stop_consumer(self.consumer)
+        self.consumer = None

@@ -8,11 +8,10 @@ raises InvalidArgument, which the bus dead-letters to `concord.ingest.dlq` with 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
-from concord.bus import Bus, Consumer, Delivery
+from concord.bus import Bus, Consumer, Delivery, start_consumer, stop_consumer
 from concord.clients.convert import payload_to_dict
 from concord.clients.types import ImageData
 from concord.proto.v1 import events_pb2
@@ -74,17 +73,12 @@ class IngestWorker:
         log.debug("indexed %d events from %s", len(batch), self.topic)
 
     async def start(self) -> None:
-        # Subscribing may create topics on a broker: keep that off the event loop.
-        def subscribe() -> Consumer:
-            return (
-                self._bus()
-                .subscribe_batch(self.topic, GROUP, self.handle_batch, events_pb2.IngestRequest)
-                .start()
+        self.consumer = await start_consumer(
+            lambda: self._bus().subscribe_batch(
+                self.topic, GROUP, self.handle_batch, events_pb2.IngestRequest
             )
-
-        self.consumer = await asyncio.to_thread(subscribe)
+        )
 
     async def stop(self) -> None:
-        if self.consumer is not None:
-            await asyncio.to_thread(self.consumer.stop)
-            self.consumer = None
+        await stop_consumer(self.consumer)
+        self.consumer = None

@@ -9,7 +9,6 @@ Replays publish the same verdict again under the same key (the scorer is determi
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 from google.protobuf.timestamp_pb2 import Timestamp
 from PIL import Image
 
-from concord.bus import Bus, Consumer, Delivery
+from concord.bus import Bus, Consumer, Delivery, start_consumer, stop_consumer
 from concord.clients.convert import model_ref
 from concord.errors import FieldViolation, InvalidArgument
 from concord.media import decode_image
@@ -108,17 +107,10 @@ class Auditor:
         log.debug("audited %d events from %s", len(batch), self.topic)
 
     async def start(self) -> None:
-        # Subscribing may create topics on a broker: keep that off the event loop.
-        def subscribe() -> Consumer:
-            return (
-                self._bus()
-                .subscribe_batch(self.topic, GROUP, self.handle_batch, events_pb2.Generated)
-                .start()
-            )
-
-        self.consumer = await asyncio.to_thread(subscribe)
+        self.consumer = await start_consumer(
+            lambda: self._bus().subscribe_batch(self.topic, GROUP, self.handle_batch, events_pb2.Generated)
+        )
 
     async def stop(self) -> None:
-        if self.consumer is not None:
-            await asyncio.to_thread(self.consumer.stop)
-            self.consumer = None
+        await stop_consumer(self.consumer)
+        self.consumer = None
