@@ -10,9 +10,6 @@ what the weights learned. Writes reports/bench_encoder.md and .json.
 from __future__ import annotations
 
 import tempfile
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -21,7 +18,7 @@ import numpy as np
 import torch
 import typer
 
-from benchmarks.harness import latencies, pct, rate, serve
+from benchmarks.harness import concurrent_rate, latencies, pct, rate, serve
 from concord.checkpoints import build_encoder, load_encoder, save_encoder
 from concord.media import decode_image, encode_png
 from concord.models.config import load_config
@@ -43,27 +40,6 @@ def _texts(n: int) -> list[str]:
         f"a {colours[i % 4]} {shapes[(i // 4) % 4]} left of a {colours[(i + 1) % 4]} square"
         for i in range(n)
     ]
-
-
-def _concurrent_rate(call: Callable[[], int], clients: int, seconds: float) -> float:
-    """Items/s with `clients` threads each calling `call()` (returns items) in a loop."""
-    counts = [0] * clients
-    stop = threading.Event()
-
-    def loop(i: int) -> None:
-        while not stop.is_set():
-            counts[i] += call()
-
-    call()  # warm-up
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.perf_counter() - started)
 
 
 @app.command()
@@ -110,7 +86,7 @@ def main(
 
             served_img = rate(lambda: len(stub.EncodeImages(img_req).encodings), seconds)
             served_txt = rate(lambda: len(stub.EncodeTexts(txt_req).encodings), seconds)
-            served_img_4 = _concurrent_rate(
+            served_img_4 = concurrent_rate(
                 lambda: len(stub.EncodeImages(img_req).encodings), 4, seconds
             )
             served1_img = latencies(lambda: stub.EncodeImages(one_img))

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -117,3 +118,24 @@ def latencies(fn: Callable[[], object], n: int = 200, warmup: int = 10) -> np.nd
 
 def pct(samples: np.ndarray, q: float) -> float:
     return float(np.percentile(samples, q))
+
+
+def concurrent_rate(call: Callable[[], int], clients: int, seconds: float) -> float:
+    """Items/s with `clients` threads each calling `call()` (returns items) in a loop."""
+    counts = [0] * clients
+    stop = threading.Event()
+
+    def loop(i: int) -> None:
+        while not stop.is_set():
+            counts[i] += call()
+
+    call()  # warm-up
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - started)

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +20,7 @@ import numpy as np
 import torch
 import typer
 
-from benchmarks.harness import latencies, pct, rate, serve
+from benchmarks.harness import concurrent_rate, latencies, pct, rate, serve
 from concord.checkpoints import build_encoder, load_encoder, save_encoder
 from concord.media import decode_image, encode_png
 from concord.models.alignment import AlignmentScorer
@@ -67,27 +64,6 @@ def _package(home: Path) -> Path:
     manifest = {"encoder": str(encoder), "calibration": CALIBRATION, "created_by": "benchmark"}
     (package / "scorer.json").write_text(json.dumps(manifest))
     return package
-
-
-def _concurrent_rate(call: Callable[[], int], clients: int, seconds: float) -> float:
-    """Items/s with `clients` threads each calling `call()` (returns items) in a loop."""
-    counts = [0] * clients
-    stop = threading.Event()
-
-    def loop(i: int) -> None:
-        while not stop.is_set():
-            counts[i] += call()
-
-    call()  # warm-up
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.perf_counter() - started)
 
 
 @app.command()
@@ -142,8 +118,8 @@ def main(
                 return len(stub.Score(req, timeout=60).scores)
 
             served_rate = rate(served_score, seconds)
-            served_4 = _concurrent_rate(served_score, 4, seconds)
-            served_1x8 = _concurrent_rate(lambda: served_score(one), 8, seconds)
+            served_4 = concurrent_rate(served_score, 4, seconds)
+            served_1x8 = concurrent_rate(lambda: served_score(one), 8, seconds)
             served1 = latencies(lambda: stub.Score(one, timeout=60), n=N_LATENCY)
             served_ex = latencies(
                 lambda: stub.ExplainMisalignment(explain, timeout=60), n=N_LATENCY
