@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from concord.errors import InvalidArgument
+from concord.errors import FieldViolation, InvalidArgument
 
 FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 
@@ -97,3 +99,29 @@ def encode_png(image: Image.Image | np.ndarray) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
+
+
+class EncodedImage(Protocol):
+    """What `decode_images` reads: the wire `concord.v1.Image` has these fields."""
+
+    data: bytes
+    media_type: str
+
+
+def decode_images(images: Sequence[EncodedImage], field: str = "images") -> list[Image.Image]:
+    """Decode every image safely.
+
+    Raises:
+        InvalidArgument: naming each bad one (`images[2].data`, `images[0].media_type`), all
+            of them at once.
+    """
+    decoded: list[Image.Image] = []
+    violations: list[FieldViolation] = []
+    for i, image in enumerate(images):
+        try:
+            decoded.append(decode_image(image.data, image.media_type, field=f"{field}[{i}]"))
+        except InvalidArgument as err:
+            violations.extend(err.violations)
+    if violations:
+        raise InvalidArgument.from_violations(violations)
+    return decoded

@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
 
 from concord.clients.convert import model_ref, tensor_from_array
 from concord.clients.types import ModelId
 from concord.errors import FailedPrecondition, FieldViolation, InvalidArgument
-from concord.media import decode_image
 from concord.proto.v1 import common_pb2, encoder_pb2
 from services.encoder.servable import ItemEncoding
 
@@ -41,21 +39,6 @@ def check_texts(texts: Sequence[str], field: str = "texts") -> list[str]:
     if violations:
         raise InvalidArgument.from_violations(violations)
     return list(texts)
-
-
-def decode_images(images: Sequence[common_pb2.Image], field: str = "images") -> list[Image.Image]:
-    """Decode every image safely. Raises: InvalidArgument naming each bad one
-    (`images[2].data`, `images[0].media_type`)."""
-    decoded: list[Image.Image] = []
-    violations: list[FieldViolation] = []
-    for i, image in enumerate(images):
-        try:
-            decoded.append(decode_image(image.data, image.media_type, field=f"{field}[{i}]"))
-        except InvalidArgument as err:
-            violations.extend(err.violations)
-    if violations:
-        raise InvalidArgument.from_violations(violations)
-    return decoded
 
 
 def encoding_proto(

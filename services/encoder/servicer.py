@@ -10,7 +10,7 @@ import grpc
 
 from concord.clients.convert import model_ref
 from concord.errors import FieldViolation, InvalidArgument
-from concord.media import decode_image
+from concord.media import decode_image, decode_images
 from concord.proto.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
 from concord.serving.definitions import service_info
 from services.encoder import convert
@@ -29,7 +29,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         loaded = self.servable.require()
         convert.check_model(request.options, loaded.id)
         convert.check_count(len(request.images), "images", self.servable.max_items)
-        images = await asyncio.to_thread(convert.decode_images, request.images)
+        images = await asyncio.to_thread(decode_images, request.images)
         items = await self.servable.encode_images(images)
         return convert.encode_response(items, request.options, loaded.id, self.servable.dim)
 

@@ -11,8 +11,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from concord.clients.convert import model_ref
 from concord.clients.types import ModelId
 from concord.config import GeneratorSettings
-from concord.errors import FailedPrecondition, FieldViolation, InvalidArgument
-from concord.media import decode_image, encode_png
+from concord.errors import FailedPrecondition, InvalidArgument
+from concord.media import decode_images, encode_png
 from concord.models.diffusion.pipeline import Sample
 from concord.proto.v1 import common_pb2, events_pb2, generator_pb2
 from services.generator.concepts import ConceptInfo
@@ -102,20 +102,6 @@ def generation_spec(
     )
 
 
-def decode_references(images: Sequence[common_pb2.Image], field: str) -> list[object]:
-    """Decode every reference safely. Raises: InvalidArgument naming each bad one."""
-    decoded: list[object] = []
-    violations: list[FieldViolation] = []
-    for i, image in enumerate(images):
-        try:
-            decoded.append(decode_image(image.data, image.media_type, field=f"{field}[{i}]"))
-        except InvalidArgument as err:
-            violations.extend(err.violations)
-    if violations:
-        raise InvalidArgument.from_violations(violations)
-    return decoded
-
-
 def customize_request(
     request: generator_pb2.CustomizeRequest | events_pb2.CustomizationSpec, prefix: str = ""
 ) -> CustomizeParams:
@@ -126,7 +112,7 @@ def customize_request(
     """
     name = request.concept.strip()
     try:
-        references = decode_references(request.references, f"{prefix}references")
+        references = decode_images(request.references, f"{prefix}references")
     except InvalidArgument as bad_images:
         try:  # report the other fields' problems in the same answer
             customize_params(
