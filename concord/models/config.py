@@ -21,8 +21,19 @@ class ImageTowerConfig:
     depth: int = 4  # transformer blocks
     heads: int = 4  # attention heads; must divide width
     mlp_ratio: float = 4.0  # MLP hidden size / width
+    # How pixels become patch tokens. "patch": one linear map per non-overlapping patch (plain
+    # ViT). "conv": a stack of stride-2 3x3 convolutions down to the same patch grid (Xiao et al.
+    # 2021, "Early convolutions help transformers see better"): on small data trained from
+    # scratch it learns shapes that the linear patch map does not. Needs a power-of-2 patch_size.
+    stem: str = "patch"
 
     def __post_init__(self) -> None:
+        if self.stem not in ("patch", "conv"):
+            raise ValueError(f"stem must be 'patch' or 'conv', got {self.stem!r}")
+        if self.stem == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
+            raise ValueError(
+                f"a conv stem needs a power-of-2 patch_size >= 2, got {self.patch_size}"
+            )
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"image_size {self.image_size} not a multiple of patch_size {self.patch_size}"

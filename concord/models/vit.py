@@ -1,4 +1,7 @@
-"""Image tower: a small pre-norm ViT trained from scratch (patch tokens + mean-pooled embedding)."""
+"""Image tower: a small pre-norm ViT trained from scratch (patch tokens + mean-pooled embedding).
+
+Tokens come from a linear patch embedding or, with `stem="conv"`, from a small convolutional stem.
+"""
 
 from __future__ import annotations
 
@@ -37,14 +40,29 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def conv_stem(width: int, patch_size: int) -> nn.Sequential:
+    """log2(patch_size) stride-2 3x3 convs (GroupNorm + GELU), widths doubling up to `width`,
+    then a 1x1 projection: the same token grid as a patch_size patch embedding."""
+    layers: list[nn.Module] = []
+    cin, n = 3, patch_size.bit_length() - 1
+    for i in range(n):
+        cout = max(8, width // 2 ** (n - i))
+        layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GroupNorm(1, cout), nn.GELU()]
+        cin = cout
+    layers.append(nn.Conv2d(cin, width, kernel_size=1))
+    return nn.Sequential(*layers)
+
+
 class ImageTower(nn.Module):
     """ViT over non-overlapping patches; pooled = mean of the final (normed) patch tokens."""
 
     def __init__(self, cfg: ImageTowerConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.patch_embed = nn.Conv2d(
-            3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size
+        self.patch_embed: nn.Module = (
+            conv_stem(cfg.width, cfg.patch_size)
+            if cfg.stem == "conv"
+            else nn.Conv2d(3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         )
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches, cfg.width))
         self.blocks = nn.ModuleList(

@@ -4,6 +4,7 @@ and the calibration on val, measure on test, write and register the scorer packa
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from rich.console import Console
 
 from concord.checkpoints import load_encoder
 from concord.models.alignment import AlignmentScorer
+from concord.models.config import EncoderConfig
 from concord.registry import Registry
 from pipelines.encoder.data import ensure_dataset
 from pipelines.encoder.embed import TextStateCache
@@ -36,9 +38,11 @@ class ScorerConfig:
     misalignment_size: str = "small"  # misalignment preset (train for hard negatives, val, test)
     data_cache: Path = Path(".cache/encoder-data")  # shared with the encoder report
     work_dir: Path = Path(".cache/scorer")  # encoders and the package are written here
-    preset: str = "tiny"
+    # A conv stem and 40 epochs: with the linear patch ViT for 6 epochs (the first report) the
+    # encoder could not tell shapes apart at all (object AUC 0.50), which no scoring method fixes.
+    preset: str = "tiny-conv"
     loss: str = "both"  # plain encoder: global InfoNCE + FILIP (CLIPScore and late interaction)
-    epochs: int = 6
+    epochs: int = 40
     lr: float = 2e-3
     batch_size: int = 64
     train_limit: int = 0  # retrieval train images (0: all)
@@ -392,6 +396,13 @@ def _value(rows: list[MetricRow], metric: str, split: str, method: str) -> float
     return float("nan")
 
 
+def _image_tower(directory: Path) -> str:
+    """What the (plain) encoder's image tower is, from its saved config."""
+    config = EncoderConfig.from_dict(json.loads((directory / "config.json").read_text()))
+    stem = ", convolutional stem" if config.image.stem == "conv" else ""
+    return f"{config.name}: ViT {config.image.depth} x {config.image.width}{stem}"
+
+
 def _verdict(ok: bool) -> str:
     return "**holds**" if ok else "**does not hold**"
 
@@ -408,7 +419,8 @@ def _notes(
     version: int | None,
 ) -> str:
     lines = [
-        f"Encoder preset `{cfg.preset}` (ViT from scratch + frozen all-MiniLM-L6-v2), Concord Scenes "
+        f"Encoder `{_image_tower(encoders[0].directory)}` from scratch + frozen "
+        "all-MiniLM-L6-v2, Concord Scenes "
         f"misalignment `{cfg.misalignment_size}` (seed {cfg.seed}): val {n_val} pairs, test {n_test} "
         "pairs (every caption, aligned, plus its one-word-false variants). Regenerate: "
         "`python -m pipelines.scorer.report`.",

@@ -68,7 +68,8 @@ def main(
         typer.Option(help="models:/NAME/VERSION or a local encoder dir; default: train one"),
     ] = None,
     seed: Annotated[int, typer.Option()] = 0,
-    epochs: Annotated[int, typer.Option(help="plain encoder epochs")] = 6,
+    preset: Annotated[str, typer.Option(help="plain encoder preset")] = ScorerConfig.preset,
+    epochs: Annotated[int, typer.Option(help="plain encoder epochs")] = ScorerConfig.epochs,
     hard_negatives: Annotated[bool, typer.Option(help="also fine-tune with hard negatives")] = True,
     hard_neg_epochs: Annotated[int, typer.Option()] = 4,
     misalignment_size: Annotated[str, typer.Option(help="misalignment preset")] = "small",
@@ -90,6 +91,7 @@ def main(
     cfg = ScorerConfig(
         encoder=encoder,
         seed=seed,
+        preset=preset,
         epochs=epochs,
         hard_negatives=hard_negatives,
         hard_neg=replace(HardNegConfig(), epochs=hard_neg_epochs, seed=seed),

@@ -75,6 +75,31 @@ def test_config_rejects_bad_values() -> None:
     with pytest.raises(TypeError):
         EncoderConfig.from_dict({**TINY.to_dict(), "surprise": 1})
     assert TINY.replace(image={"depth": 1}).image.depth == 1
+    with pytest.raises(ValueError, match="stem"):
+        ImageTowerConfig(stem="resnet")
+    with pytest.raises(ValueError, match="power-of-2 patch_size"):
+        ImageTowerConfig(image_size=60, patch_size=6, stem="conv")
+
+
+def test_conv_stem_keeps_the_patch_grid_and_sees_local_shape() -> None:
+    """The conv stem yields the same tokens per image as the patch embedding, and (unlike a
+    per-patch linear map) a token depends on pixels across its patch border."""
+    from concord.models.vit import ImageTower
+
+    torch.manual_seed(0)
+    conv = ImageTower(TINY.image.__class__(**{**TINY.to_dict()["image"], "stem": "conv"})).eval()
+    plain = ImageTower(TINY.image).eval()
+    x = torch.rand(2, 3, 16, 16)
+    pooled, tokens = conv(x)
+    assert tokens.shape == plain(x)[1].shape == (2, 16, 32)
+    assert pooled.shape == (2, 32)
+    y = x.clone()
+    y[:, :, 4, :] = 1 - y[:, :, 4, :]  # first row of the second patch row
+    with torch.no_grad():
+        changed_conv = (conv.patch_embed(y) - conv.patch_embed(x)).abs().sum(1)[0]
+        changed_plain = (plain.patch_embed(y) - plain.patch_embed(x)).abs().sum(1)[0]
+    assert changed_plain[0].max() == 0  # patch row 0 ignores pixels of patch row 1
+    assert changed_conv[0].max() > 0  # 3x3 receptive fields cross the border
 
 
 def test_encode_shapes_and_normalisation() -> None:
