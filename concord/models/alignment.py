@@ -9,7 +9,8 @@
   mean_heads(G_l * A_l), with no positive clamping, so negative evidence survives. A token's
   relevance is read from the rows that make the pooled text embedding (see `_token_relevance`);
   sub-word tokens are averaged into words; a word with attribution < -threshold is flagged.
-- F-CLIPScore (see `f_clip_score`) lowers CLIPScore by the flagged words' negative attributions.
+- F-CLIPScore (see `f_clip_score`) lowers CLIPScore by the flagged words' negative attributions,
+  weighted by `penalty` (the attribution scale is encoder-specific: pipelines.scorer fits it).
 - `aligned_probability`: calibrated P(aligned) (logistic over the pair scores, fitted offline).
 
 Word spans are character spans of the ORIGINAL text: words are `\\w+` runs (apostrophes inside
@@ -38,6 +39,9 @@ from concord.models.text_tower import mean_pool
 CLIP_WEIGHT = 2.5  # CLIPScore's w (torchmetrics uses 100: keep `weight` a parameter)
 DEFAULT_THRESHOLD = 5e-5  # CLIP4DM's epsilon: flag words with attribution < -threshold
 DEFAULT_LAYERS = 3  # CLIP4DM's L: the last L text layers
+# F-CLIPScore's weight on (1 - s) * sum of flagged attributions. 1 is the reference code's implicit
+# weight (naver-ai/CLIP4DM); packages carry one fitted on held-out pairs for their encoder.
+DEFAULT_PENALTY = 1.0
 WORD_RE = re.compile(r"\w+(?:['\u2019]\w+)*")
 CALIBRATION_FEATURES = ("clip_score", "fine_grained_score", "f_clip_score")
 
@@ -122,12 +126,16 @@ class AlignmentScorer:
         weight: float = CLIP_WEIGHT,
         layers: int = DEFAULT_LAYERS,
         template: str = "",
+        penalty: float = DEFAULT_PENALTY,
     ) -> None:
         if weight <= 0:
             raise ValueError(f"weight must be positive, got {weight}")
+        if penalty < 0:
+            raise ValueError(f"penalty must be >= 0, got {penalty}")
         self.model = model
         self.tokenizer = tokenizer
         self.weight = float(weight)
+        self.penalty = float(penalty)
         self.template = template
         self._clip = hasattr(model, "clip")  # ClipAdapter: EOS-pooled CLIP text model
         text_model = model.clip.text_model if self._clip else model.text_tower.backbone
@@ -199,7 +207,7 @@ class AlignmentScorer:
         if threshold < 0:
             raise ValueError(f"threshold must be >= 0, got {threshold}")
         raws = self.raw(pixels, texts, references)
-        return [r.explanation(threshold, self.weight, positive_only) for r in raws]
+        return [r.explanation(threshold, self.weight, positive_only, self.penalty) for r in raws]
 
     def encode_images(self, pixels: Tensor) -> Encoded:
         """Image embeddings for `raw(image=...)` (encode each image once, score many texts)."""
@@ -381,9 +389,14 @@ class RawPair:
         return self.heat.max(axis=1) if len(self.heat) else np.zeros(0, np.float32)
 
     def explanation(
-        self, threshold: float, weight: float = CLIP_WEIGHT, positive_only: bool = False
+        self,
+        threshold: float,
+        weight: float = CLIP_WEIGHT,
+        positive_only: bool = False,
+        penalty: float = DEFAULT_PENALTY,
     ) -> Explanation:
-        """Returns: the Explanation with words flagged at `threshold` and scores from `weight`."""
+        """Returns: the Explanation with words flagged at `threshold` and scores from `weight`
+        (CLIPScore's w) and `penalty` (F-CLIPScore's weight on the flagged attributions)."""
         attributions = self.positive if positive_only else self.attributions
         clip = weight * max(self.cosine, 0.0)
         ref_clip = None
@@ -404,7 +417,7 @@ class RawPair:
             )
             for (s, e), a, row in zip(self.spans, attributions, self.heat, strict=True)
         ]
-        f = f_clip_score(clip, self.cosine, attributions, threshold, weight)
+        f = f_clip_score(clip, self.cosine, attributions, threshold, penalty)
         return Explanation(
             words,
             PairScores(clip, ref_clip, self.fine_grained, f),
@@ -418,22 +431,20 @@ def f_clip_score(
     cosine: float,
     attributions: Sequence[float],
     threshold: float,
-    weight: float = CLIP_WEIGHT,
+    penalty: float = DEFAULT_PENALTY,
 ) -> float:
-    """F-CLIPScore = CLIPScore + w * (1 - max(s, 0)) * sum_flagged(a) / sum_all(|a|).
+    """F-CLIPScore = CLIPScore + penalty * (1 - max(s, 0)) * sum of flagged attributions.
 
-    The flagged words (a < -threshold) lower CLIPScore by the share of the caption's total
-    attribution mass that contradicts the image, times the head-room (1 - s) the reference code
-    also uses (naver-ai/CLIP4DM weighs the flagged sum by 1 - s). Normalising by the total mass
-    makes the form free of the attribution's scale, which varies by orders of magnitude between
-    encoders, so no constant needs fitting. Without flagged words it equals CLIPScore.
+    Flagged words have a < -threshold, so the term is <= 0: each contradicted word lowers the
+    score by its own (unnormalised) attribution, less so the better the whole pair already
+    matches (the 1 - s head-room of naver-ai/CLIP4DM's `sum_negative_attribution * (1 - s)`).
+    A share of the caption's total attribution (our first form) was measured worse: it is as
+    large for a short aligned caption with one weakly negative word as for a contradiction.
+    Without flagged words it equals CLIPScore.
     """
     a = np.asarray(attributions, dtype=np.float64)
-    total = float(np.abs(a).sum())
     flagged = float(a[a < -threshold].sum()) if a.size else 0.0
-    if total <= 0 or flagged == 0:
-        return float(clip_score)
-    return float(clip_score + weight * (1.0 - max(cosine, 0.0)) * flagged / total)
+    return float(clip_score + penalty * (1.0 - max(cosine, 0.0)) * flagged)
 
 
 def aligned_probability(scores: PairScores, calibration: Mapping[str, Any]) -> float:

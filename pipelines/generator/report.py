@@ -61,8 +61,11 @@ def trained_model(preset: str, layout: bool, steps: int, work: Path, threads: in
         return model_from_checkpoint(Path(given))
     if given is not None:
         done = Path(given) / "done.json"  # written beside models this command trained
-        return load_generator(given), {**(json.loads(done.read_text()) if done.is_file() else {}),
-                                       "source": str(given)}
+        info = json.loads(done.read_text()) if done.is_file() else {}
+        state = Path(given) / "checkpoint" / "train_state.pt"  # train_generator's last state
+        if "steps" not in info and state.is_file():
+            info["steps"] = int(torch.load(state, weights_only=False, map_location="cpu")["step"])
+        return load_generator(given), {**info, "source": str(given)}
     arch = hashlib.sha1(json.dumps(load_preset(preset).to_dict(), sort_keys=True).encode())
     out = work / f"{'gcdp' if layout else 'image'}-{preset}-{arch.hexdigest()[:8]}-{steps}"
     done = out / "done.json"
@@ -265,7 +268,8 @@ def main(
     docs_dir: Annotated[Path, typer.Option(help="contact sheets")] = Path("docs/generator"),
     work_dir: Annotated[Path | None, typer.Option(help="cache; default CONCORD_HOME/generator-eval")] = None,
     preset: str = "tiny",
-    train_steps: Annotated[int, typer.Option(help="optimiser steps per model (same for both)")] = 800,
+    train_steps: Annotated[int | None, typer.Option(
+        help="optimiser steps per model (same for both); default: the preset's")] = None,
     gcdp_dir: Annotated[Path | None, typer.Option(
         help="reuse a trained GCDP model dir (or a train_state.pt checkpoint)")] = None,
     baseline_dir: Annotated[Path | None, typer.Option(
@@ -285,6 +289,8 @@ def main(
     t0 = time.perf_counter()
     work = Path(work_dir) if work_dir else load_settings().home / "generator-eval"
     arch = load_preset(preset)
+    if train_steps is None:
+        train_steps = int(TRAIN_PRESETS.get(preset, {}).get("steps", 2000))
     data = DataConfig(size=arch.image_size, count=int(TRAIN_PRESETS.get(preset, {}).get("data_count", 6000)))
     rare = str(data.rare_shape)
     judge, acc, cached = load_or_train(JudgeSpec(data=data), work / "judges")
@@ -326,7 +332,8 @@ def main(
     pareto_plot(results, out_dir / NAME / "decor_pareto.png")
     gcdp_sheet(evals, ps, seeds, docs_dir / "gcdp_vs_image_only.png")
     decor_sheet(results, refs, decor_eval.train_prompt(task), decor_seeds, docs_dir / "decor_sweep.png")
-    params = {"preset": preset, "train_steps": train_steps, "held_out_prompts": prompts,
+    steps_run = {m: i.get("steps", train_steps) for m, i in info.items()}
+    params = {"preset": preset, "train_steps": steps_run, "held_out_prompts": prompts,
               "seeds": seeds, "sample_steps": sample_steps, "sampler": "ddim",
               "guidance": guidance, "decor_task": asdict(task), "finetune_steps": finetune_steps,
               "finetune_lr": finetune_lr, "finetune_seconds": round(finetune_s, 1),

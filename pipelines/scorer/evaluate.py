@@ -63,17 +63,42 @@ def score_split(
     return Scored(data, tuple(raws), labels)
 
 
-def pair_scores(scored: Scored, threshold: float, weight: float) -> dict[str, np.ndarray]:
-    """Per pair: clip_score, fine_grained_score, f_clip_score (at `threshold`)."""
+def pair_scores(
+    scored: Scored, threshold: float, weight: float, penalty: float
+) -> dict[str, np.ndarray]:
+    """Per pair: clip_score, fine_grained_score, f_clip_score (at `threshold` and `penalty`)."""
     clip = np.array([weight * max(r.cosine, 0.0) for r in scored.raw])
     fine = np.array([r.fine_grained for r in scored.raw])
     f = np.array(
         [
-            f_clip_score(c, r.cosine, r.attributions, threshold, weight)
+            f_clip_score(c, r.cosine, r.attributions, threshold, penalty)
             for c, r in zip(clip, scored.raw, strict=True)
         ]
     )
     return {"clip_score": clip, "fine_grained_score": fine, "f_clip_score": f}
+
+
+# F-CLIPScore's penalty, as multiples of std(CLIPScore) / std(attribution term) on val: the
+# attribution's scale differs by orders of magnitude between encoders, their spread does not.
+PENALTY_GRID = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def fit_penalty(scored: Scored, threshold: float, weight: float) -> tuple[float, float]:
+    """F-CLIPScore's penalty with the best pair AUC on `scored` (a held-out split, never test).
+
+    Returns:
+        (penalty, its AUC). Zero is not a candidate: F-CLIPScore always uses the attributions.
+    """
+    term = np.array(
+        [f_clip_score(0.0, r.cosine, r.attributions, threshold, 1.0) for r in scored.raw]
+    )
+    clip = np.array([weight * max(r.cosine, 0.0) for r in scored.raw])
+    unit = float(clip.std() / term.std()) if term.std() > 0 else 1.0
+    best = max(
+        ((k * unit, roc_auc(scored.aligned, clip + k * unit * term)) for k in PENALTY_GRID),
+        key=lambda c: c[1],
+    )
+    return float(best[0]), float(best[1])
 
 
 def as_pair_scores(scores: dict[str, np.ndarray], i: int) -> PairScores:

@@ -9,7 +9,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from concord.models.alignment import CLIP_WEIGHT, DEFAULT_LAYERS, DEFAULT_THRESHOLD
+from concord.models.alignment import (
+    CLIP_WEIGHT,
+    DEFAULT_LAYERS,
+    DEFAULT_PENALTY,
+    DEFAULT_THRESHOLD,
+)
 from concord.registry import Registry
 from concord.registry.client import ModelVersionInfo
 
@@ -27,6 +32,7 @@ def write_scorer_package(
     weight: float = CLIP_WEIGHT,
     layers: int = DEFAULT_LAYERS,
     threshold: float = DEFAULT_THRESHOLD,
+    penalty: float = DEFAULT_PENALTY,
     data_seed: int = 0,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
@@ -52,6 +58,7 @@ def write_scorer_package(
         "weight": float(weight),
         "layers": int(layers),
         "threshold": float(threshold),
+        "penalty": float(penalty),
         "calibration": dict(calibration),
         "data_seed": int(data_seed),
         "created_by": CREATED_BY,

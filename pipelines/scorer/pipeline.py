@@ -57,6 +57,7 @@ class ScorerConfig:
     tracking_uri: str | None = None  # MLflow: register encoders and the scorer (None: local only)
     alias: str = "production"
     progress: bool = False
+    threads: int = 2  # torch CPU threads (1 is faster when other jobs share the cores)
 
 
 @dataclass
@@ -86,6 +87,7 @@ class _Measured:
 
     label: str
     threshold: float  # CLIP4DM epsilon fitted on val (attribution < -threshold flags a word)
+    penalty: float  # F-CLIPScore's weight on the flagged attributions, fitted on val
     sim_cut: float  # baseline: flag words with best-patch similarity < sim_cut
     calibration: dict[str, object]
     val_auc: float  # calibrated P(aligned) AUC on val (chooses the packaged encoder)
@@ -130,6 +132,7 @@ def _plain_encoder(cfg: ScorerConfig, registry: Registry | None) -> EncoderRun:
             register=registry is not None,
             run_name="scorer-plain-encoder",
             progress=cfg.progress,
+            threads=cfg.threads,
         )
     )
     uri = f"models:/concord-encoder/{res.version}" if res.version else str(out)
@@ -155,11 +158,12 @@ def _measure(label: str, val: ev.Scored, test: ev.Scored, weight: float) -> _Mea
     cut = ev.fit_word_threshold(list(val.labels), ev.word_scores(val, "clip4dm"))
     threshold = max(cut, 0.0)  # scores are -attribution: flag a < -threshold
     sim_cut = -ev.fit_word_threshold(list(val.labels), ev.word_scores(val, "similarity"))
-    val_scores = ev.pair_scores(val, threshold, weight)
+    penalty, _ = ev.fit_penalty(val, threshold, weight)
+    val_scores = ev.pair_scores(val, threshold, weight, penalty)
     calibration = ev.fit_calibration(val_scores, val.aligned)
     val_auc = ev.pair_auc(val, ev.probabilities(val_scores, calibration))
-    scores = ev.pair_scores(test, threshold, weight)
-    m = _Measured(label, threshold, sim_cut, calibration, val_auc, test, scores)
+    scores = ev.pair_scores(test, threshold, weight, penalty)
+    m = _Measured(label, threshold, penalty, sim_cut, calibration, val_auc, test, scores)
     enc = f"[{label}]"
     rows = m.rows
     prob = ev.probabilities(scores, calibration)
@@ -263,7 +267,7 @@ def run(cfg: ScorerConfig) -> ScorerResult:
     """Everything: encoders, scoring, fitting, measuring, package (+ registry). No report files."""
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(cfg.threads)
     phases: dict[str, float] = {}
     t = time.perf_counter()
     registry = _registry(cfg)
@@ -318,6 +322,7 @@ def run(cfg: ScorerConfig) -> ScorerResult:
         weight=cfg.weight,
         layers=cfg.layers,
         threshold=chosen.threshold,
+        penalty=chosen.penalty,
         data_seed=cfg.seed,
         extra={"encoder_label": chosen.label, "similarity_cut": chosen.sim_cut},
     )
@@ -332,7 +337,12 @@ def run(cfg: ScorerConfig) -> ScorerResult:
             registry,
             alias=cfg.alias,
             metrics=val_auc,
-            params={"encoder": enc.uri, "threshold": chosen.threshold, "seed": cfg.seed},
+            params={
+                "encoder": enc.uri,
+                "threshold": chosen.threshold,
+                "penalty": chosen.penalty,
+                "seed": cfg.seed,
+            },
         )
         version = info.version
     rows = [r for m in measured for r in m.rows] + template_rows
@@ -429,10 +439,13 @@ def _notes(
         "over word tokens; CLIP4DM = sum over the last "
         f"{cfg.layers} MiniLM layers of mean-over-heads(dS/dA * A), read as each token's relevance "
         "to the mean-pooled text embedding (sum over real query rows), sub-words averaged into "
-        "words; F-CLIPScore = CLIPScore + 2.5 (1 - max(cos, 0)) * (sum of flagged words' "
-        "attributions) / (sum of |attributions|). Word thresholds (CLIP4DM epsilon and the "
-        "low-similarity cut) and the calibration (logistic on CLIPScore, fine-grained, "
-        "F-CLIPScore) are fitted on val; everything below is test unless the split says val. "
+        "words; F-CLIPScore = CLIPScore + penalty (1 - max(cos, 0)) * (sum of flagged words' "
+        "attributions) (naver-ai/CLIP4DM's (1 - s)-weighted negative sum, added to CLIPScore). "
+        "Word thresholds (CLIP4DM epsilon and the low-similarity cut), F-CLIPScore's penalty "
+        f"(best val AUC over {', '.join(f'{k:g}' for k in ev.PENALTY_GRID)} x std(CLIPScore) / "
+        "std(attribution term); zero is not a candidate) and the calibration (logistic on "
+        "CLIPScore, fine-grained, F-CLIPScore) are fitted on val; everything below is test "
+        "unless the split says val. "
         "Per-type splits hold that type's misaligned captions and their own aligned originals.",
         "",
         "### Encoders",
@@ -451,11 +464,15 @@ def _notes(
         lines.append(f"| {e.label} | {what[e.label]} | {e.seconds:.0f} | {e.note} | `{e.uri}` |")
     lines += [
         "",
-        "| encoder | CLIP4DM epsilon (val) | low-similarity cut (val) | calibrated AUC (val) |",
-        "|---|---:|---:|---:|",
+        "| encoder | CLIP4DM epsilon (val) | F-CLIPScore penalty (val) | low-similarity cut (val) "
+        "| calibrated AUC (val) |",
+        "|---|---:|---:|---:|---:|",
     ]
     for m in measured:
-        lines.append(f"| {m.label} | {m.threshold:.3g} | {m.sim_cut:.3f} | {m.val_auc:.3f} |")
+        lines.append(
+            f"| {m.label} | {m.threshold:.3g} | {m.penalty:.4g} | {m.sim_cut:.3f} "
+            f"| {m.val_auc:.3f} |"
+        )
     lines += [
         "",
         f"Packaged encoder: **{chosen.label}** (higher calibrated AUC on val)"

@@ -86,6 +86,7 @@ def main(
         typer.Option(help="MLflow URI: register the encoders and concord-scorer@production there"),
     ] = None,
     progress: Annotated[bool, typer.Option()] = False,
+    threads: Annotated[int, typer.Option(help="torch CPU threads")] = ScorerConfig.threads,
 ) -> None:
     """Regenerate the scorer report (and the scorer package)."""
     cfg = ScorerConfig(
@@ -100,6 +101,7 @@ def main(
         work_dir=work_dir,
         tracking_uri=tracking_uri,
         progress=progress,
+        threads=threads,
     )
     result, files = build_report(cfg, out_dir, name)
     console.print(

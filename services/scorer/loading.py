@@ -18,6 +18,7 @@ from concord.loading import REGISTRY_PREFIX, LoadedModel, load_model
 from concord.models.alignment import (
     CLIP_WEIGHT,
     DEFAULT_LAYERS,
+    DEFAULT_PENALTY,
     DEFAULT_THRESHOLD,
     AlignmentScorer,
     PairScores,
@@ -114,6 +115,7 @@ def load_scorer(uri: str, registry: Callable[[], Registry]) -> LoadedScorer:
         weight=float(package.get("weight", CLIP_WEIGHT)),
         layers=int(package.get("layers", DEFAULT_LAYERS)),
         template=str(package.get("template", "")),
+        penalty=float(package.get("penalty", DEFAULT_PENALTY)),
     )
     threshold = float(package.get("threshold", DEFAULT_THRESHOLD))
     return LoadedScorer(scorer, encoder, package["calibration"], model_id, uri, threshold)

@@ -204,7 +204,11 @@ def test_input_errors(tiny: tuple[AlignmentScorer, torch.nn.Module]) -> None:
 def test_f_clip_score_form() -> None:
     assert f_clip_score(1.0, 0.4, [1e-3, -1e-6], 5e-5) == 1.0  # nothing below -threshold
     got = f_clip_score(1.0, 0.4, [3e-4, -1e-4, -2e-4], 5e-5)
-    assert got == pytest.approx(1.0 + 2.5 * 0.6 * (-3e-4) / 6e-4)
+    assert got == pytest.approx(1.0 + 1.0 * 0.6 * (-3e-4))  # default penalty 1
+    got = f_clip_score(1.0, 0.4, [3e-4, -1e-4, -2e-4], 1.5e-4, penalty=50.0)
+    assert got == pytest.approx(1.0 + 50.0 * 0.6 * (-2e-4))  # only -2e-4 is below -1.5e-4
+    # a worse-matching pair (lower s) pays more for the same contradiction
+    assert f_clip_score(0.5, 0.2, [-1e-3], 0.0, 10) < f_clip_score(0.5, 0.8, [-1e-3], 0.0, 10)
     assert f_clip_score(0.0, -0.2, [], 5e-5) == 0.0
 
 
