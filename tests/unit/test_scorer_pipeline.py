@@ -47,6 +47,7 @@ def test_pipeline_writes_package_registry_and_report(tmp_path: Path) -> None:
     assert package["encoder"].startswith("models:/concord-encoder/")
     assert package["weight"] == 2.5 and package["layers"] == 3 and package["data_seed"] == 1
     assert package["threshold"] >= 0 and package["created_by"] == "pipelines.scorer"
+    assert package["penalty"] > 0  # F-CLIPScore's weight, fitted on val (never zero)
     cal = package["calibration"]
     assert cal["form"] == "logistic" and len(cal["coef"]) == len(cal["features"]) == 3
 
@@ -83,3 +84,52 @@ def test_package_refuses_missing_calibration_and_relative_encoder(tmp_path: Path
         write_scorer_package(tmp_path, "models:/concord-encoder/1", {})
     with pytest.raises(ValueError, match="absolute"):
         write_scorer_package(tmp_path, "relative/dir", {"form": "logistic"})
+
+
+def test_fit_penalty_weighs_attributions_by_what_they_add_on_held_out_pairs() -> None:
+    """When only the attributions tell aligned from misaligned pairs, the fitted penalty lets
+    F-CLIPScore separate them where CLIPScore cannot; it is scale-free in the attributions."""
+    import numpy as np
+
+    from concord.models.alignment import RawPair
+    from pipelines.evaluate.classification import roc_auc
+    from pipelines.scorer import evaluate as ev
+    from pipelines.scorer.data import Pair, PairSet
+
+    rng = np.random.default_rng(0)
+    n, scale = 200, 1e-4
+    aligned = np.arange(n) % 2 == 0
+    cosines = rng.uniform(0.2, 0.4, n)  # carries no signal
+    raws, pairs = [], []
+    for i in range(n):
+        a = rng.normal(0, 0.1, 3) * scale
+        if not aligned[i]:
+            a[1] = -scale  # the contradicted word
+        raws.append(
+            RawPair(
+                "a b c",
+                ((0, 1), (2, 3), (4, 5)),
+                float(cosines[i]),
+                0.0,
+                a,
+                a,
+                np.zeros((3, 4)),
+                None,
+            )
+        )
+        kind = "aligned" if aligned[i] else "attribute"
+        pairs.append(Pair(i, "a b c", bool(aligned[i]), kind, (), i // 2))
+    data = PairSet(torch.zeros(n, 3, 2, 2), tuple(pairs), tuple(str(i) for i in range(n)))
+    scored = ev.Scored(data, tuple(raws), tuple(np.zeros(3, int) for _ in raws))
+    penalty, auc = ev.fit_penalty(scored, threshold=0.5 * scale, weight=2.5)
+    scores = ev.pair_scores(scored, 0.5 * scale, 2.5, penalty)
+    assert penalty > 0
+    assert auc == pytest.approx(roc_auc(aligned, scores["f_clip_score"]))
+    assert auc > 0.9 > roc_auc(aligned, scores["clip_score"])
+    # ten times larger attributions: ten times smaller penalty, same scores
+    big = ev.Scored(
+        data,
+        tuple(RawPair(**{**r.__dict__, "attributions": r.attributions * 10}) for r in raws),
+        scored.labels,
+    )
+    assert ev.fit_penalty(big, threshold=5 * scale, weight=2.5)[0] == pytest.approx(penalty / 10)
