@@ -127,7 +127,10 @@ class AlignmentScorer:
         layers: int = DEFAULT_LAYERS,
         template: str = "",
         penalty: float = DEFAULT_PENALTY,
+        f_threshold: float | None = None,
     ) -> None:
+        """`penalty` and `f_threshold` (F-CLIPScore's own epsilon; None: the request's word
+        threshold) come from the scorer package, fitted on held-out pairs."""
         if weight <= 0:
             raise ValueError(f"weight must be positive, got {weight}")
         if penalty < 0:
@@ -136,6 +139,9 @@ class AlignmentScorer:
         self.tokenizer = tokenizer
         self.weight = float(weight)
         self.penalty = float(penalty)
+        if f_threshold is not None and f_threshold < 0:
+            raise ValueError(f"f_threshold must be >= 0, got {f_threshold}")
+        self.f_threshold = f_threshold
         self.template = template
         self._clip = hasattr(model, "clip")  # ClipAdapter: EOS-pooled CLIP text model
         text_model = model.clip.text_model if self._clip else model.text_tower.backbone
@@ -207,7 +213,10 @@ class AlignmentScorer:
         if threshold < 0:
             raise ValueError(f"threshold must be >= 0, got {threshold}")
         raws = self.raw(pixels, texts, references)
-        return [r.explanation(threshold, self.weight, positive_only, self.penalty) for r in raws]
+        return [
+            r.explanation(threshold, self.weight, positive_only, self.penalty, self.f_threshold)
+            for r in raws
+        ]
 
     def encode_images(self, pixels: Tensor) -> Encoded:
         """Image embeddings for `raw(image=...)` (encode each image once, score many texts)."""
@@ -394,9 +403,11 @@ class RawPair:
         weight: float = CLIP_WEIGHT,
         positive_only: bool = False,
         penalty: float = DEFAULT_PENALTY,
+        f_threshold: float | None = None,
     ) -> Explanation:
         """Returns: the Explanation with words flagged at `threshold` and scores from `weight`
-        (CLIPScore's w) and `penalty` (F-CLIPScore's weight on the flagged attributions)."""
+        (CLIPScore's w), `penalty` (F-CLIPScore's weight on the flagged attributions) and
+        `f_threshold` (the words F-CLIPScore counts; None: `threshold`)."""
         attributions = self.positive if positive_only else self.attributions
         clip = weight * max(self.cosine, 0.0)
         ref_clip = None
@@ -417,7 +428,8 @@ class RawPair:
             )
             for (s, e), a, row in zip(self.spans, attributions, self.heat, strict=True)
         ]
-        f = f_clip_score(clip, self.cosine, attributions, threshold, penalty)
+        f_eps = threshold if f_threshold is None else f_threshold
+        f = f_clip_score(clip, self.cosine, attributions, f_eps, penalty)
         return Explanation(
             words,
             PairScores(clip, ref_clip, self.fine_grained, f),

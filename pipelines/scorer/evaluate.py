@@ -81,24 +81,38 @@ def pair_scores(
 # F-CLIPScore's penalty, as multiples of std(CLIPScore) / std(attribution term) on val: the
 # attribution's scale differs by orders of magnitude between encoders, their spread does not.
 PENALTY_GRID = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+# F-CLIPScore's epsilon candidates, as quantiles of |negative attributions| on val (0: every
+# negative word counts, as CLIP4DM's tiny 5e-5 does on CLIP's attribution scale).
+F_THRESHOLD_QUANTILES = (0.0, 0.25, 0.5, 0.75)
 
 
-def fit_penalty(scored: Scored, threshold: float, weight: float) -> tuple[float, float]:
-    """F-CLIPScore's penalty with the best pair AUC on `scored` (a held-out split, never test).
+def fit_f_clip(
+    scored: Scored, weight: float, extra_thresholds: tuple[float, ...] = ()
+) -> tuple[float, float, float]:
+    """F-CLIPScore's epsilon and penalty with the best pair AUC on `scored` (a held-out split,
+    never test). Zero penalty is not a candidate: F-CLIPScore always uses the attributions.
 
     Returns:
-        (penalty, its AUC). Zero is not a candidate: F-CLIPScore always uses the attributions.
+        (threshold, penalty, its AUC).
     """
-    term = np.array(
-        [f_clip_score(0.0, r.cosine, r.attributions, threshold, 1.0) for r in scored.raw]
-    )
+    negative = np.concatenate([-r.attributions[r.attributions < 0] for r in scored.raw] or [[0]])
+    thresholds = {float(np.quantile(negative, q)) if q else 0.0 for q in F_THRESHOLD_QUANTILES}
+    thresholds |= {float(t) for t in extra_thresholds}
     clip = np.array([weight * max(r.cosine, 0.0) for r in scored.raw])
-    unit = float(clip.std() / term.std()) if term.std() > 0 else 1.0
-    best = max(
-        ((k * unit, roc_auc(scored.aligned, clip + k * unit * term)) for k in PENALTY_GRID),
-        key=lambda c: c[1],
-    )
-    return float(best[0]), float(best[1])
+    best = (0.0, 1.0, -1.0)
+    for threshold in sorted(thresholds):
+        term = np.array(
+            [f_clip_score(0.0, r.cosine, r.attributions, threshold, 1.0) for r in scored.raw]
+        )
+        if term.std() == 0:
+            continue
+        # (without any CLIPScore spread, e.g. a handful of pairs, the attribution's own scale)
+        unit = float((clip.std() or 1.0) / term.std())
+        for k in PENALTY_GRID:
+            auc = roc_auc(scored.aligned, clip + k * unit * term)
+            if auc > best[2]:
+                best = (threshold, k * unit, auc)
+    return best
 
 
 def as_pair_scores(scores: dict[str, np.ndarray], i: int) -> PairScores:

@@ -33,6 +33,7 @@ def write_scorer_package(
     layers: int = DEFAULT_LAYERS,
     threshold: float = DEFAULT_THRESHOLD,
     penalty: float = DEFAULT_PENALTY,
+    f_threshold: float | None = None,
     data_seed: int = 0,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
@@ -59,6 +60,8 @@ def write_scorer_package(
         "layers": int(layers),
         "threshold": float(threshold),
         "penalty": float(penalty),
+        # F-CLIPScore's own epsilon; absent: the word threshold
+        **({} if f_threshold is None else {"f_threshold": float(f_threshold)}),
         "calibration": dict(calibration),
         "data_seed": int(data_seed),
         "created_by": CREATED_BY,

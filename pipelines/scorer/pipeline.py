@@ -87,6 +87,7 @@ class _Measured:
 
     label: str
     threshold: float  # CLIP4DM epsilon fitted on val (attribution < -threshold flags a word)
+    f_threshold: float  # F-CLIPScore's own epsilon (which words lower the score), fitted on val
     penalty: float  # F-CLIPScore's weight on the flagged attributions, fitted on val
     sim_cut: float  # baseline: flag words with best-patch similarity < sim_cut
     calibration: dict[str, object]
@@ -158,12 +159,14 @@ def _measure(label: str, val: ev.Scored, test: ev.Scored, weight: float) -> _Mea
     cut = ev.fit_word_threshold(list(val.labels), ev.word_scores(val, "clip4dm"))
     threshold = max(cut, 0.0)  # scores are -attribution: flag a < -threshold
     sim_cut = -ev.fit_word_threshold(list(val.labels), ev.word_scores(val, "similarity"))
-    penalty, _ = ev.fit_penalty(val, threshold, weight)
-    val_scores = ev.pair_scores(val, threshold, weight, penalty)
+    f_threshold, penalty, _ = ev.fit_f_clip(val, weight, (threshold,))
+    val_scores = ev.pair_scores(val, f_threshold, weight, penalty)
     calibration = ev.fit_calibration(val_scores, val.aligned)
     val_auc = ev.pair_auc(val, ev.probabilities(val_scores, calibration))
-    scores = ev.pair_scores(test, threshold, weight, penalty)
-    m = _Measured(label, threshold, penalty, sim_cut, calibration, val_auc, test, scores)
+    scores = ev.pair_scores(test, f_threshold, weight, penalty)
+    m = _Measured(
+        label, threshold, f_threshold, penalty, sim_cut, calibration, val_auc, test, scores
+    )
     enc = f"[{label}]"
     rows = m.rows
     prob = ev.probabilities(scores, calibration)
@@ -323,6 +326,7 @@ def run(cfg: ScorerConfig) -> ScorerResult:
         layers=cfg.layers,
         threshold=chosen.threshold,
         penalty=chosen.penalty,
+        f_threshold=chosen.f_threshold,
         data_seed=cfg.seed,
         extra={"encoder_label": chosen.label, "similarity_cut": chosen.sim_cut},
     )
@@ -341,6 +345,7 @@ def run(cfg: ScorerConfig) -> ScorerResult:
                 "encoder": enc.uri,
                 "threshold": chosen.threshold,
                 "penalty": chosen.penalty,
+                "f_threshold": chosen.f_threshold,
                 "seed": cfg.seed,
             },
         )
@@ -441,9 +446,11 @@ def _notes(
         "to the mean-pooled text embedding (sum over real query rows), sub-words averaged into "
         "words; F-CLIPScore = CLIPScore + penalty (1 - max(cos, 0)) * (sum of flagged words' "
         "attributions) (naver-ai/CLIP4DM's (1 - s)-weighted negative sum, added to CLIPScore). "
-        "Word thresholds (CLIP4DM epsilon and the low-similarity cut), F-CLIPScore's penalty "
-        f"(best val AUC over {', '.join(f'{k:g}' for k in ev.PENALTY_GRID)} x std(CLIPScore) / "
-        "std(attribution term); zero is not a candidate) and the calibration (logistic on "
+        "Word thresholds (CLIP4DM epsilon and the low-similarity cut, for word F1), "
+        "F-CLIPScore's own epsilon and penalty (best val pair AUC over epsilon in {0, the word "
+        "epsilon, quartiles of |negative attributions|} x penalty in "
+        f"{{{', '.join(f'{k:g}' for k in ev.PENALTY_GRID)}}} x std(CLIPScore) / std(attribution "
+        "term); zero penalty is not a candidate) and the calibration (logistic on "
         "CLIPScore, fine-grained, F-CLIPScore) are fitted on val; everything below is test "
         "unless the split says val. "
         "Per-type splits hold that type's misaligned captions and their own aligned originals.",
@@ -464,14 +471,14 @@ def _notes(
         lines.append(f"| {e.label} | {what[e.label]} | {e.seconds:.0f} | {e.note} | `{e.uri}` |")
     lines += [
         "",
-        "| encoder | CLIP4DM epsilon (val) | F-CLIPScore penalty (val) | low-similarity cut (val) "
-        "| calibrated AUC (val) |",
+        "| encoder | CLIP4DM epsilon (val) | F-CLIPScore epsilon, penalty (val) "
+        "| low-similarity cut (val) | calibrated AUC (val) |",
         "|---|---:|---:|---:|---:|",
     ]
     for m in measured:
         lines.append(
-            f"| {m.label} | {m.threshold:.3g} | {m.penalty:.4g} | {m.sim_cut:.3f} "
-            f"| {m.val_auc:.3f} |"
+            f"| {m.label} | {m.threshold:.3g} | {m.f_threshold:.3g}, {m.penalty:.4g} "
+            f"| {m.sim_cut:.3f} | {m.val_auc:.3f} |"
         )
     lines += [
         "",

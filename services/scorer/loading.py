@@ -116,6 +116,9 @@ def load_scorer(uri: str, registry: Callable[[], Registry]) -> LoadedScorer:
         layers=int(package.get("layers", DEFAULT_LAYERS)),
         template=str(package.get("template", "")),
         penalty=float(package.get("penalty", DEFAULT_PENALTY)),
+        f_threshold=(
+            float(package["f_threshold"]) if package.get("f_threshold") is not None else None
+        ),
     )
     threshold = float(package.get("threshold", DEFAULT_THRESHOLD))
     return LoadedScorer(scorer, encoder, package["calibration"], model_id, uri, threshold)

@@ -48,6 +48,7 @@ def test_pipeline_writes_package_registry_and_report(tmp_path: Path) -> None:
     assert package["weight"] == 2.5 and package["layers"] == 3 and package["data_seed"] == 1
     assert package["threshold"] >= 0 and package["created_by"] == "pipelines.scorer"
     assert package["penalty"] > 0  # F-CLIPScore's weight, fitted on val (never zero)
+    assert package["f_threshold"] >= 0
     cal = package["calibration"]
     assert cal["form"] == "logistic" and len(cal["coef"]) == len(cal["features"]) == 3
 
@@ -86,7 +87,7 @@ def test_package_refuses_missing_calibration_and_relative_encoder(tmp_path: Path
         write_scorer_package(tmp_path, "relative/dir", {"form": "logistic"})
 
 
-def test_fit_penalty_weighs_attributions_by_what_they_add_on_held_out_pairs() -> None:
+def test_fit_f_clip_weighs_attributions_by_what_they_add_on_held_out_pairs() -> None:
     """When only the attributions tell aligned from misaligned pairs, the fitted penalty lets
     F-CLIPScore separate them where CLIPScore cannot; it is scale-free in the attributions."""
     import numpy as np
@@ -121,8 +122,8 @@ def test_fit_penalty_weighs_attributions_by_what_they_add_on_held_out_pairs() ->
         pairs.append(Pair(i, "a b c", bool(aligned[i]), kind, (), i // 2))
     data = PairSet(torch.zeros(n, 3, 2, 2), tuple(pairs), tuple(str(i) for i in range(n)))
     scored = ev.Scored(data, tuple(raws), tuple(np.zeros(3, int) for _ in raws))
-    penalty, auc = ev.fit_penalty(scored, threshold=0.5 * scale, weight=2.5)
-    scores = ev.pair_scores(scored, 0.5 * scale, 2.5, penalty)
+    threshold, penalty, auc = ev.fit_f_clip(scored, weight=2.5)
+    scores = ev.pair_scores(scored, threshold, 2.5, penalty)
     assert penalty > 0
     assert auc == pytest.approx(roc_auc(aligned, scores["f_clip_score"]))
     assert auc > 0.9 > roc_auc(aligned, scores["clip_score"])
@@ -132,4 +133,6 @@ def test_fit_penalty_weighs_attributions_by_what_they_add_on_held_out_pairs() ->
         tuple(RawPair(**{**r.__dict__, "attributions": r.attributions * 10}) for r in raws),
         scored.labels,
     )
-    assert ev.fit_penalty(big, threshold=5 * scale, weight=2.5)[0] == pytest.approx(penalty / 10)
+    big_threshold, big_penalty, big_auc = ev.fit_f_clip(big, weight=2.5)
+    assert big_threshold == pytest.approx(threshold * 10) and big_auc == pytest.approx(auc)
+    assert big_penalty == pytest.approx(penalty / 10)
