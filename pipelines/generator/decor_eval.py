@@ -1,7 +1,10 @@
 """DECOR vs LoRA alone (method card 1's small reproduction, adapted to the generator's domain).
 
 A concept token is learned by `finetune_concept` from 4 references that all show the concept (a
-fixed colour + shape) beside the same unwanted content (a red circle), with the prompt naming both.
+fixed colour + shape) beside the same unwanted content (a red circle). The training prompt names
+only the token ("a zorv"), as in DECOR's setting: what the references share but the prompt does
+not name is what the token absorbs and leaks. (Naming the red circle in the prompt, our first
+protocol, bound it to those words instead: LoRA alone never leaked, so DECOR had nothing to do.)
 Test prompts ask for the concept beside other objects and never for the red circle; the judge
 measures text alignment (the prompted other object present), leakage (a red circle present) and
 fidelity (the concept present), for DECOR's alpha x directions sweep, LoRA alone (alpha 0),
@@ -59,7 +62,7 @@ def reference_images(task: ConceptTask, data: DataConfig, seed: int = 31) -> np.
 
 
 def train_prompt(task: ConceptTask) -> str:
-    return f"a {task.token} and a {task.unwanted[0]} {task.unwanted[1]}"
+    return f"a {task.token}"
 
 
 def test_prompts(task: ConceptTask, data: DataConfig) -> list[tuple[str, tuple[str, str]]]:

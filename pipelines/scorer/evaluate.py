@@ -144,6 +144,33 @@ def pair_auc(scored: Scored, score: np.ndarray, kind: str | None = None) -> floa
     return roc_auc(scored.aligned[m], score[m])
 
 
+def auc_difference_ci(
+    scored: Scored,
+    a: np.ndarray,
+    b: np.ndarray,
+    kind: str | None = None,
+    resamples: int = 500,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """95% bootstrap interval of AUC(a) - AUC(b) on the same pairs, resampling source captions
+    (each with its own variants) because a caption's pairs are not independent."""
+    m = type_mask(scored, kind)
+    caption = np.array([p.caption for p in scored.data.pairs])[m]
+    y, a, b = scored.aligned[m], a[m], b[m]
+    groups = [np.flatnonzero(caption == c) for c in np.unique(caption)]
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(resamples):
+        idx = np.concatenate([groups[i] for i in rng.integers(len(groups), size=len(groups))])
+        if y[idx].all() or not y[idx].any():
+            continue
+        diffs.append(roc_auc(y[idx], a[idx]) - roc_auc(y[idx], b[idx]))
+    if not diffs:
+        return float("nan"), float("nan")
+    low, high = np.quantile(diffs, [0.025, 0.975])
+    return float(low), float(high)
+
+
 # -- word level
 
 

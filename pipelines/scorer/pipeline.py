@@ -510,9 +510,15 @@ def _notes(
             if np.isnan(c):
                 continue
             what_kind = kind or "all types"
+            low, high = ev.auc_difference_ci(
+                m.test, m.test_scores["f_clip_score"], m.test_scores["clip_score"], kind
+            )
+            noise = "beyond noise" if low > 0 or high < 0 else "within noise"
             lines.append(
                 f"- {m.label}, {what_kind}: F-CLIPScore AUC {f:.3f} vs CLIPScore {c:.3f} "
-                f"({_verdict(f > c)} above); CLIP4DM localisation {loc:.3f} vs chance {ch:.3f} "
+                f"({_verdict(f > c)} above; difference {f - c:+.3f}, 95% CI [{low:+.3f}, "
+                f"{high:+.3f}] over resampled captions: {noise}); "
+                f"CLIP4DM localisation {loc:.3f} vs chance {ch:.3f} "
                 f"(low-similarity baseline {ls:.3f}; {_verdict(loc > ch + 0.05)} well above chance); "
                 f"word F1 {f1:.3f} vs baseline {bf1:.3f}."
             )

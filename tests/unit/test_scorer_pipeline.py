@@ -136,3 +136,26 @@ def test_fit_f_clip_weighs_attributions_by_what_they_add_on_held_out_pairs() -> 
     big_threshold, big_penalty, big_auc = ev.fit_f_clip(big, weight=2.5)
     assert big_threshold == pytest.approx(threshold * 10) and big_auc == pytest.approx(auc)
     assert big_penalty == pytest.approx(penalty / 10)
+
+
+def test_auc_difference_ci_brackets_a_real_gap_and_is_zero_for_equal_scores() -> None:
+    import numpy as np
+
+    from concord.models.alignment import RawPair
+    from pipelines.scorer import evaluate as ev
+    from pipelines.scorer.data import Pair, PairSet
+
+    n = 400
+    pairs = tuple(
+        Pair(i, "t", i % 2 == 0, "aligned" if i % 2 == 0 else "attribute", (), i // 2)
+        for i in range(n)
+    )
+    data = PairSet(torch.zeros(n, 3, 2, 2), pairs, tuple(str(i) for i in range(n)))
+    empty = RawPair("t", (), 0.0, 0.0, np.zeros(0), np.zeros(0), np.zeros((0, 1)), None)
+    scored = ev.Scored(data, (empty,) * n, (np.zeros(0),) * n)
+    rng = np.random.default_rng(0)
+    y = scored.aligned.astype(float)
+    sharp, blurred = y + rng.normal(0, 1, n), y + rng.normal(0, 3, n)
+    low, high = ev.auc_difference_ci(scored, sharp, blurred)
+    assert 0 < low < high  # the sharper score is better beyond noise
+    assert ev.auc_difference_ci(scored, sharp, sharp) == (0.0, 0.0)
