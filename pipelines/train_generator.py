@@ -45,7 +45,7 @@ SAMPLE_PROMPTS: tuple[str, ...] = (
 )
 # Per-preset training defaults (TrainConfig fields); the architecture comes from the model preset.
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"steps": 2000, "batch_size": 24, "lr": 1e-3, "data_count": 6000, "sample_steps": 25},
+    "tiny": {"steps": 8000, "batch_size": 24, "lr": 1e-3, "data_count": 6000, "sample_steps": 25},
     "small": {
         "steps": 40000,
         "batch_size": 64,

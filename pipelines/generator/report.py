@@ -278,7 +278,7 @@ def main(
     seeds: int = 2,
     sample_steps: int = 20,
     guidance: float = 3.0,
-    finetune_steps: int = 150,
+    finetune_steps: int = 300,
     finetune_lr: float = 2e-3,
     decor_seeds: int = 2,
     threads: Annotated[int, typer.Option(help="torch threads (1 is faster on a shared box)")] = 1,
