@@ -40,6 +40,7 @@ class ScorerConfig:
     work_dir: Path = Path(".cache/scorer")  # encoders and the package are written here
     # A conv stem and 40 epochs: with the linear patch ViT for 6 epochs (the first report) the
     # encoder could not tell shapes apart at all (object AUC 0.50), which no scoring method fixes.
+    # On val, 40 epochs of the plain ViT reach CLIPScore AUC 0.66 and the conv stem 0.68.
     preset: str = "tiny-conv"
     loss: str = "both"  # plain encoder: global InfoNCE + FILIP (CLIPScore and late interaction)
     epochs: int = 40
