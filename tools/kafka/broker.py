@@ -34,8 +34,13 @@ def _free_port() -> int:
 
 
 def _cluster_id() -> str:
-    # Kafka's Uuid text form: url-safe base64 of 16 bytes, no padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """Kafka's Uuid text form: url-safe base64 of 16 bytes, no padding. Like Kafka's own
+    Uuid.randomUuid, never one starting with "-": the storage tool's argument parser reads
+    `-t -Abc...` as a missing value (1 id in 64 failed that way)."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 class KafkaBroker:
