@@ -73,6 +73,11 @@ def save_encoder(model: DualEncoder, tokenizer: TextTokenizer, directory: Path) 
     tokenizer.hf_tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
 
 
+def read_encoder_config(directory: Path) -> EncoderConfig:
+    """Returns: the EncoderConfig of a directory written by `save_encoder` (no weights read)."""
+    return EncoderConfig.from_dict(json.loads((Path(directory) / CONFIG_FILE).read_text()))
+
+
 def load_encoder(directory: Path) -> tuple[DualEncoder, TextTokenizer]:
     """Load a directory written by `save_encoder`.
 
@@ -93,7 +98,7 @@ def load_encoder(directory: Path) -> tuple[DualEncoder, TextTokenizer]:
         raise FileNotFoundError(
             f"{directory} is not an encoder directory: missing {', '.join(missing)}"
         )
-    config = EncoderConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
+    config = read_encoder_config(directory)
     backbone_dict: dict[str, Any] = json.loads((directory / BACKBONE_CONFIG_FILE).read_text())
     backbone_config = AutoConfig.for_model(**backbone_dict)
     with _quiet_transformers():

@@ -5,13 +5,18 @@ Shared by every service that runs the encoder in process (encoder, scorer)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from concord.checkpoints import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, load_encoder
+from concord.checkpoints import (
+    CONFIG_FILE,
+    TOKENIZER_DIR,
+    WEIGHTS_FILE,
+    load_encoder,
+    read_encoder_config,
+)
 from concord.clients.types import ModelId
 from concord.errors import FailedPrecondition
 from concord.models.config import EncoderConfig
@@ -68,7 +73,7 @@ def load_model(uri: str, registry: Callable[[], Registry], *, weights: bool = Tr
         name = _UNSAFE.sub("-", directory.resolve().name).strip("-") or "encoder"
         model_id = ModelId(name, f"local-{_digest(directory / WEIGHTS_FILE)}")
     if not weights:
-        config = EncoderConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
+        config = read_encoder_config(directory)
         return LoadedModel(None, _tokenizer(directory, config), model_id, uri, config)
     model, tokenizer = load_encoder(directory)
     model.eval()

@@ -4,7 +4,6 @@ and the calibration on val, measure on test, write and register the scorer packa
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,9 +11,8 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from concord.checkpoints import load_encoder
+from concord.checkpoints import load_encoder, read_encoder_config
 from concord.models.alignment import AlignmentScorer
-from concord.models.config import EncoderConfig
 from concord.registry import Registry
 from pipelines.encoder.data import ensure_dataset
 from pipelines.encoder.embed import TextStateCache
@@ -414,7 +412,7 @@ def _value(rows: list[MetricRow], metric: str, split: str, method: str) -> float
 
 def _image_tower(directory: Path) -> str:
     """What the (plain) encoder's image tower is, from its saved config."""
-    config = EncoderConfig.from_dict(json.loads((directory / "config.json").read_text()))
+    config = read_encoder_config(directory)
     stem = ", convolutional stem" if config.image.stem == "conv" else ""
     return f"{config.name}: ViT {config.image.depth} x {config.image.width}{stem}"
 
