@@ -63,11 +63,16 @@ def score_split(
     return Scored(data, tuple(raws), labels)
 
 
+def clip_scores(scored: Scored, weight: float) -> np.ndarray:
+    """Per pair: CLIPScore, weight * max(cos, 0)."""
+    return np.array([weight * max(r.cosine, 0.0) for r in scored.raw])
+
+
 def pair_scores(
     scored: Scored, threshold: float, weight: float, penalty: float
 ) -> dict[str, np.ndarray]:
     """Per pair: clip_score, fine_grained_score, f_clip_score (at `threshold` and `penalty`)."""
-    clip = np.array([weight * max(r.cosine, 0.0) for r in scored.raw])
+    clip = clip_scores(scored, weight)
     fine = np.array([r.fine_grained for r in scored.raw])
     f = np.array(
         [
@@ -98,7 +103,7 @@ def fit_f_clip(
     negative = np.concatenate([-r.attributions[r.attributions < 0] for r in scored.raw] or [[0]])
     thresholds = {float(np.quantile(negative, q)) if q else 0.0 for q in F_THRESHOLD_QUANTILES}
     thresholds |= {float(t) for t in extra_thresholds}
-    clip = np.array([weight * max(r.cosine, 0.0) for r in scored.raw])
+    clip = clip_scores(scored, weight)
     best = (0.0, 1.0, -1.0)
     for threshold in sorted(thresholds):
         term = np.array(
