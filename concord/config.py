@@ -8,6 +8,7 @@ Embedded defaults need no configuration at all.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +21,11 @@ from pydantic_settings import (
 )
 
 SERVICE_NAMES: tuple[str, ...] = ("encoder", "retrieval", "scorer", "generator", "linker", "bias")
+# Bind addresses that mean "every interface": a peer cannot dial them, so a service bound to
+# one reaches the other services of its own process over loopback.
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+# cpu, cuda, cuda:N, or auto (the first visible GPU, else the CPU)
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
 
 
 class ServingSettings(BaseModel):
@@ -33,6 +39,13 @@ class ServingSettings(BaseModel):
     grace_seconds: float = Field(5.0, ge=0)  # how long shutdown waits for in-flight calls
     auth_token: SecretStr | None = None  # bearer token; auth is off when unset
     default_deadline_seconds: float | None = Field(None, gt=0)  # applied when the caller sets none
+    # Where this process dials the other services, e.g. {"encoder": "encoder:50051"} (compose
+    # and the Helm chart set it to their service names). A service not named here is dialled
+    # on this process's own host at its port: right for `concord up`, wrong across containers.
+    addresses: dict[str, str] = Field(default_factory=dict)
+    # Servers send GOAWAY to connections older than this, so long-lived gRPC clients
+    # reconnect and spread over new replicas behind a Kubernetes Service. None: never.
+    max_connection_age_seconds: float | None = Field(None, gt=0)
 
     def port_for(self, service: str) -> int:
         if service in self.ports:
@@ -40,6 +53,55 @@ class ServingSettings(BaseModel):
         if service not in SERVICE_NAMES:
             raise ValueError(f"unknown service {service!r}; known: {', '.join(SERVICE_NAMES)}")
         return self.base_port + SERVICE_NAMES.index(service)
+
+    def address_for(self, service: str) -> str:
+        """Returns: host:port at which this process reaches `service` (see `addresses`)."""
+        if service in self.addresses:
+            return self.addresses[service]
+        host = "127.0.0.1" if self.host in WILDCARD_HOSTS else self.host
+        return f"{host}:{self.port_for(service)}"
+
+    @model_validator(mode="after")
+    def _check_addresses(self) -> ServingSettings:
+        for service, address in self.addresses.items():
+            if service not in SERVICE_NAMES:
+                raise ValueError(
+                    f"addresses: unknown service {service!r}; known: {', '.join(SERVICE_NAMES)}"
+                )
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"addresses.{service}: expected host:port, got {address!r}")
+        return self
+
+
+class DeviceSettings(BaseModel):
+    """Where each service runs its models (CONCORD_DEVICE__DEFAULT, CONCORD_DEVICE__SERVICES)."""
+
+    default: str = Field("auto", pattern=DEVICE_PATTERN)
+    # Per-service overrides, e.g. {"generator": "cuda:1"} when one process hosts several.
+    services: dict[str, str] = Field(default_factory=dict)
+    # Autocast dtype on GPUs: auto picks bf16 where the GPU supports it; fp32 turns it off.
+    # The CPU always runs fp32.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # torch intra-op threads; None: the CPU quota of the container (cgroup), else the cores.
+    torch_threads: int | None = Field(None, ge=1)
+
+    def for_service(self, service: str) -> str:
+        """Returns: the device string configured for `service`."""
+        return self.services.get(service, self.default)
+
+    @model_validator(mode="after")
+    def _check_services(self) -> DeviceSettings:
+        for service, device in self.services.items():
+            if service not in SERVICE_NAMES:
+                raise ValueError(
+                    f"services: unknown service {service!r}; known: {', '.join(SERVICE_NAMES)}"
+                )
+            if not re.match(DEVICE_PATTERN, device):
+                raise ValueError(
+                    f"services.{service}: {device!r} is not cpu, cuda, cuda:N or auto"
+                )
+        return self
 
 
 class BatchingSettings(BaseModel):
@@ -109,6 +171,7 @@ class Settings(BaseSettings):
     triton_url: str | None = None  # host:port of the v2 gRPC endpoint when backend is triton
     triton_model: str = "concord-encoder"  # model name in that endpoint's repository
     serving: ServingSettings = ServingSettings()
+    device: DeviceSettings = DeviceSettings()
     batching: BatchingSettings = BatchingSettings()
     kafka: KafkaSettings = KafkaSettings()
     scorer: ScorerSettings = ScorerSettings()

@@ -38,7 +38,7 @@ class Indexed:
 
 
 def encoder_address(settings: Settings) -> str:
-    return f"{settings.serving.host}:{settings.serving.port_for('encoder')}"
+    return settings.serving.address_for("encoder")
 
 
 def _metadata(settings: Settings) -> tuple[tuple[str, str], ...]:
