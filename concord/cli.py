@@ -38,6 +38,8 @@ def _print_statuses(statuses: list[ServiceStatus]) -> None:
     for s in statuses:
         colour = "green" if s.health == "SERVING" else "red"
         models = ", ".join(s.models) or "-"
+        if s.not_ready:
+            models += f" [yellow](not ready: {s.not_ready})[/]"
         reflected = ", ".join(n for n in s.reflected if n.startswith("concord.")) or s.error or "-"
         table.add_row(s.service, s.address, f"[{colour}]{s.health}[/]", models, reflected)
     console.print(table)

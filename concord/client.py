@@ -70,6 +70,7 @@ class ServiceStatus:
     models: tuple[str, ...] = ()  # "name@version"
     reflected: tuple[str, ...] = ()  # services the port lists through reflection
     error: str = ""
+    not_ready: str = ""  # why GetInfo says the service is not ready ("" when ready)
 
 
 class Connection:
@@ -130,9 +131,11 @@ class Connection:
 
 
 def connect(service: str, settings: Settings, host: str | None = None) -> Connection:
-    """Open a connection to a service at the address the settings give it."""
+    """Open a connection to a service at the address the settings give it
+    (`serving.addresses`), or on `host` at the service's port."""
     token = settings.serving.auth_token
-    address = f"{host or settings.serving.host}:{settings.serving.port_for(service)}"
+    serving = settings.serving
+    address = f"{host}:{serving.port_for(service)}" if host else serving.address_for(service)
     return Connection(
         address, token.get_secret_value() if token else None, settings.serving.max_message_bytes
     )
@@ -149,7 +152,8 @@ def status_of(service: str, settings: Settings, host: str | None = None) -> Serv
             health = "UNREACHABLE" if err.code() == grpc.StatusCode.UNAVAILABLE else "UNKNOWN"
             return ServiceStatus(service, conn.address, health, error=err.details() or "")
         models = tuple(f"{m.name}@{m.version}" for m in info.models)
-        return ServiceStatus(service, conn.address, health, models, tuple(reflected))
+        not_ready = "" if info.ready else (info.not_ready_reason or "not ready")
+        return ServiceStatus(service, conn.address, health, models, tuple(reflected), "", not_ready)
 
 
 class Concord:

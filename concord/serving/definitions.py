@@ -30,9 +30,17 @@ def define(name: str, servicer: Any, grpc_module: ModuleType) -> ServiceDefiniti
 
 
 def service_info(
-    name: str, models: list[common_pb2.ModelRef] | None = None, ready: bool = True
+    name: str,
+    models: list[common_pb2.ModelRef] | None = None,
+    ready: bool = True,
+    reason: str = "",
 ) -> common_pb2.ServiceInfo:
-    """The GetInfo answer: service name, platform version and the models it serves."""
+    """The GetInfo answer: service name, platform version, the models it serves and, when
+    not ready, why."""
     return common_pb2.ServiceInfo(
-        service=name, concord_version=__version__, models=models or [], ready=ready
+        service=name,
+        concord_version=__version__,
+        models=models or [],
+        ready=ready,
+        not_ready_reason="" if ready else reason,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -18,6 +18,9 @@ from grpc_reflection.v1alpha import reflection
 
 from concord.config import Settings
 from concord.serving.interceptors import ServingInterceptor
+
+if TYPE_CHECKING:
+    from concord.serving.dependencies import Dependencies
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,8 @@ class ServiceDefinition:
         add_to_server: the generated `add_<X>Servicer_to_server` function.
         on_start: awaited before the port opens (load models, start workers).
         on_stop: awaited after in-flight calls drained (stop workers, close stores).
+        dependencies: the peers it dials; while one is unreachable its proto service
+            reports NOT_SERVING (readiness) and the overall health stays SERVING (liveness).
     """
 
     name: str
@@ -43,6 +48,7 @@ class ServiceDefinition:
     add_to_server: Callable[[Any, grpc.aio.Server], None]
     on_start: list[Hook] = field(default_factory=list)
     on_stop: list[Hook] = field(default_factory=list)
+    dependencies: Dependencies | None = None
 
 
 class ServiceServer:
@@ -61,15 +67,24 @@ class ServiceServer:
         serving = settings.serving
         self._grace = serving.grace_seconds
         token = serving.auth_token.get_secret_value() if serving.auth_token else None
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", serving.max_message_bytes),
+            ("grpc.max_send_message_length", serving.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        if serving.max_connection_age_seconds is not None:
+            # GOAWAY after this age (in-flight calls get the grace to finish), so clients
+            # reconnect and a Service spreads them over replicas that joined since.
+            age_ms = int(serving.max_connection_age_seconds * 1000)
+            options += [
+                ("grpc.max_connection_age_ms", age_ms),
+                ("grpc.max_connection_age_grace_ms", int(self._grace * 1000)),
+            ]
         self._server = grpc.aio.server(
             interceptors=[
                 ServingInterceptor(definition.name, token, serving.default_deadline_seconds)
             ],
-            options=[
-                ("grpc.max_receive_message_length", serving.max_message_bytes),
-                ("grpc.max_send_message_length", serving.max_message_bytes),
-                ("grpc.so_reuseport", 0),
-            ],
+            options=options,
         )
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
@@ -93,12 +108,23 @@ class ServiceServer:
         for hook in self.definition.on_start:
             await hook()
         await self._server.start()
-        for name in ("", self.definition.full_name):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        if self.definition.dependencies is None:
+            await self._set_ready(True)
+        else:
+            await self.definition.dependencies.start(self._set_ready)
         log.info("%s serving on %s", self.definition.name, self.address)
+
+    async def _set_ready(self, ready: bool) -> None:
+        status = health_pb2.HealthCheckResponse
+        await self.health.set(
+            self.definition.full_name, status.SERVING if ready else status.NOT_SERVING
+        )
 
     async def stop(self) -> None:
         """Report NOT_SERVING, refuse new calls, let in-flight ones finish within grace."""
+        if self.definition.dependencies is not None:
+            await self.definition.dependencies.stop()
         await self.health.enter_graceful_shutdown()
         await self._server.stop(self._grace)
         for hook in self.definition.on_stop:

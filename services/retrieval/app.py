@@ -30,4 +30,5 @@ def build(platform: Platform) -> ServiceDefinition:
 
     definition.on_start.append(start)
     definition.on_stop.append(stop)
+    definition.dependencies = engine.dependencies
     return definition

@@ -14,6 +14,7 @@ from concord.clients.encoder import AsyncEncoderClient, EncoderClient
 from concord.clients.types import Embedding, ImageData, ModelId
 from concord.config import Settings
 from concord.errors import FailedPrecondition, InvalidArgument
+from concord.serving.dependencies import Dependencies
 from concord.vectors import Filter, ScoredPoint, VectorStore
 from concord.vectors.base import normalize_id
 from services.retrieval import indexing, search
@@ -65,6 +66,8 @@ class Retrieval:
         self._channel: grpc.Channel | None = None
         self.encoder: AsyncEncoderClient | None = None
         self.encoder_sync: EncoderClient | None = None
+        # Readiness follows the encoder: retrieval encodes every text and image through it.
+        self.dependencies = Dependencies(settings, ["encoder"])
 
     async def start(self, store: VectorStore) -> None:
         self._collections = await asyncio.to_thread(Collections, store)

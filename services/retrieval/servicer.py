@@ -111,12 +111,17 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         self, request: common_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.ServiceInfo:
         # Retrieval serves whatever the encoder serves; without one it can still search by vector.
-        model = None
-        if self.engine.encoder is not None:
+        model, reason = None, self.engine.dependencies.reason
+        if self.engine.encoder is not None and not reason:
             try:
                 model = await self.engine.encoder.model(timeout=1.0)
-            except Exception:  # an unreachable encoder is reported as "not ready", not an error
-                model = None
+            except Exception as err:  # an unreachable encoder is "not ready", not an error
+                reason = f"encoder at {self.engine.dependencies.addresses['encoder']}: {err}"
+            if model is None and not reason:
+                reason = "the encoder serves no model"
         return service_info(
-            "retrieval", models=[model_ref(model)] if model else [], ready=model is not None
+            "retrieval",
+            models=[model_ref(model)] if model else [],
+            ready=model is not None,
+            reason=reason,
         )

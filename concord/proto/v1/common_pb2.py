@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63oncord/v1/common.proto\x12\nconcord.v1\x1a\x1cgoogle/protobuf/struct.proto\")\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\nmedia_type\x18\x02 \x01(\t\"G\n\x06Tensor\x12 \n\x05\x64type\x18\x01 \x01(\x0e\x32\x11.concord.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\"\n\x04Span\x12\r\n\x05start\x18\x01 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x05\"g\n\x0fTokenEmbeddings\x12#\n\x07vectors\x18\x01 \x01(\x0b\x32\x12.concord.v1.Tensor\x12\x0e\n\x06tokens\x18\x02 \x03(\t\x12\x1f\n\x05spans\x18\x03 \x03(\x0b\x32\x10.concord.v1.Span\"8\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05\x61lias\x18\x03 \x01(\t\"4\n\x0bPageRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\";\n\x0cPageResponse\x12\x17\n\x0fnext_page_token\x18\x01 \x01(\t\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\"2\n\x07Payload\x12\'\n\x06\x66ields\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"E\n\x04Item\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x11.concord.v1.ImageH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x42\t\n\x07\x63ontent\"\x10\n\x0eGetInfoRequest\"l\n\x0bServiceInfo\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x17\n\x0f\x63oncord_version\x18\x02 \x01(\t\x12$\n\x06models\x18\x03 \x03(\x0b\x32\x14.concord.v1.ModelRef\x12\r\n\x05ready\x18\x04 \x01(\x08*\x8b\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT16\x10\x02\x12\x0f\n\x0b\x44TYPE_INT64\x10\x03\x12\x0f\n\x0b\x44TYPE_INT32\x10\x04\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x05\x12\x12\n\x0e\x44TYPE_BFLOAT16\x10\x06*K\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eMODALITY_IMAGE\x10\x01\x12\x11\n\rMODALITY_TEXT\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63oncord/v1/common.proto\x12\nconcord.v1\x1a\x1cgoogle/protobuf/struct.proto\")\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\nmedia_type\x18\x02 \x01(\t\"G\n\x06Tensor\x12 \n\x05\x64type\x18\x01 \x01(\x0e\x32\x11.concord.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\"\n\x04Span\x12\r\n\x05start\x18\x01 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x05\"g\n\x0fTokenEmbeddings\x12#\n\x07vectors\x18\x01 \x01(\x0b\x32\x12.concord.v1.Tensor\x12\x0e\n\x06tokens\x18\x02 \x03(\t\x12\x1f\n\x05spans\x18\x03 \x03(\x0b\x32\x10.concord.v1.Span\"8\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05\x61lias\x18\x03 \x01(\t\"4\n\x0bPageRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\";\n\x0cPageResponse\x12\x17\n\x0fnext_page_token\x18\x01 \x01(\t\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\"2\n\x07Payload\x12\'\n\x06\x66ields\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"E\n\x04Item\x12\"\n\x05image\x18\x01 \x01(\x0b\x32\x11.concord.v1.ImageH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x42\t\n\x07\x63ontent\"\x10\n\x0eGetInfoRequest\"\x86\x01\n\x0bServiceInfo\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x17\n\x0f\x63oncord_version\x18\x02 \x01(\t\x12$\n\x06models\x18\x03 \x03(\x0b\x32\x14.concord.v1.ModelRef\x12\r\n\x05ready\x18\x04 \x01(\x08\x12\x18\n\x10not_ready_reason\x18\x05 \x01(\t*\x8b\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT16\x10\x02\x12\x0f\n\x0b\x44TYPE_INT64\x10\x03\x12\x0f\n\x0b\x44TYPE_INT32\x10\x04\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x05\x12\x12\n\x0e\x44TYPE_BFLOAT16\x10\x06*K\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eMODALITY_IMAGE\x10\x01\x12\x11\n\rMODALITY_TEXT\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'concord.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DTYPE']._serialized_start=780
-  _globals['_DTYPE']._serialized_end=919
-  _globals['_MODALITY']._serialized_start=921
-  _globals['_MODALITY']._serialized_end=996
+  _globals['_DTYPE']._serialized_start=807
+  _globals['_DTYPE']._serialized_end=946
+  _globals['_MODALITY']._serialized_start=948
+  _globals['_MODALITY']._serialized_end=1023
   _globals['_IMAGE']._serialized_start=69
   _globals['_IMAGE']._serialized_end=110
   _globals['_TENSOR']._serialized_start=112
@@ -58,6 +58,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ITEM']._serialized_end=649
   _globals['_GETINFOREQUEST']._serialized_start=651
   _globals['_GETINFOREQUEST']._serialized_end=667
-  _globals['_SERVICEINFO']._serialized_start=669
-  _globals['_SERVICEINFO']._serialized_end=777
+  _globals['_SERVICEINFO']._serialized_start=670
+  _globals['_SERVICEINFO']._serialized_end=804
 # @@protoc_insertion_point(module_scope)

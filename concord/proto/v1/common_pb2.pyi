@@ -121,13 +121,15 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServiceInfo(_message.Message):
-    __slots__ = ("service", "concord_version", "models", "ready")
+    __slots__ = ("service", "concord_version", "models", "ready", "not_ready_reason")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     CONCORD_VERSION_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
+    NOT_READY_REASON_FIELD_NUMBER: _ClassVar[int]
     service: str
     concord_version: str
     models: _containers.RepeatedCompositeFieldContainer[ModelRef]
     ready: bool
-    def __init__(self, service: _Optional[str] = ..., concord_version: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., ready: _Optional[bool] = ...) -> None: ...
+    not_ready_reason: str
+    def __init__(self, service: _Optional[str] = ..., concord_version: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ..., ready: _Optional[bool] = ..., not_ready_reason: _Optional[str] = ...) -> None: ...
