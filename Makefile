@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: install kafka helm protos check lint test run report-encoder report-scorer report-generator \
 	bench freeze clean

@@ -8,5 +8,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# MLflow's usage telemetry would call out of the machine, and its thread sets and unsets an
+# environment variable while other threads iterate os.environ (a KeyError seen in urllib).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.mlflow"]
