@@ -59,8 +59,15 @@ def save_generator(model: TextToImage | tuple[UNet, GeneratorConfig], directory:
     return directory
 
 
-def load_generator(directory: Path) -> TextToImage:
-    """Load a directory written by `save_generator` (eval mode, fp32, CPU).
+def to_device(pipe: TextToImage, device: torch.device | str) -> TextToImage:
+    """Move the U-Net and the text backbone to `device` (in place; fp32). Returns: `pipe`."""
+    pipe.unet.to(device)
+    pipe.text_backbone.to(device)
+    return pipe
+
+
+def load_generator(directory: Path, device: torch.device | str = "cpu") -> TextToImage:
+    """Load a directory written by `save_generator` (eval mode, fp32, on `device`).
 
     Raises:
         FileNotFoundError: when the directory lacks config.json or weights.safetensors.
@@ -75,7 +82,7 @@ def load_generator(directory: Path) -> TextToImage:
     unet = UNet(config)
     unet.load_state_dict(load_file(str(directory / WEIGHTS_FILE)), strict=True)
     backbone, tokenizer = load_text_encoder()
-    return TextToImage(unet, backbone, tokenizer, config)
+    return to_device(TextToImage(unet, backbone, tokenizer, config), device)
 
 
 def is_generator_dir(directory: Path) -> bool:

@@ -18,6 +18,7 @@ from rich.console import Console
 from tqdm import tqdm
 
 from concord.checkpoints import build_encoder, save_encoder
+from concord.devices import resolve_device
 from concord.models.config import load_config
 from concord.models.dual_encoder import DualEncoder, Encoded
 from concord.models.losses import contrastive_loss, filip_loss
@@ -51,6 +52,7 @@ class TrainConfig:
     train_limit: int = 0  # use only the first N train images (0: all)
     val_limit: int = 0
     threads: int = 2  # torch CPU threads
+    device: str = "auto"  # auto | cpu | cuda | cuda:N: the model and its batches
     out: Path | None = None  # model directory to write; None: a temp dir
     tracking_uri: str | None = None  # MLflow; None: no tracking
     register: bool = False  # register the model as `concord-encoder` (needs tracking_uri)
@@ -122,6 +124,7 @@ def train(cfg: TrainConfig, cache: TextStateCache | None = None) -> TrainResult:
     if cfg.alias and not cfg.register:
         raise ValueError("an alias needs register")
     # -- setup
+    device = resolve_device(cfg.device, setting="--device (CONCORD_TRAIN_DEVICE)")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -130,10 +133,12 @@ def train(cfg: TrainConfig, cache: TextStateCache | None = None) -> TrainResult:
         arch = arch.replace(text={"unfrozen_layers": cfg.unfrozen_layers})
     if cfg.embed_dim is not None:
         arch = arch.replace(embed_dim=cfg.embed_dim)
-    model, tokenizer = build_encoder(arch, seed=cfg.seed)
+    model, tokenizer = build_encoder(arch, seed=cfg.seed)  # initialised on the CPU: same weights
+    model.to(device)  # in place, before the optimiser and the text cache see the parameters
     root = resolve_data(cfg)
     train_set = load_retrieval(root, "train", arch.image.image_size, cfg.train_limit)
     val_set = load_retrieval(root, "val", arch.image.image_size, cfg.val_limit)
+    train_pixels = train_set.pixels.to(device)  # 64x64 scenes: the set fits on any GPU
     frozen = arch.text.unfrozen_layers == 0
     cache = (cache if cache is not None else TextStateCache()) if frozen else None
     if cache is not None:
@@ -163,7 +168,8 @@ def train(cfg: TrainConfig, cache: TextStateCache | None = None) -> TrainResult:
         "config": arch.to_dict(),
     }
     tracker = TrainingRun(
-        cfg.tracking_uri, cfg.run_name or f"{arch.name}-{cfg.loss}-u{arch.text.unfrozen_layers}",
+        cfg.tracking_uri,
+        cfg.run_name or f"{arch.name}-{cfg.loss}-u{arch.text.unfrozen_layers}",
         experiment=EXPERIMENT,
         model_name=MODEL_NAME,
     )
@@ -189,7 +195,7 @@ def train(cfg: TrainConfig, cache: TextStateCache | None = None) -> TrainResult:
                 idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                 for g, base in zip(opt.param_groups, base_lrs, strict=True):
                     g["lr"] = base * _lr_at(step, total, warmup)
-                image = model.encode_image(train_set.pixels[idx])
+                image = model.encode_image(train_pixels[idx])
                 text = encode_texts(model, tokenizer, [captions[i] for i in idx], cache)
                 loss = loss_fn(cfg.loss, image, text, model.logit_scale)
                 opt.zero_grad(set_to_none=True)
@@ -237,8 +243,9 @@ def validate(
     was_training = model.training
     model.eval()
     texts, owner = val_set.flat_captions()
-    image = embed_images(model, val_set.pixels)
-    text = embed_texts(model, tokenizer, texts, cache=cache)
+    # Embedded on the model's device; scored on the CPU (the metrics are numpy).
+    image = embed_images(model, val_set.pixels).to("cpu")
+    text = embed_texts(model, tokenizer, texts, cache=cache).to("cpu")
     scores = filip_scores(text, image) if loss == "filip" else global_scores(text, image)
     r = retrieval(scores, owner)
     model.train(was_training)
@@ -286,6 +293,9 @@ def main(
         typer.Option(envvar=_env("TRACKING_URI"), help="MLflow URI (default: Concord settings)"),
     ] = None,
     on: Annotated[str, typer.Option(envvar=_env("ON"), help="local (in process)")] = "local",
+    device: Annotated[
+        str, typer.Option(envvar=_env("DEVICE"), help="auto | cpu | cuda | cuda:N")
+    ] = "auto",
 ) -> None:
     """Train, evaluate on val each epoch, save, and (optionally) register and alias the encoder."""
     if on != "local":
@@ -314,6 +324,7 @@ def main(
         tracking_uri=tracking_uri,
         register=register,
         alias=alias,
+        device=device,
     )
     res = train(cfg)
     for h in res.history:

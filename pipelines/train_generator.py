@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from tqdm import tqdm
 
+from concord.devices import describe, resolve_device
 from concord.generator_checkpoints import load_text_encoder, save_generator
 from concord.models.diffusion.categorical import CategoricalDiffusion
 from concord.models.diffusion.config import GeneratorConfig, load_preset
@@ -73,6 +74,7 @@ class TrainConfig:
     data_dir: Path | None = None  # cache of rendered data and text states; None: CONCORD_HOME
     seed: int = 0
     threads: int = 2
+    device: str = "auto"  # auto | cpu | cuda | cuda:N: the U-Net, its batches and the sampling
     out: Path | None = None  # model dir; None: a temp dir. Checkpoints go to <out>/checkpoint
     resume: Path | None = None  # an earlier `out` to continue from its checkpoint
     checkpoint_every: int = 500
@@ -183,6 +185,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.alias and not cfg.register:
         raise ValueError("an alias needs register")
     # -- setup
+    device = resolve_device(cfg.device, setting="--device (CONCORD_TRAIN_DEVICE)")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     arch = load_preset(cfg.preset)
@@ -199,9 +202,14 @@ def train(cfg: TrainConfig) -> TrainResult:
     states, masks, cap_idx = text_states(
         data, arch, data_dir / f"generator-text-{dcfg.key()}-L{arch.max_text_tokens}.npz", encoder
     )
-    images = torch.from_numpy(data.images).permute(0, 3, 1, 2).float() / 127.5 - 1
-    layouts = torch.from_numpy(data.layouts).long()
-    unet = UNet(arch)
+    # The whole training set lives on the device (64x64 scenes: megabytes to a few GB), so a
+    # step only gathers rows there. Noise and timesteps are still drawn on the CPU from `gen`,
+    # so a seed gives the same run on any device (up to float rounding).
+    images = (torch.from_numpy(data.images).permute(0, 3, 1, 2).float() / 127.5 - 1).to(device)
+    layouts = torch.from_numpy(data.layouts).long().to(device)
+    states, masks = states.to(device), masks.to(device)
+    encoder[0].to(device)  # the text backbone samples the grids on the device too
+    unet = UNet(arch).to(device)
     ema = EMA(unet, cfg.ema_decay)
     opt = torch.optim.AdamW(unet.parameters(), lr=float(cfg.lr), weight_decay=cfg.weight_decay)
     schedule = NoiseSchedule(arch.schedule, arch.train_timesteps)
@@ -224,9 +232,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     pipe = TextToImage(ema.module, encoder[0], encoder[1], arch)
     result = TrainResult(pipe, out, step)
     tracker = TrainingRun(
-        cfg.tracking_uri, cfg.run_name or f"{arch.name}-{'gcdp' if arch.layout else 'image'}",
+        cfg.tracking_uri,
+        cfg.run_name or f"{arch.name}-{'gcdp' if arch.layout else 'image'}",
         experiment=EXPERIMENT,
-        model_name=MODEL_NAME, model_files=("config.json", "weights.safetensors"),
+        model_name=MODEL_NAME,
+        model_files=("config.json", "weights.safetensors"),
     )
     params = {
         **{k: str(v) for k, v in asdict(cfg).items()},
@@ -236,6 +246,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         "resumed_from_step": step,
     }
     tracker.start(params)
+    if cfg.progress:
+        console.print(f"training on {describe(device, 'fp32')}")
     # -- loop
     t0 = time.perf_counter()
     total = int(cfg.steps)
@@ -310,6 +322,7 @@ def _grid(pipe: TextToImage, cfg: TrainConfig, out: Path, step: int, tracker: Tr
 RUNTIME_FIELDS = (
     "steps",
     "threads",
+    "device",
     "out",
     "resume",
     "checkpoint_every",
@@ -362,7 +375,9 @@ def _read_state(directory: Path) -> dict[str, Any]:
     path = Path(directory) / "checkpoint" / STATE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no training checkpoint at {path}")
-    return torch.load(path, weights_only=False)
+    # Onto the CPU: a checkpoint written on a GPU resumes anywhere (load_state_dict then copies
+    # each tensor to its parameter's device).
+    return torch.load(path, weights_only=False, map_location="cpu")
 
 
 def _default_data_dir() -> Path:
@@ -400,6 +415,9 @@ def main(
     data_dir: Annotated[Path | None, typer.Option(envvar=_env("DATA_DIR"))] = None,
     seed: Annotated[int, typer.Option(envvar=_env("SEED"))] = 0,
     threads: Annotated[int, typer.Option(envvar=_env("THREADS"))] = 2,
+    device: Annotated[
+        str, typer.Option(envvar=_env("DEVICE"), help="auto | cpu | cuda | cuda:N")
+    ] = "auto",
     out: Annotated[Path | None, typer.Option(envvar=_env("OUT"), help="model directory")] = None,
     resume: Annotated[
         Path | None, typer.Option(envvar=_env("RESUME"), help="an earlier --out to continue")
@@ -433,6 +451,7 @@ def main(
         data_dir=data_dir,
         seed=seed,
         threads=threads,
+        device=device,
         out=out,
         resume=resume,
         checkpoint_every=checkpoint_every,

@@ -154,6 +154,11 @@ class AlignmentScorer:
         self._local = threading.local()
         text_model.embeddings.register_forward_hook(self._track_embeddings)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model is; inputs are moved there, per-word results come back to the CPU."""
+        return next(self.model.parameters()).device
+
     # -- public API
 
     def score(
@@ -226,7 +231,7 @@ class AlignmentScorer:
             was_training = self.model.training
             self.model.eval()
             try:
-                return self.model.encode_image(pixels.clone())
+                return self.model.encode_image(pixels.to(self.device).clone())
             finally:
                 self.model.train(was_training)
 
@@ -265,15 +270,21 @@ class AlignmentScorer:
             self.model.eval()
             try:
                 cos, signed, positive, tokens = self._attribute(
-                    batch.input_ids, batch.attention_mask, image.pooled
+                    batch.input_ids.to(self.device),
+                    batch.attention_mask.to(self.device),
+                    image.pooled.to(self.device),
                 )
                 refs = self._reference_cosines(tokens.pooled, references)
             finally:
                 self.model.train(was_training)
+        # The per-word bookkeeping below is many tiny ops: on the CPU, in float32.
+        cos, signed, positive = cos.float().cpu(), signed.float().cpu(), positive.float().cpu()
+        tokens = Encoded(tokens.pooled.cpu(), tokens.tokens.float().cpu(), tokens.mask.cpu())
+        image_tokens = image.tokens.float().cpu()
         out = []
         for i, text in enumerate(texts):
             groups = group_words(text, batch.offsets[i], prefix)
-            sim = tokens.tokens[i] @ image.tokens[i].T  # (T, N): token-patch cosines
+            sim = tokens.tokens[i] @ image_tokens[i].T  # (T, N): token-patch cosines
             word_tokens = sorted({t for _, m in groups for t in m})
             if not word_tokens:  # no word (e.g. only punctuation): every real token
                 word_tokens = [int(t) for t in torch.nonzero(batch.attention_mask[i]).flatten()]
@@ -356,7 +367,7 @@ class AlignmentScorer:
         real = mask.to(relevance.dtype)
         if self._clip:
             eos = mask.sum(dim=1).long() - 1  # the tokenizer appends EOS as the last real token
-            return relevance[torch.arange(len(eos)), eos] * real
+            return relevance[torch.arange(len(eos), device=eos.device), eos] * real
         return (relevance * real.unsqueeze(-1)).sum(dim=1) * real
 
     def _reference_cosines(
@@ -369,7 +380,8 @@ class AlignmentScorer:
             return [None] * len(text_pooled)
         batch = self.tokenizer(flat)
         with torch.no_grad():
-            ref = self.model.encode_text(batch.input_ids, batch.attention_mask).pooled
+            ids, mask = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)
+            ref = self.model.encode_text(ids, mask).pooled
         out: list[float | None] = []
         start = 0
         for i, refs in enumerate(references):

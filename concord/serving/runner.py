@@ -50,6 +50,11 @@ class Deployment:
     async def start(self) -> None:
         """Bind every port, run start hooks and report SERVING (inside the event loop:
         grpc.aio servers belong to the loop that creates them)."""
+        # torch's pools sized to the container's CPU quota, before any model runs (once per
+        # process; imported here so commands that serve nothing never import torch).
+        from concord.devices import configure_torch_threads
+
+        configure_torch_threads(self.settings.device)
         self._metrics = serve_metrics(
             self.settings.serving.metrics_port, self.settings.serving.host
         )

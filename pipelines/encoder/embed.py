@@ -15,6 +15,11 @@ from concord.models.dual_encoder import DualEncoder, Encoded
 from concord.models.preprocess import TextTokenizer
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where the model's parameters are: its inputs go there."""
+    return next(model.parameters()).device
+
+
 @dataclass
 class TextStateCache:
     """Frozen text-tower outputs per text: (pooled (D,), token states (L, D)), padding stripped.
@@ -56,7 +61,7 @@ class TextStateCache:
         steps = range(0, len(todo), batch_size)
         for s in tqdm(steps, desc="text tower", disable=not progress or not todo, leave=False):
             chunk = todo[s : s + batch_size]
-            tok = tokenizer(chunk)
+            tok = tokenizer(chunk).to(model_device(model))
             pooled, states = tower(tok.input_ids, tok.attention_mask)
             for k, text in enumerate(chunk):
                 n = int(tok.attention_mask[k].sum())
@@ -70,8 +75,9 @@ class TextStateCache:
             raise KeyError(f"{len(missing)} texts not in the cache, e.g. {missing[0]!r}")
         rows = [self.states[t] for t in texts]
         length = max(r.shape[0] for r in rows)
-        states = torch.zeros(len(rows), length, rows[0].shape[1])
-        mask = torch.zeros(len(rows), length, dtype=torch.bool)
+        device = rows[0].device  # the device of the model that filled the cache
+        states = torch.zeros(len(rows), length, rows[0].shape[1], device=device)
+        mask = torch.zeros(len(rows), length, dtype=torch.bool, device=device)
         for k, r in enumerate(rows):
             states[k, : r.shape[0]] = r
             mask[k, : r.shape[0]] = True
@@ -93,7 +99,7 @@ def encode_texts(
     """One batch of texts, through the cache when given (gradients flow into the projection)."""
     if cache is not None:
         return project_text(model, *cache.batch(texts))
-    tok = tokenizer(texts)
+    tok = tokenizer(texts).to(model_device(model))
     return model.encode_text(tok.input_ids, tok.attention_mask)
 
 
@@ -106,9 +112,14 @@ def _cat(parts: list[Encoded]) -> Encoded:
 
 @torch.no_grad()
 def embed_images(model: DualEncoder, pixels: Tensor, batch_size: int = 256) -> Encoded:
-    """Encode all images (eval mode is the caller's business). Returns: Encoded (N, ...)."""
+    """Encode all images (eval mode is the caller's business) on the model's device, a batch
+    at a time. Returns: Encoded (N, ...) on that device."""
+    device = model_device(model)
     return _cat(
-        [model.encode_image(pixels[s : s + batch_size]) for s in range(0, len(pixels), batch_size)]
+        [
+            model.encode_image(pixels[s : s + batch_size].to(device))
+            for s in range(0, len(pixels), batch_size)
+        ]
     )
 
 

@@ -65,7 +65,7 @@ def hard_negative_loss(
         negatives: V hard-negative texts (variants of the batch's captions).
     """
     texts = _cat(positives, negatives)
-    labels = torch.arange(len(image))
+    labels = torch.arange(len(image), device=image.pooled.device)
     logits = scale * image.pooled @ texts.pooled.T  # (B, B + V)
     loss = F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, : len(image)].T, labels)
     if filip:
@@ -89,16 +89,20 @@ def fine_tune(
     out: Path,
     cfg: HardNegConfig = HardNegConfig(),
     cache: TextStateCache | None = None,
+    device: torch.device | str = "cpu",
 ) -> HardNegResult:
     """Fine-tune a saved encoder with hard negatives and save it to `out`.
 
     Args:
         encoder_dir: a `save_encoder` directory (the plain encoder).
         data: the misalignment train split (captions and their variants).
-        cache: frozen text-tower outputs (reused across calls; frozen towers only).
+        cache: frozen text-tower outputs (reused across calls; frozen towers only), filled by
+            a model on the same device.
+        device: where the model trains (and its batches go).
     """
     t0 = time.perf_counter()
     model, tokenizer = load_encoder(encoder_dir)
+    model.to(device)  # before the optimiser sees the parameters
     frozen = model.config.text.unfrozen_layers == 0
     cache = (cache if cache is not None else TextStateCache()) if frozen else None
     images, texts, negatives = _captions(data)
@@ -125,7 +129,7 @@ def fine_tune(
             negs = [(k, t) for k, c in enumerate(caps) for t in negatives[c]]
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
-            image = model.encode_image(data.pixels[chosen])
+            image = model.encode_image(data.pixels[chosen].to(device))
             pos = encode_texts(model, tokenizer, [texts[c] for c in caps], cache)
             if negs:
                 neg = encode_texts(model, tokenizer, [t for _, t in negs], cache)

@@ -12,6 +12,7 @@ import numpy as np
 from rich.console import Console
 
 from concord.checkpoints import load_encoder, read_encoder_config
+from concord.devices import describe, resolve_device
 from concord.models.alignment import AlignmentScorer
 from concord.registry import Registry
 from pipelines.encoder.data import ensure_dataset
@@ -57,6 +58,7 @@ class ScorerConfig:
     alias: str = "production"
     progress: bool = False
     threads: int = 2  # torch CPU threads (1 is faster when other jobs share the cores)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N: encoder training and scoring (fp32)
 
 
 @dataclass
@@ -133,6 +135,7 @@ def _plain_encoder(cfg: ScorerConfig, registry: Registry | None) -> EncoderRun:
             run_name="scorer-plain-encoder",
             progress=cfg.progress,
             threads=cfg.threads,
+            device=cfg.device,
         )
     )
     uri = f"models:/concord-encoder/{res.version}" if res.version else str(out)
@@ -269,7 +272,10 @@ def run(cfg: ScorerConfig) -> ScorerResult:
     """Everything: encoders, scoring, fitting, measuring, package (+ registry). No report files."""
     import torch
 
+    device = resolve_device(cfg.device, setting="--device")  # fails before any work
     torch.set_num_threads(cfg.threads)
+    if cfg.progress:
+        console.print(f"scorer pipeline on {describe(device, 'fp32')}")
     phases: dict[str, float] = {}
     t = time.perf_counter()
     registry = _registry(cfg)
@@ -290,7 +296,9 @@ def run(cfg: ScorerConfig) -> ScorerResult:
         t = time.perf_counter()
         train_pairs = load_pairs(root, "train", image_size, cfg.hard_neg_limit)
         out = (cfg.work_dir / "encoder-hardneg").resolve()
-        hn = fine_tune(encoders[0].directory, train_pairs, out, cfg.hard_neg, TextStateCache())
+        hn = fine_tune(
+            encoders[0].directory, train_pairs, out, cfg.hard_neg, TextStateCache(), device
+        )
         uri = _register_encoder(registry, out, "scorer-hard-negatives") if registry else str(out)
         losses = " ".join(f"{x:.3f}" for x in hn.losses)
         encoders.append(EncoderRun(HARDNEG, out, uri, hn.seconds, f"loss by epoch {losses}"))
@@ -300,6 +308,7 @@ def run(cfg: ScorerConfig) -> ScorerResult:
     for enc in encoders:
         t = time.perf_counter()
         model, tokenizer = load_encoder(enc.directory)
+        model.to(device)  # in place, before the scorer hooks into it
         scorer = AlignmentScorer(model, tokenizer, weight=cfg.weight, layers=cfg.layers)
         sv = ev.score_split(scorer, val, progress=cfg.progress)
         st = ev.score_split(scorer, test, progress=cfg.progress)

@@ -87,6 +87,9 @@ def main(
     ] = None,
     progress: Annotated[bool, typer.Option()] = False,
     threads: Annotated[int, typer.Option(help="torch CPU threads")] = ScorerConfig.threads,
+    device: Annotated[
+        str, typer.Option(help="auto | cpu | cuda | cuda:N (training and scoring)")
+    ] = ScorerConfig.device,
 ) -> None:
     """Regenerate the scorer report (and the scorer package)."""
     cfg = ScorerConfig(
@@ -102,6 +105,7 @@ def main(
         tracking_uri=tracking_uri,
         progress=progress,
         threads=threads,
+        device=device,
     )
     result, files = build_report(cfg, out_dir, name)
     console.print(

@@ -23,6 +23,7 @@ from PIL import Image
 
 from concord.clients.types import ModelId
 from concord.config import Settings
+from concord.devices import autocast, describe, service_device
 from concord.errors import ConcordError, FailedPrecondition, ResourceExhausted
 from concord.generator_checkpoints import (
     CONFIG_FILE,
@@ -134,16 +135,25 @@ class GeneratorServable:
         self.pipe: TextToImage | None = None
         self.model_id: ModelId | None = None
         self.load_error = ""
+        self._device_settings = settings.device
+        self.device = torch.device("cpu")  # resolved in load()
         self.steps_done = 0  # denoising steps run since start (tests, benchmarks)
 
     # ----------------------------------------------------------------- lifecycle
 
     def load(self) -> None:
-        """Load the model; a missing one leaves the service up but not ready (never raises)."""
+        """Resolve the device and load the model onto it; a missing model leaves the service up
+        but not ready.
+
+        Raises:
+            DeviceUnavailable: the configured GPU is not visible (the service must not start).
+        """
+        self.device = service_device(self._device_settings, "generator")
         try:
-            self.pipe, self.model_id = load_pipeline(self.uri, self._registry)
+            self.pipe, self.model_id = load_pipeline(self.uri, self._registry, self.device)
             self.pipe.unet.eval()
-            log.info("generator serving %s from %s", self.model_id, self.uri)
+            where = describe(self.device, self._device_settings.precision)
+            log.info("generator serving %s from %s on %s", self.model_id, self.uri, where)
         except Exception as err:  # health, GetInfo, ListConcepts must still answer
             self.load_error = getattr(err, "message", None) or f"{type(err).__name__}: {err}"
             log.warning("generator model %s not loaded: %s", self.uri, self.load_error)
@@ -202,19 +212,22 @@ class GeneratorServable:
                     on_progress(step, total, _to_uint8(preview) if wanted else None)
                 return not stop.is_set()
 
-            try:  # generate() runs under no_grad (a concept's LoRA is patched in for the call)
-                samples = pipe.generate(
-                    list(params.prompts),
-                    seed=params.seed,
-                    steps=params.steps,
-                    guidance_scale=params.guidance_scale,
-                    sampler=params.sampler,  # type: ignore[arg-type]
-                    concept=concept,
-                    unwanted=params.unwanted,
-                    alpha=params.alpha,
-                    directions=params.directions,
-                    on_step=on_step,
-                )
+            # generate() runs under no_grad (a concept's LoRA is patched in for the call); on a
+            # GPU the U-Net runs under autocast, the sampler's arithmetic stays fp32.
+            try:
+                with autocast(self.device, self._device_settings.precision):
+                    samples = pipe.generate(
+                        list(params.prompts),
+                        seed=params.seed,
+                        steps=params.steps,
+                        guidance_scale=params.guidance_scale,
+                        sampler=params.sampler,  # type: ignore[arg-type]
+                        concept=concept,
+                        unwanted=params.unwanted,
+                        alpha=params.alpha,
+                        directions=params.directions,
+                        on_step=on_step,
+                    )
             except GenerationCancelled:
                 raise Cancelled("generation cancelled by the caller") from None
         assert self.model_id is not None
@@ -237,6 +250,7 @@ class GeneratorServable:
             pipe = self.require()
             size = pipe.config.image_size
             references = references_tensor(params.references, size)  # type: ignore[arg-type]
+            references = references.to(self.device)  # fine-tuned in fp32, on the model's device
             prompt = concept_prompt(params.concept, params.class_word)
             concept = finetune_concept(
                 pipe,
@@ -272,9 +286,11 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
     return pixels.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def load_pipeline(uri: str, registry: Callable[[], Registry]) -> tuple[TextToImage, ModelId]:
-    """Load the generator named by `uri`: `models:/NAME@ALIAS`, `models:/NAME/VERSION`, or a
-    directory written by `save_generator`.
+def load_pipeline(
+    uri: str, registry: Callable[[], Registry], device: torch.device | str = "cpu"
+) -> tuple[TextToImage, ModelId]:
+    """Load the generator named by `uri` onto `device`: `models:/NAME@ALIAS`,
+    `models:/NAME/VERSION`, or a directory written by `save_generator`.
 
     Returns:
         The pipeline and its id: registered name and version, or for a directory its name and
@@ -294,7 +310,7 @@ def load_pipeline(uri: str, registry: Callable[[], Registry]) -> tuple[TextToIma
             )
         name = _UNSAFE.sub("-", directory.resolve().name).strip("-") or "generator"
         model_id = ModelId(name, f"local-{_digest(directory)}")
-    return load_generator(directory), model_id
+    return load_generator(directory, device), model_id
 
 
 def _digest(directory: Path) -> str:

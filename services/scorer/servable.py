@@ -10,10 +10,12 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
 from PIL import Image
 
 from concord.clients.types import ModelId
 from concord.config import Settings
+from concord.devices import describe, service_device
 from concord.errors import FailedPrecondition
 from concord.models.alignment import Explanation, PairScores, aligned_probability
 from concord.models.preprocess import images_to_tensor
@@ -70,8 +72,13 @@ class ScorerServable:
         self.max_pairs = settings.scorer.max_pairs_per_request
         self.max_text_chars = settings.scorer.max_text_chars
         self._registry = registry
+        self._device_settings = settings.device
         self.loaded: LoadedScorer | None = None
         self.load_error = ""
+        # Resolved in start(). The scorer runs fp32 even on a GPU (no autocast): CLIP4DM's word
+        # threshold and the calibration were fitted on fp32 attributions, gradients of tiny
+        # magnitude that bf16 would shift.
+        self.device = torch.device("cpu")
         # One model call at a time: Score batches, explanations and the auditor share the
         # model, and CLIP4DM's backward passes must not interleave.
         self._model_lock = threading.Lock()
@@ -95,15 +102,23 @@ class ScorerServable:
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Load the package (a missing one leaves the service up but not ready) and start the
-        batchers."""
+        """Resolve the device, load the package (a missing one leaves the service up but not
+        ready) and start the batchers.
+
+        Raises:
+            DeviceUnavailable: the configured GPU is not visible (the service must not start).
+        """
+        self.device = service_device(self._device_settings, "scorer")
         try:
-            self.loaded = await asyncio.to_thread(load_scorer, self.uri, self._registry)
+            self.loaded = await asyncio.to_thread(
+                load_scorer, self.uri, self._registry, self.device
+            )
             log.info(
-                "scorer serving %s (encoder %s) from %s",
+                "scorer serving %s (encoder %s) from %s on %s",
                 self.loaded.id,
                 self.loaded.encoder.id,
                 self.uri,
+                describe(self.device, "fp32"),
             )
         except Exception as err:  # a missing model must not stop health, info or other RPCs
             self.load_error = getattr(err, "message", None) or f"{type(err).__name__}: {err}"
@@ -160,7 +175,7 @@ class ScorerServable:
 
     def _score_batch(self, items: list[PairIn]) -> list[Scored]:
         loaded = self.require()
-        pixels = images_to_tensor([p.image for p in items], loaded.image_size)
+        pixels = images_to_tensor([p.image for p in items], loaded.image_size).to(self.device)
         texts = [p.text for p in items]
         # A pair without references gets ref_clip_score None, also beside pairs with them.
         refs = [list(p.references) for p in items] if any(p.references for p in items) else None
@@ -172,7 +187,7 @@ class ScorerServable:
         loaded = self.require()
         out = []
         for item in items:
-            pixels = images_to_tensor([item.image], loaded.image_size)
+            pixels = images_to_tensor([item.image], loaded.image_size).to(self.device)
             with self._model_lock:
                 explanation = loaded.scorer.explain(pixels, item.text, threshold=item.threshold)
             probability = aligned_probability(explanation.scores, loaded.calibration)

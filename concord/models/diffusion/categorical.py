@@ -64,7 +64,7 @@ class CategoricalDiffusion:
         s = t - 1 if s is None else s
         logits = self.log_q_marginal(log_x0, s) + self.log_q_step(y_t, t, s)
         out = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-        at_zero = (s < 0).view(-1, 1, 1, 1)
+        at_zero = (s < 0).view(-1, 1, 1, 1).to(out.device)
         return torch.where(at_zero, log_x0 - torch.logsumexp(log_x0, 1, keepdim=True), out)
 
     def q_sample(self, y0: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -101,6 +101,8 @@ class CategoricalDiffusion:
 
 def sample_log_probs(log_probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Draw one class per pixel from (B, K, H, W) log-probs by Gumbel-max; returns (B, H, W)."""
+    # Drawn on the CPU (seeded CPU generators) and moved: the same draws on every device.
     u = torch.rand(log_probs.shape, generator=generator, dtype=log_probs.dtype)
+    u = u.to(log_probs.device)
     gumbel = -torch.log(-torch.log(u.clamp(min=1e-20, max=1 - 1e-7)))
     return (log_probs + gumbel).argmax(dim=1)

@@ -23,16 +23,21 @@ class LoRALinear(nn.Module):
         self.up = nn.Linear(rank, base.out_features, bias=False)
         nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.up.weight)
-        self.down.to(base.weight.dtype)
-        self.up.to(base.weight.dtype)
+        self.down.to(base.weight.device, base.weight.dtype)
+        self.up.to(base.weight.device, base.weight.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.base(x) + self.scale * self.up(self.down(x))
 
     def merged(self) -> nn.Linear:
         """A plain Linear whose weight includes the scaled update."""
+        w = self.base.weight
         out = nn.Linear(
-            self.base.in_features, self.base.out_features, bias=self.base.bias is not None
+            self.base.in_features,
+            self.base.out_features,
+            bias=self.base.bias is not None,
+            device=w.device,
+            dtype=w.dtype,
         )
         with torch.no_grad():
             out.weight.copy_(self.base.weight + self.scale * self.up.weight @ self.down.weight)

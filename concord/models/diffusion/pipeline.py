@@ -54,8 +54,9 @@ def encode_text(
     """Token states of the frozen text backbone, padded/truncated to `max_tokens`.
 
     Returns:
-        ((B, L, D) float32 states, (B, L) bool mask of real tokens).
+        ((B, L, D) float32 states, (B, L) bool mask of real tokens), on the backbone's device.
     """
+    device = next(backbone.parameters()).device
     tok = hf_tokenizer(
         list(prompts),
         padding="max_length",
@@ -63,9 +64,10 @@ def encode_text(
         max_length=max_tokens,
         return_tensors="pt",
     )
+    ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device)
     with torch.no_grad():
-        out = backbone(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
-    return out.last_hidden_state.float(), tok["attention_mask"].bool()
+        out = backbone(input_ids=ids, attention_mask=mask)
+    return out.last_hidden_state.float(), mask.bool()
 
 
 def to_uint8(x: Tensor) -> np.ndarray:
@@ -94,6 +96,11 @@ class TextToImage:
             else None
         )
         self._lock = threading.RLock()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the U-Net is (move it with concord.generator_checkpoints.to_device)."""
+        return next(self.unet.parameters()).device
 
     def encode_prompts(self, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """Returns:
@@ -170,11 +177,14 @@ class TextToImage:
         on_step: OnStep | None,
     ) -> list[Sample]:
         b, s, k = text.shape[0], self.config.image_size, self.config.num_classes
+        # Per-prompt CPU generators draw every noise tensor, which then moves to the U-Net's
+        # device: a seed gives the same starting point on any device.
         gens = [torch.Generator().manual_seed(seed + i) for i in range(b)]
-        x = torch.stack([torch.randn(3, s, s, generator=g) for g in gens])
+        x = torch.stack([torch.randn(3, s, s, generator=g) for g in gens]).to(self.device)
         y = None
         if self.config.layout:
             y = torch.stack([torch.randint(0, k, (s, s), generator=g) for g in gens])
+            y = y.to(self.device)
         null, null_mask = self.unet.null_condition(b)
         for i, (t, s_) in enumerate(pairs):
             eps, logits = self._guided(x, y, t, text, mask, null, null_mask, w)
@@ -187,7 +197,7 @@ class TextToImage:
         return [
             Sample(
                 images[i],
-                None if y is None else y[i].to(torch.uint8).numpy(),
+                None if y is None else y[i].to(torch.uint8).cpu().numpy(),
                 seed + i,
             )
             for i in range(b)
@@ -206,7 +216,7 @@ class TextToImage:
     ) -> tuple[Tensor, Tensor | None]:
         """Classifier-free guidance on eps (or v) and on the layout log-probabilities; returns eps."""
         b = x.shape[0]
-        tt = torch.full((b,), t, dtype=torch.long)
+        tt = torch.full((b,), t, dtype=torch.long, device=x.device)
         if w == 1.0:
             out, logits = self.unet(x, tt, text, mask, y)
             if self.config.prediction == "v":
@@ -243,15 +253,14 @@ class TextToImage:
         if not self.config.layout:
             raise ValueError("an image-only model has no layout head")
         b, s, k = images.shape[0], self.config.image_size, self.config.num_classes
-        x0 = images * 2 - 1
+        x0 = images.to(self.device) * 2 - 1
         text, mask = self.encode_prompts(prompts)
         gens = [torch.Generator().manual_seed(seed + i) for i in range(b)]
-        y = torch.stack([torch.randint(0, k, (s, s), generator=g) for g in gens])
+        y = torch.stack([torch.randint(0, k, (s, s), generator=g) for g in gens]).to(self.device)
         for t, s_ in timesteps(self.config.train_timesteps, steps):
-            tt = torch.full((b,), t, dtype=torch.long)
-            xt = self.schedule.q_sample(
-                x0, tt, torch.stack([torch.randn(3, s, s, generator=g) for g in gens])
-            )
+            tt = torch.full((b,), t, dtype=torch.long, device=self.device)
+            noise = torch.stack([torch.randn(3, s, s, generator=g) for g in gens])
+            xt = self.schedule.q_sample(x0, tt, noise.to(self.device))
             _, logits = self.unet(xt, tt, text, mask, y)
             y = layout_step(self.categorical, logits, y, t, s_, gens)
         return y
@@ -281,7 +290,7 @@ def finetune_concept(
     if references.dim() != 4 or references.shape[1] != 3 or references.shape[0] == 0:
         raise ValueError(f"references must be (N, 3, S, S), got {tuple(references.shape)}")
     s = pipe.config.image_size
-    refs = references.float().clamp(0, 1)
+    refs = references.float().clamp(0, 1).to(pipe.device)
     if refs.shape[-1] != s or refs.shape[-2] != s:
         refs = F.interpolate(refs, size=(s, s), mode="area")
     n = refs.shape[0]
