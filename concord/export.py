@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from concord.checkpoints import load_encoder
+from concord.checkpoints import EncoderModel, load_weights, open_checkpoint
 from concord.config import Settings
 from concord.models.dual_encoder import DualEncoder
 from concord.models.preprocess import TextTokenizer
@@ -39,7 +39,7 @@ REGISTRY_PREFIX = "models:/"
 class ImageModule(nn.Module):
     """UINT8 (B, S, S, 3) -> (EMBEDDING (B, E), TOKENS (B, N, E)); /255 inside the graph."""
 
-    def __init__(self, model: DualEncoder) -> None:
+    def __init__(self, model: EncoderModel) -> None:
         super().__init__()
         self.model = model
 
@@ -52,7 +52,7 @@ class ImageModule(nn.Module):
 class TextModule(nn.Module):
     """(INPUT_IDS, ATTENTION_MASK) int64 (B, T) -> (EMBEDDING (B, E), TOKENS (B, T, E))."""
 
-    def __init__(self, model: DualEncoder) -> None:
+    def __init__(self, model: EncoderModel) -> None:
         super().__init__()
         self.model = model
 
@@ -81,7 +81,7 @@ def resolve_model_dir(model: str, settings: Settings | None = None) -> Path:
 
 
 def export_triton(
-    model: DualEncoder,
+    model: EncoderModel,
     tokenizer: TextTokenizer,
     out: Path,
     *,
@@ -93,7 +93,8 @@ def export_triton(
     """Write the Triton model repository for `model` under `out` (created; files overwritten).
 
     Args:
-        model: the encoder (put in eval mode here; exported on CPU in fp32).
+        model: the encoder, ours or a public CLIP (put in eval mode here; exported on CPU in
+            fp32).
         tokenizer: its tokenizer (only used to make example inputs for tracing).
         out: the model repository directory.
         name: base model name: `<name>-image` and `<name>-text` are written.
@@ -108,8 +109,8 @@ def export_triton(
     if max_batch_size < 1:
         raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
     model = model.float().cpu().eval()
-    config = model.config
-    size = config.image.image_size
+    size = model.image_size
+    embed_dim = model.config.embed_dim if isinstance(model, DualEncoder) else model.embed_dim
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8, generator=generator)
     batch = tokenizer(["a red circle", "a small blue square left of a green star"])
@@ -128,7 +129,7 @@ def export_triton(
         directory = out / model_name
         model_file = directory / "1" / MODEL_FILES[fmt]
         model_file.parent.mkdir(parents=True, exist_ok=True)
-        outputs = v2.outputs(config.embed_dim)
+        outputs = v2.outputs(embed_dim)
         _export_module(module, example, inputs, outputs, model_file, fmt)
         config_file = directory / "config.pbtxt"
         config_file.write_text(
@@ -141,9 +142,11 @@ def export_triton(
 def export_triton_from(
     model: str, out: Path, settings: Settings | None = None, **options: object
 ) -> list[ExportedModel]:
-    """`export_triton` for a model directory or `models:/` URI."""
-    encoder, tokenizer = load_encoder(resolve_model_dir(model, settings))
-    return export_triton(encoder, tokenizer, out, **options)  # type: ignore[arg-type]
+    """`export_triton` for a model directory (any kind `concord.checkpoints.open_checkpoint`
+    reads) or `models:/` URI."""
+    checkpoint = open_checkpoint(resolve_model_dir(model, settings))
+    encoder = load_weights(checkpoint)
+    return export_triton(encoder, checkpoint.tokenizer, out, **options)  # type: ignore[arg-type]
 
 
 def config_pbtxt(

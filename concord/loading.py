@@ -1,26 +1,20 @@
 """Resolves an encoder model URI (settings `encoder_model`): a registry URI through
-`concord.registry`, or a local model directory written by `concord.checkpoints.save_encoder`.
-Shared by every service that runs the encoder in process (encoder, scorer)."""
+`concord.registry`, or a local model directory: one written by
+`concord.checkpoints.save_encoder`, a transformers CLIP `save_pretrained` directory, or an
+open_clip checkpoint directory. Shared by every service that runs the encoder (encoder, scorer,
+the KServe / BentoML runtimes) and by the Triton export."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from concord.checkpoints import (
-    CONFIG_FILE,
-    TOKENIZER_DIR,
-    WEIGHTS_FILE,
-    load_encoder,
-    read_encoder_config,
-)
+from concord.checkpoints import EncoderModel, load_weights, open_checkpoint
 from concord.clients.types import ModelId
 from concord.errors import FailedPrecondition
 from concord.models.config import EncoderConfig
-from concord.models.dual_encoder import DualEncoder
 from concord.models.preprocess import TextTokenizer
 from concord.registry import Registry
 
@@ -32,13 +26,16 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 class LoadedModel:
     """A model ready for inference (eval mode) and what to call it in responses."""
 
-    model: DualEncoder | None  # None when inference runs elsewhere (weights=False)
+    model: EncoderModel | None  # None when inference runs elsewhere (weights=False)
     tokenizer: TextTokenizer
     id: ModelId
     uri: str  # what the settings asked for
-    config: EncoderConfig
+    config: EncoderConfig | None  # Concord's own architecture; None for a public CLIP
+    image_size: int  # side in pixels that encode_image expects (see images_to_tensor)
+    embed_dim: int  # size of the pooled and token embeddings
+    kind: str = "concord"  # "concord", "clip" or "open_clip" (concord.checkpoints.Checkpoint)
 
-    def torch_model(self) -> DualEncoder:
+    def torch_model(self) -> EncoderModel:
         """Returns: the in-process model. Raises: FailedPrecondition if loaded without weights."""
         if self.model is None:
             raise FailedPrecondition(f"encoder model {self.uri!r} was loaded without weights")
@@ -46,7 +43,9 @@ class LoadedModel:
 
 
 def load_model(uri: str, registry: Callable[[], Registry], *, weights: bool = True) -> LoadedModel:
-    """Load the encoder named by `uri`.
+    """Load the encoder named by `uri`: Concord's own (`save_encoder`), a transformers CLIP
+    (`save_pretrained` directory) or an open_clip checkpoint; the kind is detected from the
+    directory's files (`concord.checkpoints.open_checkpoint`).
 
     Args:
         uri: `models:/NAME@ALIAS`, `models:/NAME/VERSION`, or a local model directory.
@@ -58,38 +57,30 @@ def load_model(uri: str, registry: Callable[[], Registry], *, weights: bool = Tr
         local directory by its directory name and `local-<8 hex of the weights' sha256>`, so
         different weights never share a retrieval collection.
     Raises:
-        FailedPrecondition: the model does not exist or its files are incomplete.
+        FailedPrecondition: the model does not exist or its files are incomplete (the message
+            names what is missing for each kind of directory).
     """
     if uri.startswith(REGISTRY_PREFIX):
         info, directory = registry().download(uri)
         model_id = ModelId(info.name, str(info.version))
     else:
         directory = Path(uri).expanduser()
-        if not (directory / CONFIG_FILE).is_file() or not (directory / WEIGHTS_FILE).is_file():
-            raise FailedPrecondition(
-                f"encoder model {uri!r} is not a model directory "
-                f"(needs {CONFIG_FILE} and {WEIGHTS_FILE})"
-            )
+        model_id = None
+    try:
+        checkpoint = open_checkpoint(directory)
+    except FailedPrecondition as err:
+        raise FailedPrecondition(f"encoder model {uri!r}: {err.message}") from err
+    if model_id is None:
         name = _UNSAFE.sub("-", directory.resolve().name).strip("-") or "encoder"
-        model_id = ModelId(name, f"local-{_digest(directory / WEIGHTS_FILE)}")
-    if not weights:
-        config = read_encoder_config(directory)
-        return LoadedModel(None, _tokenizer(directory, config), model_id, uri, config)
-    model, tokenizer = load_encoder(directory)
-    model.eval()
-    return LoadedModel(model, tokenizer, model_id, uri, model.config)
-
-
-def _tokenizer(directory: Path, config: EncoderConfig) -> TextTokenizer:
-    from transformers import AutoTokenizer
-
-    hf_tokenizer = AutoTokenizer.from_pretrained(str(directory / TOKENIZER_DIR))
-    return TextTokenizer(hf_tokenizer, config.text.max_length)
-
-
-def _digest(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            sha.update(chunk)
-    return sha.hexdigest()[:8]
+        model_id = ModelId(name, f"local-{checkpoint.digest()}")
+    model = load_weights(checkpoint) if weights else None
+    return LoadedModel(
+        model,
+        checkpoint.tokenizer,
+        model_id,
+        uri,
+        checkpoint.config,
+        checkpoint.image_size,
+        checkpoint.embed_dim,
+        checkpoint.kind,
+    )

@@ -40,6 +40,11 @@ class ClipAdapter(nn.Module):
         return int(self.clip.config.vision_config.image_size)
 
     @property
+    def embed_dim(self) -> int:
+        """Size of the pooled and token embeddings (CLIP's projection_dim)."""
+        return int(self.clip.config.projection_dim)
+
+    @property
     def logit_scale(self) -> Tensor:
         """CLIP's learned multiplier for cosine logits."""
         return self.clip.logit_scale.exp()

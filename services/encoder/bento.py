@@ -63,7 +63,7 @@ class EncoderBento:
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
     def encode_images(self, images: list[Image]) -> np.ndarray:
         """Returns: float32 (len(images), E) pooled image embeddings."""
-        pixels = images_to_tensor(images, self.loaded.config.image.image_size)
+        pixels = images_to_tensor(images, self.loaded.image_size)
         with torch.inference_mode():
             encoded = self.model.encode_image(pixels)
         self._count(len(images))
@@ -81,7 +81,7 @@ class EncoderBento:
         return {
             "model": self.loaded.id.name,
             "version": self.loaded.id.version,
-            "dim": self.loaded.config.embed_dim,
+            "dim": self.loaded.embed_dim,
             **counters,
         }
 

@@ -15,6 +15,7 @@ from PIL import Image
 
 from concord.clients.types import ModelId
 from concord.config import Settings
+from concord.devices import describe, inference, service_device
 from concord.errors import FailedPrecondition
 from concord.loading import LoadedModel, load_model
 from concord.models.dual_encoder import Encoded
@@ -58,6 +59,9 @@ class EncoderServable:
         self.max_items = min(MAX_ITEMS_PER_REQUEST, settings.batching.max_queue)
         self.loaded: LoadedModel | None = None
         self.load_error = ""
+        # Resolved in start(); a GPU asked for and not visible stops the service there.
+        self.device = torch.device("cpu")
+        self._precision = settings.device.precision
         self.images: DynamicBatcher[Image.Image, ItemEncoding] = self._batcher(
             self._encode_images, "encoder-images"
         )
@@ -78,20 +82,32 @@ class EncoderServable:
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Load the model (a missing one leaves the service up but not ready) and start the
-        batchers."""
+        """Resolve the device, load the model (a missing one leaves the service up but not
+        ready) and start the batchers.
+
+        Raises:
+            DeviceUnavailable: the configured GPU is not visible. Unlike a missing model this is
+                a deployment error no later registration fixes, so the service must not start.
+        """
+        if self._settings.encoder_backend != "triton":  # Triton runs the model elsewhere
+            self.device = service_device(self._settings.device, "encoder")
         try:
             if self._settings.encoder_backend == "triton":
                 self.remote = await asyncio.to_thread(self._connect_triton)
-            self.loaded = await asyncio.to_thread(
-                load_model, self.uri, self._registry, weights=self.remote is None
-            )
-            log.info("encoder serving %s from %s", self.loaded.id, self.uri)
+            self.loaded = await asyncio.to_thread(self._load)
+            where = "triton" if self.remote is not None else describe(self.device, self._precision)
+            log.info("encoder serving %s from %s on %s", self.loaded.id, self.uri, where)
         except Exception as err:  # a missing model must not stop health, info or other RPCs
             self.load_error = getattr(err, "message", None) or f"{type(err).__name__}: {err}"
             log.warning("encoder model %s not loaded: %s", self.uri, self.load_error)
         self.images.start()
         self.texts.start()
+
+    def _load(self) -> LoadedModel:
+        loaded = load_model(self.uri, self._registry, weights=self.remote is None)
+        if loaded.model is not None:
+            loaded.model.to(self.device)  # in place: every later torch_model() is on the device
+        return loaded
 
     async def stop(self) -> None:
         await asyncio.gather(self.images.stop(), self.texts.stop())
@@ -117,7 +133,7 @@ class EncoderServable:
 
     @property
     def dim(self) -> int:
-        return self.require().config.embed_dim
+        return self.require().embed_dim
 
     def require(self) -> LoadedModel:
         """Returns: the loaded model. Raises: FailedPrecondition naming the model URI."""
@@ -141,11 +157,11 @@ class EncoderServable:
 
     def _encode_images(self, images: list[Image.Image]) -> list[ItemEncoding]:
         loaded = self.require()
-        pixels = images_to_tensor(images, loaded.config.image.image_size)
+        pixels = images_to_tensor(images, loaded.image_size)
         if self.remote is not None:
             return _split(self.remote.encode_image(pixels))
-        with torch.inference_mode():
-            encoded = loaded.torch_model().encode_image(pixels)
+        with inference(self.device, self._precision):
+            encoded = loaded.torch_model().encode_image(pixels.to(self.device))
         return _split(encoded)
 
     def _encode_texts(self, texts: list[str]) -> list[ItemEncoding]:
@@ -154,8 +170,9 @@ class EncoderServable:
         if self.remote is not None:
             encoded = self.remote.encode_text(batch.input_ids, batch.attention_mask)
             return _split(encoded, batch.tokens, batch.offsets)
-        with torch.inference_mode():
-            encoded = loaded.torch_model().encode_text(batch.input_ids, batch.attention_mask)
+        ids, mask = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)
+        with inference(self.device, self._precision):
+            encoded = loaded.torch_model().encode_text(ids, mask)
         return _split(encoded, batch.tokens, batch.offsets)
 
 
@@ -164,6 +181,7 @@ def _split(
     token_texts: list[list[str]] | None = None,
     offsets: list[list[tuple[int, int]]] | None = None,
 ) -> list[ItemEncoding]:
+    # Back to CPU float32 (autocast may have produced bf16/fp16 on a GPU).
     pooled = encoded.pooled.float().cpu().numpy()
     tokens = encoded.tokens.float().cpu().numpy()
     mask = encoded.mask.cpu().numpy()

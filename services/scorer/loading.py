@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from concord.clients.types import ModelId
 from concord.errors import FailedPrecondition
 from concord.loading import REGISTRY_PREFIX, LoadedModel, load_model
@@ -44,7 +46,7 @@ class LoadedScorer:
 
     @property
     def image_size(self) -> int:
-        return self.encoder.config.image.image_size
+        return self.encoder.image_size
 
 
 def read_package(directory: Path, uri: str) -> dict[str, Any]:
@@ -84,12 +86,15 @@ def encoder_uri(package: Mapping[str, Any], directory: Path) -> str:
     return str(directory / uri)
 
 
-def load_scorer(uri: str, registry: Callable[[], Registry]) -> LoadedScorer:
+def load_scorer(
+    uri: str, registry: Callable[[], Registry], device: torch.device | None = None
+) -> LoadedScorer:
     """Load the scorer package named by `uri` and the encoder it scores with.
 
     Args:
         uri: `models:/NAME@ALIAS`, `models:/NAME/VERSION`, or a local package directory.
         registry: returns the platform registry (called only for registry URIs).
+        device: where the encoder runs (None: where it was loaded, the CPU).
     Returns:
         The scorer. A registered package is called by its registered name and version; a local
         directory by its name and `local-<8 hex of scorer.json's sha256>`.
@@ -109,6 +114,8 @@ def load_scorer(uri: str, registry: Callable[[], Registry]) -> LoadedScorer:
         digest = hashlib.sha256((directory / SCORER_FILE).read_bytes()).hexdigest()[:8]
         model_id = ModelId(name, f"local-{digest}")
     encoder = load_model(encoder_uri(package, directory), registry)
+    if device is not None:
+        encoder.torch_model().to(device)  # in place, before the scorer hooks into it
     scorer = AlignmentScorer(
         encoder.torch_model(),
         encoder.tokenizer,
