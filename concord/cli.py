@@ -38,11 +38,13 @@ def _print_statuses(statuses: list[ServiceStatus]) -> None:
     for s in statuses:
         colour = "green" if s.health == "SERVING" else "red"
         models = ", ".join(s.models) or "-"
-        if s.not_ready:
-            models += f" [yellow](not ready: {s.not_ready})[/]"
         reflected = ", ".join(n for n in s.reflected if n.startswith("concord.")) or s.error or "-"
         table.add_row(s.service, s.address, f"[{colour}]{s.health}[/]", models, reflected)
     console.print(table)
+    # Below the table, not in it: a reason is long and would squeeze the columns.
+    for s in statuses:
+        if s.not_ready and s.health != "UNREACHABLE":
+            console.print(f"[yellow]{s.service} not ready:[/] {s.not_ready}", soft_wrap=True)
 
 
 @app.command()

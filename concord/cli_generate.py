@@ -6,41 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from concord.client import Connection, connect
-from concord.clients.generator import GeneratedImage, GeneratorClient
+from concord.clients.generator import SAMPLERS, GeneratedImage, GeneratorClient
 from concord.clients.generator import Progress as StepProgress
 from concord.config import Settings, load_settings
 from concord.errors import ConcordError
+from concord.media import colour_layout, layout_colour
 
 console = Console()
+SAMPLER_CHOICES = ", ".join(SAMPLERS)  # for --sampler help and errors
 
-# Distinct colours for class ids (id 0 = background: light grey); cycles beyond 16 classes.
-PALETTE = np.array(
-    [
-        (230, 230, 230),
-        (228, 26, 28),
-        (55, 126, 184),
-        (77, 175, 74),
-        (152, 78, 163),
-        (255, 127, 0),
-        (255, 215, 0),
-        (166, 86, 40),
-        (247, 129, 191),
-        (0, 128, 128),
-        (90, 90, 90),
-        (31, 31, 120),
-        (128, 0, 0),
-        (0, 200, 200),
-        (120, 160, 20),
-        (0, 0, 0),
-    ],
-    dtype=np.uint8,
-)
 SWATCH = 14  # legend row height in pixels
 
 
@@ -49,11 +28,6 @@ def _client(
 ) -> tuple[GeneratorClient, Connection]:
     conn = connect("generator", settings, host)
     return GeneratorClient(conn.channel, conn.metadata, timeout), conn
-
-
-def colour_layout(layout: np.ndarray) -> np.ndarray:
-    """Returns: uint8 (H, W, 3), each class id painted with its palette colour."""
-    return PALETTE[layout.astype(np.int64) % len(PALETTE)]
 
 
 def layout_png(image: GeneratedImage, path: Path, min_side: int = 128) -> dict[int, str]:
@@ -77,7 +51,7 @@ def layout_png(image: GeneratedImage, path: Path, min_side: int = 128) -> dict[i
     draw = ImageDraw.Draw(sheet)
     for row, (class_id, name) in enumerate(present.items()):
         x, y = coloured.width + 6, 4 + row * SWATCH
-        colour = tuple(int(c) for c in PALETTE[class_id % len(PALETTE)])
+        colour = layout_colour(class_id)
         draw.rectangle((x, y, x + SWATCH - 4, y + SWATCH - 4), fill=colour, outline=(0, 0, 0))
         draw.text((x + SWATCH, y), name, fill=(0, 0, 0))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +80,7 @@ def generate(
     guidance: Annotated[
         float, typer.Option(help="Classifier-free guidance scale (0: server default).")
     ] = 0.0,
-    sampler: Annotated[str | None, typer.Option(help="ddim or ddpm.")] = None,
+    sampler: Annotated[str | None, typer.Option(help=f"One of {SAMPLER_CHOICES}.")] = None,
     concept: Annotated[str, typer.Option(help="A registered concept to use.")] = "",
     unwanted: Annotated[
         list[str] | None, typer.Option(help="DECOR: token to project away (repeatable).")
@@ -117,8 +91,8 @@ def generate(
     host: Annotated[str | None, typer.Option(help="Generator host (default: serving.host)")] = None,
 ) -> None:
     """Generate an image per prompt: writes OUT and OUT's .layout.png, prints the legend."""
-    if sampler is not None and sampler not in ("ddim", "ddpm"):
-        raise typer.BadParameter("must be ddim or ddpm", param_hint="--sampler")
+    if sampler is not None and sampler not in SAMPLERS:
+        raise typer.BadParameter(f"must be one of {SAMPLER_CHOICES}", param_hint="--sampler")
     if scale < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--scale")
     client, conn = _client(load_settings(), host, timeout=3600.0)

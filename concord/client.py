@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -16,7 +15,14 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from concord.clients.convert import FilterSpec
 from concord.clients.encoder import EncoderClient, ImageInput
-from concord.clients.generator import Concept, GeneratedImage, GeneratorClient, Job, Progress
+from concord.clients.generator import (
+    Concept,
+    GeneratedImage,
+    GeneratorClient,
+    Job,
+    Progress,
+    Sampler,
+)
 from concord.clients.retrieval import RetrievalClient, Target
 from concord.clients.scorer import Misalignment, ScorePair, ScorerClient, Scores
 from concord.clients.types import (
@@ -269,7 +275,7 @@ class Concord:
         seed: int = 0,
         steps: int = 0,
         guidance_scale: float = 0.0,
-        sampler: Literal["ddim", "ddpm"] | None = None,
+        sampler: Sampler | None = None,
         with_layout: bool = True,
         concept: str = "",
         unwanted: Sequence[str] = (),

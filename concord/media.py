@@ -2,7 +2,8 @@
 
 Every image that enters Concord over gRPC or Kafka passes through `decode_image`, which
 rejects decompression bombs, truncated files and unexpected formats with an
-InvalidArgument naming the request field.
+InvalidArgument naming the request field. Out: `encode_png`, and `colour_layout`, which paints
+a class-id layout with the one palette every tool (CLI, data sheets, training grids) uses.
 """
 
 from __future__ import annotations
@@ -19,6 +20,29 @@ from PIL import Image, UnidentifiedImageError
 from concord.errors import FieldViolation, InvalidArgument
 
 FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+# Distinct colours for layout class ids (id 0 = background: light grey); cycles beyond 16.
+LAYOUT_PALETTE = np.array(
+    [
+        (230, 230, 230),
+        (228, 26, 28),
+        (55, 126, 184),
+        (77, 175, 74),
+        (152, 78, 163),
+        (255, 127, 0),
+        (255, 215, 0),
+        (166, 86, 40),
+        (247, 129, 191),
+        (0, 128, 128),
+        (90, 90, 90),
+        (31, 31, 120),
+        (128, 0, 0),
+        (0, 200, 200),
+        (120, 160, 20),
+        (0, 0, 0),
+    ],
+    dtype=np.uint8,
+)
+LAYOUT_PALETTE.flags.writeable = False  # shared by every caller: nobody may repaint it
 
 
 @dataclass(frozen=True)
@@ -125,3 +149,21 @@ def decode_images(images: Sequence[EncodedImage], field: str = "images") -> list
     if violations:
         raise InvalidArgument.from_violations(violations)
     return decoded
+
+
+def layout_colour(class_id: int) -> tuple[int, int, int]:
+    """Returns: the RGB colour of one class id (e.g. for a legend swatch)."""
+    r, g, b = (int(c) for c in LAYOUT_PALETTE[class_id % len(LAYOUT_PALETTE)])
+    return r, g, b
+
+
+def colour_layout(layout: np.ndarray) -> np.ndarray:
+    """Paint a class-id layout with `LAYOUT_PALETTE`.
+
+    Args:
+        layout: (H, W) integer class ids (any integer array-like).
+
+    Returns:
+        uint8 (H, W, 3), each class id painted with its palette colour.
+    """
+    return LAYOUT_PALETTE[np.asarray(layout).astype(np.int64) % len(LAYOUT_PALETTE)]

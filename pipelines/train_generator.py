@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from concord.devices import describe, resolve_device
 from concord.generator_checkpoints import load_text_encoder, save_generator
+from concord.media import colour_layout
 from concord.models.diffusion.categorical import CategoricalDiffusion
 from concord.models.diffusion.config import GeneratorConfig, load_preset
 from concord.models.diffusion.ema import EMA
@@ -152,23 +153,11 @@ def lr_factor(step: int, total: int, warmup: int, floor: float) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def palette(num_classes: int) -> np.ndarray:
-    """(K, 3) uint8 colours for layout maps: background white, classes from tab20."""
-    import matplotlib
-
-    cmap = matplotlib.colormaps["tab20"]
-    cols = [(255, 255, 255)] + [
-        tuple(int(255 * c) for c in cmap(k % 20)[:3]) for k in range(num_classes - 1)
-    ]
-    return np.asarray(cols, dtype=np.uint8)
-
-
-def sample_grid(samples: list[Sample], num_classes: int, scale: int = 3) -> np.ndarray:
+def sample_grid(samples: list[Sample], scale: int = 3) -> np.ndarray:
     """Images in a row, their layouts (coloured) in the row below; nearest-upscaled."""
     rows = [np.concatenate([s.image for s in samples], axis=1)]
     if samples and samples[0].layout is not None:
-        pal = palette(num_classes)
-        rows.append(np.concatenate([pal[s.layout] for s in samples], axis=1))
+        rows.append(np.concatenate([colour_layout(s.layout) for s in samples], axis=1))
     grid = np.concatenate(rows, axis=0)
     return grid.repeat(scale, axis=0).repeat(scale, axis=1)
 
@@ -313,7 +302,7 @@ def _grid(pipe: TextToImage, cfg: TrainConfig, out: Path, step: int, tracker: Tr
     )
     path = out / "samples" / f"step_{step:06d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(sample_grid(samples, pipe.config.num_classes)).save(path)
+    Image.fromarray(sample_grid(samples)).save(path)
     tracker.artifact(path, "samples")
     return path
 

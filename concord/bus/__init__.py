@@ -3,11 +3,14 @@
 Workers use only the names below; `make_bus(settings)` picks the backend.
 """
 
-from concord.bus.base import (
+from concord.bus.base import Bus
+from concord.bus.consumer import Consumer
+from concord.bus.factory import make_bus
+from concord.bus.lifecycle import start_consumer, stop_consumer
+from concord.bus.memory import MemoryBus, MemoryLog
+from concord.bus.records import (
     BatchHandler,
-    Bus,
     BusError,
-    Consumer,
     Delivery,
     DlqHeaders,
     Handler,
@@ -16,9 +19,6 @@ from concord.bus.base import (
     Reason,
     dlq_topic,
 )
-from concord.bus.factory import make_bus
-from concord.bus.lifecycle import start_consumer, stop_consumer
-from concord.bus.memory import MemoryBus, MemoryLog
 
 __all__ = [
     "BatchHandler",

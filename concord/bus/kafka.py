@@ -16,10 +16,11 @@ from kafka.admin import OffsetSpec
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
-from concord.bus.base import (
-    Bus,
+from concord.bus.base import Bus
+from concord.bus.consumer import Consumer
+from concord.bus.decoding import protobuf_decoder, raw_decoder
+from concord.bus.records import (
     BusError,
-    Consumer,
     Delivery,
     Handler,
     M,
@@ -28,8 +29,6 @@ from concord.bus.base import (
     dlq_topic,
     encode_key,
     event_headers,
-    protobuf_decoder,
-    raw_decoder,
 )
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from concord.bus.base import Consumer
+from concord.bus.consumer import Consumer
 
 
 async def start_consumer(subscribe: Callable[[], Consumer]) -> Consumer:

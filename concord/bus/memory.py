@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 
-from concord.bus.base import (
-    Bus,
+from concord.bus.base import Bus
+from concord.bus.consumer import Consumer
+from concord.bus.decoding import protobuf_decoder, raw_decoder
+from concord.bus.records import (
     BusError,
-    Consumer,
     Delivery,
     Handler,
     M,
@@ -26,8 +27,6 @@ from concord.bus.base import (
     dlq_topic,
     encode_key,
     event_headers,
-    protobuf_decoder,
-    raw_decoder,
 )
 
 

@@ -19,10 +19,29 @@ from concord.clients.types import ModelId
 from concord.errors import ConcordError, InvalidArgument
 from concord.proto.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 
+# For type checkers; the names are the proto `Sampler` enum's, which a test checks against the
+# model's sampler registry (`concord.models.diffusion.samplers`, not imported here: it needs torch).
 Sampler = Literal["ddim", "ddpm"]
 JobState = Literal["UNSPECIFIED", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"]
 TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
-SAMPLERS = {"ddim": generator_pb2.SAMPLER_DDIM, "ddpm": generator_pb2.SAMPLER_DDPM}
+_SAMPLER_PREFIX = "SAMPLER_"
+
+
+def sampler_value(name: str) -> int:
+    """Returns: the proto `Sampler` enum value of a sampler name ("ddim" -> SAMPLER_DDIM).
+
+    Raises:
+        ValueError: the enum has no such sampler.
+    """
+    return generator_pb2.Sampler.Value(_SAMPLER_PREFIX + name.upper())
+
+
+# Sampler name -> proto enum value, read from the enum (SAMPLER_DDIM -> "ddim"), by name.
+SAMPLERS: dict[str, int] = {
+    key.removeprefix(_SAMPLER_PREFIX).lower(): value
+    for key, value in sorted(generator_pb2.Sampler.items())
+    if value != generator_pb2.SAMPLER_UNSPECIFIED
+}
 
 
 class GenerationCancelled(ConcordError):
@@ -221,7 +240,7 @@ class GeneratorClient:
             seed: image i is drawn with seed + i: the same seed gives the same images.
             steps: denoising steps (0: the server's default).
             guidance_scale: classifier-free guidance (0: the server's default).
-            sampler: "ddim" or "ddpm" (None: the server's default).
+            sampler: a name in `SAMPLERS`, e.g. "ddim" (None: the server's default).
             with_layout: also return the semantic layout (class map + legend).
             preview_every: send a preview of each image every N steps (0: none).
             concept: a registered concept's name (see `list_concepts`).

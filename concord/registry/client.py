@@ -1,167 +1,53 @@
 """`Registry`: Concord's one way into MLflow tracking and the model registry.
 
-Runs log params, metrics and artifacts; a model is any directory of files (e.g. a torch state
-dict + JSON config) logged into a run and registered as a version; services resolve
-`models:/NAME@ALIAS` or `models:/NAME/VERSION` to a typed `ModelVersionInfo` and a local copy.
+Runs log params, metrics and artifacts (tracking.py); a model is any directory of files (e.g.
+a torch state dict + JSON config) logged into a run and registered as a version; services
+resolve `models:/NAME@ALIAS` or `models:/NAME/VERSION` to a typed `ModelVersionInfo` and a
+local copy (cache.py).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
-import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlparse
-
-# Set before MLflow reads it: upload/download progress bars are noise in services and tests.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+from typing import TYPE_CHECKING
 
 import mlflow.artifacts
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from concord.registry.errors import InvalidModelUri, ModelNotFound, RegistryError
+from concord.registry.cache import cached_copy
+from concord.registry.errors import ModelNotFound, RegistryError
+from concord.registry.refs import (
+    MODEL_ARTIFACT_PATH,
+    ModelRef,
+    ModelVersionInfo,
+    RegisteredModelInfo,
+    parse_model_uri,
+)
+from concord.registry.tracking import DEFAULT_EXPERIMENT, Run, Tracking
 
 if TYPE_CHECKING:
     from concord.config import Settings
 
-DEFAULT_EXPERIMENT = "concord"
-MODEL_ARTIFACT_PATH = "model"  # where `Run.log_model_dir` puts a model inside its run
-_URI_RE = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))/?$")
-_COMPLETE = ".concord-complete"  # marker: a cached download finished
+__all__ = [
+    "DEFAULT_EXPERIMENT",
+    "MODEL_ARTIFACT_PATH",
+    "ModelRef",
+    "ModelVersionInfo",
+    "RegisteredModelInfo",
+    "Registry",
+    "Run",
+    "parse_model_uri",
+]
 
 
-@dataclass(frozen=True)
-class ModelVersionInfo:
-    """One registered model version, as services report it."""
-
-    name: str
-    version: int
-    aliases: tuple[str, ...]
-    run_id: str | None
-    source: str  # the artifact location the version was registered from
-    tags: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def uri(self) -> str:
-        """`models:/NAME/VERSION`: pins this exact version."""
-        return f"models:/{self.name}/{self.version}"
-
-
-@dataclass(frozen=True)
-class RegisteredModelInfo:
-    """A registered model (all its versions), as listings report it."""
-
-    name: str
-    tags: Mapping[str, str] = field(default_factory=dict)
-    aliases: Mapping[str, int] = field(default_factory=dict)  # alias -> version
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A parsed model URI: a name with exactly one of version or alias."""
-
-    name: str
-    version: int | None = None
-    alias: str | None = None
-
-
-def parse_model_uri(uri: str) -> ModelRef:
-    """Parse `models:/NAME/VERSION` or `models:/NAME@ALIAS`.
-
-    Args:
-        uri: the model URI.
-
-    Returns:
-        The name with its version or alias.
-
-    Raises:
-        InvalidModelUri: anything else (stages such as `/Production` are not supported).
-    """
-    m = _URI_RE.match(uri.strip()) if isinstance(uri, str) else None
-    if m is None:
-        raise InvalidModelUri(f"{uri!r} is not models:/NAME/VERSION or models:/NAME@ALIAS")
-    version = m.group("version")
-    if version is not None:
-        if not version.isdigit() or int(version) < 1:
-            raise InvalidModelUri(
-                f"{uri!r}: version must be a positive integer (stages are not supported; "
-                "use an alias: models:/NAME@ALIAS)"
-            )
-        return ModelRef(m.group("name"), version=int(version))
-    return ModelRef(m.group("name"), alias=m.group("alias"))
-
-
-class Run:
-    """An active MLflow run, yielded by `Registry.start_run`."""
-
-    def __init__(self, client: MlflowClient, run_id: str, artifact_uri: str) -> None:
-        self._client = client
-        self.run_id = run_id
-        self.artifact_uri = artifact_uri
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        """Args: params: name -> value (stringified by MLflow; values are immutable per run)."""
-        entries = [Param(str(k), str(v)) for k, v in params.items()]
-        for i in range(0, len(entries), 100):  # MLflow caps a batch at 100 params
-            self._client.log_batch(self.run_id, params=entries[i : i + 100])
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
-        """Args: metrics: name -> value; step: the training step they belong to."""
-        now = int(time.time() * 1000)
-        entries = [Metric(str(k), float(v), now, step) for k, v in metrics.items()]
-        for i in range(0, len(entries), 1000):
-            self._client.log_batch(self.run_id, metrics=entries[i : i + 1000])
-
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        """Args: tags: name -> value."""
-        self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-
-    def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
-        """Upload one file. Args: path: local file; artifact_path: folder inside the run."""
-        self._client.log_artifact(self.run_id, str(path), artifact_path)
-
-    def log_artifacts(
-        self, local_dir: str | os.PathLike[str], artifact_path: str | None = None
-    ) -> None:
-        """Upload a directory's files. Args: local_dir: local folder; artifact_path: target."""
-        self._client.log_artifacts(self.run_id, str(local_dir), artifact_path)
-
-    def log_model_dir(
-        self, local_dir: str | os.PathLike[str], artifact_path: str = MODEL_ARTIFACT_PATH
-    ) -> str:
-        """Upload a model directory (any files) so it can be registered.
-
-        Args:
-            local_dir: folder with the model files (e.g. `state_dict.pt`, `config.json`).
-            artifact_path: where it goes inside the run.
-
-        Returns:
-            The artifact path, to pass to `Registry.register_model`.
-        """
-        src = Path(local_dir)
-        if not src.is_dir() or not any(src.iterdir()):
-            raise RegistryError(f"model directory {src} is missing or empty")
-        self._client.log_artifacts(self.run_id, str(src), artifact_path)
-        return artifact_path
-
-
-class Registry:
-    """MLflow tracking + model registry behind a small typed API.
-
-    Uses an explicit `MlflowClient` (never MLflow's process-global tracking URI), so several
-    registries can live in one process (tests run the sqlite default and a server side by side).
-    """
+class Registry(Tracking):
+    """MLflow tracking (see `Tracking`) + model registry behind a small typed API."""
 
     def __init__(
         self,
@@ -178,19 +64,8 @@ class Registry:
         experiment: the experiment runs go to unless `start_run` names another.
         cache_dir: where `download` keeps model copies (`NAME/VERSION`); default: temp dirs.
         """
-        self.tracking_uri = tracking_uri
-        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        self._local_store = not tracking_uri.startswith(("http://", "https://", "databricks"))
-        if artifacts_dir is not None:
-            self._artifacts_dir: Path | None = Path(artifacts_dir)
-        elif self._local_store:
-            self._artifacts_dir = _default_artifacts_dir(tracking_uri)
-        else:
-            self._artifacts_dir = None
-        self._experiment = experiment
-        self._experiment_ids: dict[str, str] = {}
+        super().__init__(tracking_uri, artifacts_dir=artifacts_dir, experiment=experiment)
         self._cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Registry:
@@ -200,75 +75,6 @@ class Registry:
             artifacts_dir=settings.artifacts_dir,
             cache_dir=settings.home / "models",
         )
-
-    @property
-    def client(self) -> MlflowClient:
-        """The underlying MLflow client (for what this class does not cover)."""
-        return self._client
-
-    # ----------------------------------------------------------------- runs
-
-    def experiment_id(self, name: str | None = None) -> str:
-        """Get or create an experiment.
-
-        Args:
-            name: experiment name (default: the registry's).
-
-        Returns:
-            Its id.
-        """
-        name = name or self._experiment
-        with self._lock:
-            if name in self._experiment_ids:
-                return self._experiment_ids[name]
-            exp = self._client.get_experiment_by_name(name)
-            if exp is None:
-                location = None
-                if self._artifacts_dir is not None:
-                    # sqlite stores would otherwise put artifacts in ./mlruns of the CWD.
-                    location = (self._artifacts_dir.resolve() / name).as_uri()
-                try:
-                    exp_id = self._client.create_experiment(name, artifact_location=location)
-                except MlflowException as exc:
-                    if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                        raise
-                    exp_id = self._client.get_experiment_by_name(name).experiment_id  # type: ignore[union-attr]
-            else:
-                exp_id = exp.experiment_id
-            self._experiment_ids[name] = exp_id
-            return exp_id
-
-    @contextmanager
-    def start_run(
-        self,
-        run_name: str | None = None,
-        *,
-        experiment: str | None = None,
-        params: Mapping[str, Any] | None = None,
-        tags: Mapping[str, str] | None = None,
-    ) -> Iterator[Run]:
-        """Open a run; it ends FINISHED, or FAILED if the block raises.
-
-        Args:
-            run_name: shown in the MLflow UI.
-            experiment: experiment name (default: the registry's).
-            params: logged at start.
-            tags: run tags.
-
-        Yields:
-            The `Run` to log into.
-        """
-        exp_id = self.experiment_id(experiment)
-        created = self._client.create_run(exp_id, run_name=run_name, tags=dict(tags or {}))
-        run = Run(self._client, created.info.run_id, created.info.artifact_uri)
-        status = "FAILED"
-        try:
-            if params:
-                run.log_params(params)
-            yield run
-            status = "FINISHED"
-        finally:
-            self._client.set_terminated(run.run_id, status=status)
 
     # ----------------------------------------------------------------- registry
 
@@ -456,19 +262,7 @@ class Registry:
         """
         info = model if isinstance(model, ModelVersionInfo) else self.resolve(model)
         if dst is None and self._cache_dir is not None:
-            target = self._cache_dir / info.name / str(info.version)
-            if (target / _COMPLETE).is_file():
-                return info, target
-            # Download beside the target and rename, so readers never see half a model.
-            target.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{info.version}-", dir=target.parent))
-            self._download_to(info, staging)
-            (staging / _COMPLETE).touch()
-            try:
-                staging.rename(target)
-            except OSError:  # another process finished first
-                shutil.rmtree(staging, ignore_errors=True)
-            return info, target
+            return info, cached_copy(self._cache_dir, info, self._download_to)
         out = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="concord-model-"))
         self._download_to(info, out)
         return info, out
@@ -514,11 +308,3 @@ def _translate(exc: MlflowException, what: str) -> RegistryError:
     if exc.error_code == "INVALID_PARAMETER_VALUE":
         return RegistryError(f"{what}: {exc.message}")
     return RegistryError(f"{what}: {exc}")
-
-
-def _default_artifacts_dir(tracking_uri: str) -> Path:
-    if tracking_uri.startswith("sqlite:///"):
-        return Path(tracking_uri[len("sqlite:///") :]).parent / "artifacts"
-    if tracking_uri.startswith("file:"):
-        return Path(unquote(urlparse(tracking_uri).path)) / "artifacts"
-    return Path(tracking_uri) / "artifacts"

@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from concord.vectors.base import (
+from concord.vectors.base import VectorStore
+from concord.vectors.errors import (
+    CollectionConflict,
+    CollectionNotFound,
+    DimensionMismatch,
+    InvalidArgument,
+    StoreClosed,
+    StoreLocked,
+    UnknownVector,
+    VectorStoreError,
+)
+from concord.vectors.types import (
     DEFAULT_DENSE,
     CollectionInfo,
     CollectionSpec,
@@ -20,18 +31,9 @@ from concord.vectors.base import (
     PointId,
     Range,
     ScoredPoint,
-    VectorStore,
+    normalize_id,
     point_id,
-)
-from concord.vectors.errors import (
-    CollectionConflict,
-    CollectionNotFound,
-    DimensionMismatch,
-    InvalidArgument,
-    StoreClosed,
-    StoreLocked,
-    UnknownVector,
-    VectorStoreError,
+    valid_collection_name,
 )
 
 if TYPE_CHECKING:
@@ -62,8 +64,10 @@ __all__ = [
     "UnknownVector",
     "VectorStore",
     "VectorStoreError",
+    "normalize_id",
     "open_store",
     "point_id",
+    "valid_collection_name",
 ]
 
 

@@ -17,7 +17,16 @@ from typing import Any, TypeVar
 
 import qdrant_edge as qe
 
-from concord.vectors.base import (
+from concord.vectors.base import VectorStore
+from concord.vectors.errors import (
+    CollectionConflict,
+    CollectionNotFound,
+    InvalidArgument,
+    StoreClosed,
+    StoreLocked,
+    VectorStoreError,
+)
+from concord.vectors.types import (
     CollectionInfo,
     CollectionSpec,
     Filter,
@@ -28,22 +37,10 @@ from concord.vectors.base import (
     Range,
     ScoredPoint,
     VectorLike,
-    VectorStore,
-    check_limit,
-    check_points,
     normalize_id,
-    query_dense,
-    query_multi,
     valid_collection_name,
 )
-from concord.vectors.errors import (
-    CollectionConflict,
-    CollectionNotFound,
-    InvalidArgument,
-    StoreClosed,
-    StoreLocked,
-    VectorStoreError,
-)
+from concord.vectors.validation import check_limit, check_points, query_dense, query_multi
 
 SPEC_FILE = "collection.json"
 SHARD_DIR = "shard"

@@ -15,7 +15,15 @@ from typing import Any, TypeVar
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from concord.vectors.base import (
+from concord.vectors.base import VectorStore
+from concord.vectors.errors import (
+    CollectionConflict,
+    CollectionNotFound,
+    InvalidArgument,
+    StoreClosed,
+    VectorStoreError,
+)
+from concord.vectors.types import (
     CollectionInfo,
     CollectionSpec,
     Filter,
@@ -26,21 +34,10 @@ from concord.vectors.base import (
     Range,
     ScoredPoint,
     VectorLike,
-    VectorStore,
-    check_limit,
-    check_points,
     normalize_id,
-    query_dense,
-    query_multi,
     valid_collection_name,
 )
-from concord.vectors.errors import (
-    CollectionConflict,
-    CollectionNotFound,
-    InvalidArgument,
-    StoreClosed,
-    VectorStoreError,
-)
+from concord.vectors.validation import check_limit, check_points, query_dense, query_multi
 
 METADATA_KEY = "concord_spec"  # collection metadata entry holding the spec we created it with
 

@@ -14,21 +14,12 @@ import numpy as np
 
 from pipelines.data.vocab import CLASS_NAMES
 
-# One fixed colour per layout class so sheets are comparable across sets.
-PALETTE = (plt.get_cmap("tab20")(np.linspace(0, 1, 20))[:, :3] * 255).astype(np.uint8)
-PALETTE[0] = (0, 0, 0)
-
 
 @dataclass(frozen=True)
 class SheetRow:
     panels: list[tuple[str, np.ndarray]]  # (title, image) shown left to right
     text: str  # caption(s) and labels, wrapped beside the panels
     notes: dict[str, str] = field(default_factory=dict)
-
-
-def colour_layout(layout: np.ndarray) -> np.ndarray:
-    """An RGB picture of a class-id layout (background black)."""
-    return PALETTE[np.asarray(layout) % len(PALETTE)]
 
 
 def render_sheet(rows: list[SheetRow], title: str, out: Path, text_width: int = 70) -> Path:

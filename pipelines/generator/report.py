@@ -25,10 +25,11 @@ import typer
 
 from concord.config import load_settings
 from concord.generator_checkpoints import load_generator, load_text_encoder
+from concord.media import colour_layout
 from concord.models.diffusion.config import GeneratorConfig, load_preset
 from concord.models.diffusion.pipeline import TextToImage
 from concord.models.diffusion.unet import UNet
-from pipelines.data.sheet import SheetRow, colour_layout, render_sheet
+from pipelines.data.sheet import SheetRow, render_sheet
 from pipelines.evaluate.report import MetricRow, write_report
 from pipelines.generator import decor_eval, gcdp_eval
 from pipelines.generator.data import DataConfig

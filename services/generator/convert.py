@@ -9,11 +9,13 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from concord.clients.convert import model_ref
+from concord.clients.generator import sampler_value
 from concord.clients.types import ModelId
 from concord.config import GeneratorSettings
 from concord.errors import FailedPrecondition, InvalidArgument
 from concord.media import decode_images, encode_png
 from concord.models.diffusion.pipeline import Sample
+from concord.models.diffusion.samplers import SAMPLERS
 from concord.proto.v1 import common_pb2, events_pb2, generator_pb2
 from services.generator.concepts import ConceptInfo
 from services.generator.jobs import JobRecord
@@ -25,10 +27,10 @@ from services.generator.params import (
     generate_params,
 )
 
+# Proto enum value -> sampler name, for every sampler in the model's registry ("": default).
 SAMPLER_NAMES = {
     generator_pb2.SAMPLER_UNSPECIFIED: "",
-    generator_pb2.SAMPLER_DDPM: "ddpm",
-    generator_pb2.SAMPLER_DDIM: "ddim",
+    **{sampler_value(name): name for name in SAMPLERS},
 }
 JOB_STATES = {
     "QUEUED": generator_pb2.JOB_STATE_QUEUED,
@@ -57,7 +59,8 @@ def generate_request(
     """Raises: InvalidArgument naming every bad field (`prompts[2]`, `concept.alpha`, ...)."""
     sampler = SAMPLER_NAMES.get(request.sampler)
     if sampler is None:
-        raise InvalidArgument("sampler", f"unknown sampler {request.sampler}; use DDPM or DDIM")
+        known = " or ".join(name.upper() for name in SAMPLERS)
+        raise InvalidArgument("sampler", f"unknown sampler {request.sampler}; use {known}")
     guidance = request.concept
     return generate_params(
         prompts=list(request.prompts),

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 from concord.config import GeneratorSettings
 from concord.errors import FieldViolation, InvalidArgument
+from concord.models.diffusion.samplers import DEFAULT_SAMPLER, SAMPLERS
 
-SAMPLERS = ("ddim", "ddpm")
-DEFAULT_SAMPLER = "ddim"
 MAX_UNWANTED = 16  # DECOR: unwanted tokens per request
 MAX_DIRECTIONS = 16  # DECOR: singular directions removed
 # Customization (no settings of their own yet: constants the lead may move into config.py).
@@ -178,7 +177,7 @@ def generate_params(
     """Validate a generation against the limits and the served model.
 
     Args:
-        sampler: "ddim", "ddpm" or "" (default); anything else is refused.
+        sampler: a name in the model's `SAMPLERS` or "" (default); anything else is refused.
         model: the served model's size and whether it makes layouts.
         limits: settings.generator.
         prefix: prepended to field names (e.g. "generate." for a Kafka job spec).

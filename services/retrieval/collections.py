@@ -17,8 +17,8 @@ from concord.vectors import (
     Point,
     VectorStore,
     point_id,
+    valid_collection_name,
 )
-from concord.vectors.base import valid_collection_name
 
 DENSE = "dense"
 TOKENS = "tokens"

@@ -15,8 +15,7 @@ from concord.clients.types import Embedding, ImageData, ModelId
 from concord.config import Settings
 from concord.errors import FailedPrecondition, InvalidArgument
 from concord.serving.dependencies import Dependencies
-from concord.vectors import Filter, ScoredPoint, VectorStore
-from concord.vectors.base import normalize_id
+from concord.vectors import Filter, ScoredPoint, VectorStore, normalize_id
 from services.retrieval import indexing, search
 from services.retrieval.collections import Collections, Entry, default_collection
 

@@ -9,8 +9,7 @@ from typing import Any, Literal
 
 from concord.clients.types import Embedding, Encoded, ImageData, ModelId
 from concord.errors import FieldViolation, InvalidArgument
-from concord.vectors import Point, point_id
-from concord.vectors.base import normalize_id
+from concord.vectors import Point, normalize_id, point_id
 from concord.vectors.errors import InvalidArgument as VectorInvalidArgument
 from services.retrieval.collections import DENSE, TOKENS
 

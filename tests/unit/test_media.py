@@ -9,7 +9,14 @@ import pytest
 from PIL import Image
 
 from concord.errors import InvalidArgument
-from concord.media import ImageLimits, decode_image, encode_png
+from concord.media import (
+    LAYOUT_PALETTE,
+    ImageLimits,
+    colour_layout,
+    decode_image,
+    encode_png,
+    layout_colour,
+)
 
 
 def _png(width: int = 8, height: int = 6) -> bytes:
@@ -80,3 +87,13 @@ def test_limits_on_bytes_pixels_and_format() -> None:
 
 def test_png_encoding_is_deterministic() -> None:
     assert _png() == _png()
+
+
+def test_one_layout_palette_paints_class_ids_and_cycles() -> None:
+    layout = np.array([[0, 1], [2, len(LAYOUT_PALETTE) + 1]])
+    rgb = colour_layout(layout)
+    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
+    assert (rgb[0, 0] == LAYOUT_PALETTE[0]).all()
+    assert (rgb[1, 1] == rgb[0, 1]).all()  # ids past the palette wrap around
+    assert layout_colour(2) == tuple(int(c) for c in rgb[1, 0])
+    assert len({tuple(c) for c in LAYOUT_PALETTE.tolist()}) == len(LAYOUT_PALETTE)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from concord.models.diffusion.samplers import noise_like, predict_x0
+from concord.models.diffusion.sampling import noise_like, predict_x0
 from concord.models.diffusion.schedule import NoiseSchedule
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +19,8 @@ from concord.models.diffusion.config import GeneratorConfig
 from concord.models.diffusion.decor import project_away
 from concord.models.diffusion.lora import inject_lora, lora_applied, lora_state, remove_lora
 from concord.models.diffusion.losses import diffusion_loss
-from concord.models.diffusion.samplers import get_sampler, layout_step, timesteps
+from concord.models.diffusion.samplers import DEFAULT_SAMPLER, get_sampler
+from concord.models.diffusion.sampling import layout_step, timesteps
 from concord.models.diffusion.schedule import NoiseSchedule
 from concord.models.diffusion.unet import UNet
 
@@ -127,7 +128,7 @@ class TextToImage:
         seed: int,
         steps: int,
         guidance_scale: float,
-        sampler: Literal["ddpm", "ddim"] = "ddim",
+        sampler: str = DEFAULT_SAMPLER,
         concept: ConceptWeights | None = None,
         unwanted: Sequence[str] = (),
         alpha: float = 0.0,
@@ -143,7 +144,7 @@ class TextToImage:
             seed: base seed; steps: denoising steps (1..train_timesteps).
             guidance_scale: classifier-free guidance w (1 = conditional only, 0 = unconditional),
                 applied to the noise and to the layout logits.
-            sampler: "ddim" (eta 0) or "ddpm".
+            sampler: a name in `samplers.SAMPLERS` ("ddim": eta 0, or "ddpm").
             concept: LoRA weights to apply for this call.
             unwanted, alpha, directions: DECOR, project the prompt states away from the top
                 `directions` singular vectors of the unwanted phrases' token states.

@@ -1,102 +1,32 @@
-"""Sampler interface and registry: a sampler walks the image (and layout) from step t to an
-earlier step s given the guided model's predictions. One algorithm per file (ddpm.py, ddim.py);
-`get_sampler(name)` picks one. The layout step is shared: every sampler draws y_s from the
-categorical posterior q(y_s | y_t, y0_hat)."""
+"""The sampler registry: sampler name -> the class that implements it (one algorithm per file).
+
+The generator's request checks and wire mapping read `SAMPLERS`; a new sampler is a file with
+a class that has `name` and `step`, a line here, and a value in the proto `Sampler` enum (a
+test checks the enum and this registry agree)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from typing import Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from concord.models.diffusion.ddim import DDIMSampler
+from concord.models.diffusion.ddpm import DDPMSampler
+from concord.models.diffusion.sampling import Sampler
 
-from concord.models.diffusion.categorical import CategoricalDiffusion, sample_log_probs
-from concord.models.diffusion.schedule import NoiseSchedule
+SAMPLERS: dict[str, type[Sampler]] = {cls.name: cls for cls in (DDIMSampler, DDPMSampler)}
+DEFAULT_SAMPLER = DDIMSampler.name
 
 
-class Sampler(Protocol):
-    """Moves x_t to x_s (s < t, s = -1 is clean) from an eps prediction."""
-
-    name: str
-
-    def step(
-        self,
-        schedule: NoiseSchedule,
-        x: Tensor,
-        t: int,
-        s: int,
-        eps: Tensor,
-        generators: Sequence[torch.Generator],
-    ) -> tuple[Tensor, Tensor]:
-        """One denoising step.
-
-        Args:
-            x: (B, 3, S, S) x_t; t, s: current and target step indices.
-            eps: (B, 3, S, S) the guided noise prediction at t.
-            generators: one per sample, for any fresh noise (sample i uses generators[i] only).
-        Returns:
-            (x_s, x0_hat clipped to [-1, 1]).
-        """
-        ...
-
-
-def timesteps(train_steps: int, steps: int) -> list[tuple[int, int]]:
-    """Evenly spaced (t, s) pairs from T - 1 down to -1 (the clean image), `steps` of them."""
-    if not 1 <= steps <= train_steps:
-        raise ValueError(f"steps must be in 1..{train_steps}, got {steps}")
-    ts = np.unique(np.round(np.linspace(0, train_steps - 1, steps)).astype(int))[::-1].tolist()
-    return list(zip(ts, [*ts[1:], -1], strict=True))
-
-
-def noise_like(x: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
-    """Standard normal noise shaped like x, row i drawn from generators[i] alone."""
-    if len(generators) != x.shape[0]:
-        raise ValueError(f"{len(generators)} generators for a batch of {x.shape[0]}")
-    rows = [torch.randn(x.shape[1:], generator=g, dtype=x.dtype) for g in generators]
-    return torch.stack(rows).to(x.device)
-
-
-def predict_x0(schedule: NoiseSchedule, x: Tensor, t: int, eps: Tensor) -> Tensor:
-    """The clipped clean-image estimate at step t."""
-    tt = torch.full((x.shape[0],), t, dtype=torch.long)
-    return schedule.predict_x0(x, tt, eps).clamp(-1.0, 1.0)
-
-
-def layout_step(
-    cat: CategoricalDiffusion,
-    logits: Tensor,
-    y: Tensor,
-    t: int,
-    s: int,
-    generators: Sequence[torch.Generator],
-) -> Tensor:
-    """Draw y_s ~ q(y_s | y_t, y0_hat) per sample; at s = -1 return argmax y0_hat.
+def get_sampler(name: str, **options: Any) -> Sampler:
+    """A sampler by name: "ddpm" (ancestral) or "ddim" (eta = 0: deterministic image path).
 
     Args:
-        logits: (B, K, S, S) guided clean-layout logits; y: (B, S, S) y_t.
+        name: a key of `SAMPLERS`.
+        options: that sampler's constructor arguments (ddim: `eta`).
+
+    Returns:
+        A new sampler.
     """
-    log_x0 = F.log_softmax(logits, dim=1)
-    if s < 0:
-        return log_x0.argmax(dim=1)
-    b = y.shape[0]
-    tt = torch.full((b,), t, dtype=torch.long)
-    post = cat.log_posterior(log_x0, y, tt, torch.full((b,), s, dtype=torch.long))
-    return torch.cat([sample_log_probs(post[i : i + 1], g) for i, g in enumerate(generators)])
-
-
-def get_sampler(name: str, eta: float = 0.0) -> Sampler:
-    """A sampler by name: "ddpm" (ancestral) or "ddim" (eta = 0: deterministic image path)."""
-    from concord.models.diffusion.ddim import DDIMSampler
-    from concord.models.diffusion.ddpm import DDPMSampler
-
-    if name == "ddpm":
-        return DDPMSampler()
-    if name == "ddim":
-        return DDIMSampler(eta=eta)
-    raise ValueError(f"unknown sampler {name!r}; known: ddpm, ddim")
-
-
-SAMPLERS: tuple[str, ...] = ("ddpm", "ddim")
+    cls = SAMPLERS.get(name)
+    if cls is None:
+        raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
+    return cls(**options)

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from concord.media import colour_layout
 from pipelines.data.captions import position_of
 from pipelines.data.names import pseudo_words
 from pipelines.data.render import render
@@ -23,7 +24,7 @@ from pipelines.data.scene import (
     sample_background,
 )
 from pipelines.data.sets import BuildArgs, DatasetSpec
-from pipelines.data.sheet import SheetRow, colour_layout
+from pipelines.data.sheet import SheetRow
 from pipelines.data.store import (
     DatasetWriter,
     Manifest,

@@ -8,12 +8,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from concord.media import colour_layout
 from pipelines.data.captions import draft_captions
 from pipelines.data.misalign import make_variants
 from pipelines.data.render import render
 from pipelines.data.scene import sample_scene
 from pipelines.data.sets import BuildArgs, DatasetSpec
-from pipelines.data.sheet import SheetRow, colour_layout
+from pipelines.data.sheet import SheetRow
 from pipelines.data.store import (
     DatasetWriter,
     Manifest,

@@ -7,11 +7,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from concord.media import colour_layout
 from pipelines.data.captions import caption_scene
 from pipelines.data.render import render
 from pipelines.data.scene import Scene, held_out_combos, sample_scene
 from pipelines.data.sets import BuildArgs, DatasetSpec
-from pipelines.data.sheet import SheetRow, colour_layout
+from pipelines.data.sheet import SheetRow
 from pipelines.data.store import (
     DatasetWriter,
     Manifest,
