@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,49 @@ def test_dockerfile_is_multi_stage_non_root_with_grpc_healthcheck() -> None:
     assert re.search(r"^ARG TORCH_INDEX_URL=", text, re.M), "the torch variant is a build arg"
     assert "CONCORD_SERVING__HOST=0.0.0.0" in text
     assert not re.search(r"(TOKEN|PASSWORD|SECRET|API_KEY)\s*=", text, re.I), "no secrets baked in"
+
+
+def test_dockerfile_installs_dependencies_before_the_source() -> None:
+    """A source change must not reinstall every dependency: torch, then the dependency list read
+    from pyproject.toml (pinned by constraints.txt), then the source with --no-deps."""
+    build = _stages(DOCKERFILE.read_text())[0]
+
+    def first(predicate) -> int:  # type: ignore[no-untyped-def]
+        return next(i for i, ins in enumerate(build) if predicate(ins))
+
+    source = first(lambda i: re.match(r"COPY (concord|services|pipelines)\b", i))
+    torch = first(lambda i: i.startswith("RUN") and "torch" in i and "TORCH_INDEX_URL" in i)
+    deps = first(lambda i: i.startswith("RUN") and "tomllib" in i)
+    final = first(lambda i: i.startswith("RUN") and "--no-deps ." in i)
+    assert torch < deps < source < final
+    assert all(
+        not i.startswith("COPY") or "pyproject" in i or "constraints" in i for i in build[:deps]
+    ), "only the dependency manifests before the dependency layer"
+    assert "-c constraints.txt" in build[deps] and "pip check" in build[final]
+    # the dependency list the layer installs is pyproject's, every entry of it
+    script = re.search(r'python -c "(.+?)" > requirements.txt', build[deps])
+    assert script is not None
+    listed = subprocess.run(
+        [sys.executable, "-c", script.group(1)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert listed == project["dependencies"] + project["optional-dependencies"]["runtimes"]
+    assert any(r.startswith("torch") for r in listed) and any(
+        r.startswith("kserve") for r in listed
+    )
+
+
+def test_cpu_image_variant_for_mlflow(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    mlflow, encoder = services["mlflow"], services["encoder"]
+    assert mlflow["image"] != encoder["image"] and "cpu" in mlflow["image"]
+    assert mlflow["build"]["dockerfile"] == encoder["build"]["dockerfile"] == "docker/Dockerfile"
+    assert "download.pytorch.org/whl/cpu" in mlflow["build"]["args"]["TORCH_INDEX_URL"]
+    assert encoder["build"]["args"]["TORCH_INDEX_URL"] == "${TORCH_INDEX_URL:-}"
 
 
 def test_dockerignore_keeps_the_build_context_small_and_complete() -> None:

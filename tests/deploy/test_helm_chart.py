@@ -21,6 +21,9 @@ from tests.deploy.conftest import CHART, KUBE_VERSIONS, SCENARIOS, by_kind
 ISVC_SCHEMA = json.loads(
     (Path(__file__).parent / "schemas" / "inferenceservice.schema.json").read_text()
 )
+SERVICE_MONITOR_SCHEMA = json.loads(
+    (Path(__file__).parent / "schemas" / "servicemonitor.schema.json").read_text()
+)
 # PodSpec fields KServe's PredictorSpec inlines; validated as a core/v1 Pod.
 POD_FIELDS = [
     "containers",
@@ -40,6 +43,9 @@ POD_FIELDS = [
 
 
 def _validate_core(obj: dict[str, Any], version: str) -> None:
+    if obj["kind"] == "ServiceMonitor":  # a CRD: a structural subset of the operator's schema
+        jsonschema.validate(obj, SERVICE_MONITOR_SCHEMA)
+        return
     kubernetes_validate.validate(obj, version, strict=True)
 
 
@@ -108,7 +114,7 @@ def test_default_values_render_every_service(render: Any) -> None:
     assert any(a.startswith("--allowed-hosts=") and "concord-mlflow:5000" in a for a in mlflow)
     test_pod = next(iter(by_kind(objects, "Pod").values()))
     assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
-    assert "concord-encoder:50051" in test_pod["spec"]["containers"][0]["command"]
+    assert "encoder=concord-encoder:50051" in test_pod["spec"]["containers"][0]["command"]
 
 
 def test_gpu_production_values(render: Any) -> None:
@@ -128,7 +134,11 @@ def test_gpu_production_values(render: Any) -> None:
         by_kind(objects, "PodDisruptionBudget"),
     )
     assert set(hpas) == set(pdbs) == set(deployments)
-    assert [m["type"] for m in hpas["concord-encoder"]["spec"]["metrics"]] == ["Resource", "Pods"]
+    metrics = hpas["concord-encoder"]["spec"]["metrics"]
+    assert [m["type"] for m in metrics] == ["Resource", "Pods", "Pods"]
+    assert metrics[2]["pods"]["metric"]["name"] == "concord_batch_queue_depth"  # Concord's gauge
+    behavior = hpas["concord-encoder"]["spec"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 600
     config = next(iter(by_kind(objects, "ConfigMap").values()))["data"]
     assert config["CONCORD_QDRANT__URL"] == "http://qdrant.vectors.svc:6333"
     assert config["CONCORD_MLFLOW_TRACKING_URI"] == "http://mlflow.ml.svc:5000"
@@ -145,10 +155,10 @@ def test_gpu_production_values(render: Any) -> None:
 def test_kserve_renders_inference_services(render: Any) -> None:
     objects = render("kserve")
     isvcs = by_kind(objects, "InferenceService")
-    assert set(isvcs) == {"concord-encoder", "concord-scorer", "concord-linker", "concord-bias"}
+    assert set(isvcs) == {"concord-encoder"}, "only the encoder has a KServe predictor module"
     deployments = by_kind(objects, "Deployment")
-    assert "concord-retrieval" in deployments and "concord-encoder" not in deployments
-    assert "concord-encoder" not in by_kind(objects, "HorizontalPodAutoscaler")
+    # every service keeps its gRPC Deployment; the encoder's is a gateway to the predictor
+    assert {"concord-retrieval", "concord-encoder", "concord-scorer"} <= set(deployments)
     for name, isvc in isvcs.items():
         jsonschema.validate(isvc, ISVC_SCHEMA)
         predictor = isvc["spec"]["predictor"]
@@ -170,7 +180,7 @@ def test_kserve_renders_inference_services(render: Any) -> None:
 
 
 def test_inference_service_schema_rejects_a_broken_one(render: Any) -> None:
-    isvc = json.loads(json.dumps(by_kind(render("kserve"), "InferenceService")["concord-bias"]))
+    isvc = json.loads(json.dumps(by_kind(render("kserve"), "InferenceService")["concord-encoder"]))
     isvc["spec"]["predictor"]["scaleMetric"] = "gpu"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(isvc, ISVC_SCHEMA)

@@ -42,8 +42,20 @@ app.kubernetes.io/part-of: concord
 {{- end }}
 {{- end }}
 
+{{/* The GPU (CUDA) image: `concord.image` $ */}}
 {{- define "concord.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The CPU-only image (torch from the CPU index): `concord.cpuImage` $ */}}
+{{- define "concord.cpuImage" -}}
+{{- $tag := default (printf "%s-cpu" (default .Chart.AppVersion .Values.image.tag)) .Values.image.cpuTag }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+
+{{/* The image of a pod with that many GPUs: (list $ gpus) */}}
+{{- define "concord.imageFor" -}}
+{{- if gt (int (index . 1)) 0 }}{{ include "concord.image" (index . 0) }}{{ else }}{{ include "concord.cpuImage" (index . 0) }}{{ end }}
 {{- end }}
 
 {{- define "concord.serviceAccountName" -}}
@@ -58,18 +70,109 @@ app.kubernetes.io/part-of: concord
 {{- default (include "concord.fullname" .) .Values.auth.existingSecret }}
 {{- end }}
 
-{{/* A service's values: serviceDefaults with each key set under services.<name> replacing it. */}}
-{{- define "concord.serviceValues" -}}
-{{- $merged := deepCopy (index . 0).Values.serviceDefaults }}
-{{- range $key, $value := index . 1 }}
-{{- $_ := set $merged $key $value }}
+{{/* The bearer token the chart's Secret holds: auth.token, else derived from auth.seed, the
+namespace and the release name. Deterministic, so two renders are identical. */}}
+{{- define "concord.authToken" -}}
+{{- if .Values.auth.token }}
+{{- .Values.auth.token }}
+{{- else }}
+{{- printf "concord-auth/%s/%s/%s" .Release.Namespace .Release.Name .Values.auth.seed | sha256sum | trunc 48 }}
 {{- end }}
-{{- toYaml $merged }}
 {{- end }}
 
-{{/* Whether a service renders as an InferenceService: (list $ $svc) -> "true" or "" */}}
+{{/* Secret name and key of the Qdrant API key ("" when there is none): `concord.qdrantSecret` $ -> "name key" */}}
+{{- define "concord.qdrantSecret" -}}
+{{- if .Values.qdrant.existingSecret }}
+{{- printf "%s %s" .Values.qdrant.existingSecret .Values.qdrant.existingSecretKey }}
+{{- else if .Values.qdrant.apiKey }}
+{{- printf "%s-qdrant api-key" (include "concord.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* A service's values: services.<name> deep-merged over serviceDefaults (deep copies, so
+neither is changed): a map sets only its own keys, lists and scalars replace. */}}
+{{- define "concord.serviceValues" -}}
+{{- toYaml (mergeOverwrite (deepCopy (index . 0).Values.serviceDefaults) (deepCopy (index . 1))) }}
+{{- end }}
+
+{{/* Services whose image ships a KServe predictor module (services/<name>/kserve.py);
+tests/deploy checks this list against the source tree. */}}
+{{- define "concord.kserveModules" -}}
+encoder
+{{- end }}
+
+{{/* Whether a service's model runs as an InferenceService: (list $ $svc name) -> "true" or "";
+fails for a service asked to that has no KServe predictor module. */}}
 {{- define "concord.asInferenceService" -}}
-{{- if and (index . 0).Values.kserve.enabled (index . 1).predictor }}true{{ end }}
+{{- $root := index . 0 }}{{- $svc := index . 1 }}{{- $name := index . 2 }}
+{{- if and $root.Values.kserve.enabled $svc.kservePredictor }}
+{{- $modules := splitList " " (include "concord.kserveModules" $root | trim) }}
+{{- if not (has $name $modules) }}
+{{- fail (printf "services.%s.kservePredictor: the Concord image has no KServe predictor for %s (no services.%s.kserve module; KServe runs: %s). Set it false: %s runs as a Deployment" $name $name $name (join ", " $modules) $name) }}
+{{- end }}
+{{- if ne $root.Values.kserve.deploymentMode "RawDeployment" }}
+{{- fail (printf "kserve.deploymentMode %s: Knative gives a predictor one port, so %s's gRPC gateway cannot reach its v2 gRPC port; use RawDeployment" $root.Values.kserve.deploymentMode $name) }}
+{{- end }}
+{{- if $svc.enabled }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* host:port of an InferenceService predictor's v2 gRPC endpoint (KServe RawDeployment names
+the predictor's Service <isvc>-predictor and keeps every extra container port): (list $ name) */}}
+{{- define "concord.predictorGrpcAddress" -}}
+{{- $root := index . 0 }}
+{{- printf "%s-predictor:%d" (include "concord.componentName" (list $root (index . 1))) (int (add1 $root.Values.kserve.httpPort)) }}
+{{- end }}
+
+{{/* CONCORD_SERVING__ADDRESSES: every enabled service at its Kubernetes Service, as JSON. */}}
+{{- define "concord.addresses" -}}
+{{- $addresses := dict }}
+{{- range $name, $svc := .Values.services }}
+{{- if $svc.enabled }}
+{{- $_ := set $addresses $name (printf "%s:%v" (include "concord.componentName" (list $ $name)) $svc.port) }}
+{{- end }}
+{{- end }}
+{{- toJson $addresses }}
+{{- end }}
+
+{{/* Device settings of a container: (list gpus resources). cuda when it has GPUs (a pod
+scheduled without one then fails at start, clearly, instead of running slowly on the CPU); torch
+threads from the CPU limit, rounded up, at least 1. */}}
+{{- define "concord.deviceEnv" -}}
+{{- $gpus := int (index . 0) }}{{- $resources := default dict (index . 1) }}
+- name: CONCORD_DEVICE__DEFAULT
+  value: {{ if gt $gpus 0 }}cuda{{ else }}cpu{{ end }}
+{{- $cpu := dig "limits" "cpu" "" $resources | toString }}
+{{- if $cpu }}
+{{- $threads := 1 }}
+{{- if hasSuffix "m" $cpu }}
+{{- $threads = divf (float64 (trimSuffix "m" $cpu)) 1000 | ceil | int }}
+{{- else }}
+{{- $threads = float64 $cpu | ceil | int }}
+{{- end }}
+- name: CONCORD_DEVICE__TORCH_THREADS
+  value: {{ max 1 $threads | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Pod annotations that roll pods when the ConfigMap or the Secrets change: `concord.checksums` $ */}}
+{{- define "concord.checksums" -}}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- end }}
+
+{{/* preStop sleep: (list $s) */}}
+{{- define "concord.lifecycle" -}}
+{{- $s := index . 0 }}
+{{- if gt (int $s.preStopSleepSeconds) 0 }}
+{{- if ge (int $s.preStopSleepSeconds) (int $s.terminationGracePeriodSeconds) }}
+{{- fail (printf "preStopSleepSeconds (%v) must be below terminationGracePeriodSeconds (%v), or the pod is killed before it drains" $s.preStopSleepSeconds $s.terminationGracePeriodSeconds) }}
+{{- end }}
+lifecycle:
+  preStop:
+    exec:
+      command: [sleep, {{ $s.preStopSleepSeconds | quote }}]
+{{- end }}
 {{- end }}
 
 {{- define "concord.kafkaBootstrap" -}}
@@ -111,17 +214,18 @@ env:
       secretKeyRef:
         name: {{ include "concord.secretName" $root }}
         key: {{ $root.Values.auth.secretKey }}
-  {{- if $root.Values.qdrant.apiKey }}
+  {{- with include "concord.qdrantSecret" $root }}
   - name: CONCORD_QDRANT__API_KEY
     valueFrom:
       secretKeyRef:
-        name: {{ include "concord.fullname" $root }}-qdrant
-        key: api-key
+        name: {{ first (splitList " " .) }}
+        key: {{ last (splitList " " .) }}
   {{- end }}
   {{- if $s.port }}
   - name: CONCORD_SERVING__PORTS
     value: {{ dict $name $s.port | toJson | quote }}
   {{- end }}
+  {{- include "concord.deviceEnv" (list (default 0 $s.gpus) $s.resources) | nindent 2 }}
   {{- with $s.env }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
@@ -190,12 +294,13 @@ volumeMounts:
 {{- define "concord.initContainers" -}}
 {{- $root := index . 0 }}{{- $s := index . 1 }}{{- $name := index . 2 }}
 {{- if $s.waitForModel }}
+{{- $init := merge (dict "gpus" 0 "resources" (dict "limits" (dict "cpu" 1))) $s }}
 initContainers:
   - name: wait-for-model
-    image: {{ include "concord.image" $root }}
+    image: {{ include "concord.cpuImage" $root }}
     imagePullPolicy: {{ $root.Values.image.pullPolicy }}
     command: [python, -m, concord.healthcheck, --wait-for-model, {{ $root.Values.trainOnInstall.activeDeadlineSeconds | quote }}]
-    {{- include "concord.containerEnv" (list $root $s $name) | nindent 4 }}
+    {{- include "concord.containerEnv" (list $root $init $name) | nindent 4 }}
     securityContext:
       {{- toYaml $root.Values.securityContext | nindent 6 }}
     resources:
