@@ -20,10 +20,10 @@ import threading
 
 import bentoml
 import numpy as np
-import torch
 from PIL.Image import Image
 
 from concord.config import load_settings
+from concord.devices import inference, service_device
 from concord.loading import LoadedModel, load_model
 from concord.models.preprocess import images_to_tensor
 from concord.registry import Registry
@@ -45,7 +45,9 @@ class EncoderBento:
         self.loaded: LoadedModel = load_model(
             settings.encoder_model, lambda: Registry.from_settings(settings)
         )
-        self.model = self.loaded.torch_model()
+        self.device = service_device(settings.device, "encoder")
+        self.precision = settings.device.precision
+        self.model = self.loaded.torch_model().to(self.device)
         self._lock = threading.Lock()
         self.batches = 0
         self.items = 0
@@ -55,19 +57,20 @@ class EncoderBento:
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Returns: float32 (len(texts), E) pooled text embeddings."""
         batch = self.loaded.tokenizer(texts)
-        with torch.inference_mode():
-            encoded = self.model.encode_text(batch.input_ids, batch.attention_mask)
+        ids, mask = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)
+        with inference(self.device, self.precision):
+            encoded = self.model.encode_text(ids, mask)
         self._count(len(texts))
-        return encoded.pooled.float().numpy()
+        return encoded.pooled.float().cpu().numpy()
 
     @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
     def encode_images(self, images: list[Image]) -> np.ndarray:
         """Returns: float32 (len(images), E) pooled image embeddings."""
         pixels = images_to_tensor(images, self.loaded.image_size)
-        with torch.inference_mode():
-            encoded = self.model.encode_image(pixels)
+        with inference(self.device, self.precision):
+            encoded = self.model.encode_image(pixels.to(self.device))
         self._count(len(images))
-        return encoded.pooled.float().numpy()
+        return encoded.pooled.float().cpu().numpy()
 
     @bentoml.api
     def info(self) -> dict[str, object]:

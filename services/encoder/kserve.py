@@ -16,6 +16,11 @@ Outputs: `EMBEDDING` FP32 [B, E] and `TOKENS` FP32 [B, N, E]; all of them unless
 names some. Binary outputs follow the request (`use_binary_outputs`). The model comes from
 `--model_uri`, else `CONCORD_ENCODER_MODEL`, through the same loading code as the gRPC service.
 
+With `CONCORD_SERVING__AUTH_TOKEN` set, every inference call (REST `/v2/models/*/infer`,
+`/v1/models/*:predict`, gRPC `ModelInfer`) must carry `authorization: Bearer <token>`:
+without it REST answers 401 and gRPC UNAUTHENTICATED. Liveness, readiness, model metadata and
+`/metrics` stay open, like health and reflection on the gRPC services.
+
 Never import this module beside `tritonclient.grpc` (both register the `inference` proto
 package); `tritonclient.http` is fine.
 """
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import logging
 from collections.abc import Callable
 from typing import Any, Literal
@@ -31,11 +37,14 @@ from typing import Any, Literal
 import kserve
 import numpy as np
 import torch
+from fastapi import HTTPException
+from grpc_interceptor.exceptions import Unauthenticated
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse, RequestedOutput
 from PIL import Image
 
 from concord.config import Settings, load_settings
+from concord.devices import Precision, configure_torch_threads, describe, inference, service_device
 from concord.loading import LoadedModel, load_model
 from concord.models.dual_encoder import Encoded
 from concord.models.preprocess import images_to_tensor
@@ -57,6 +66,9 @@ class EncoderKServeModel(kserve.Model):
         registry: returns the registry (called only for `models:/` URIs).
         modality: "any" accepts IMAGE or INPUT_IDS + ATTENTION_MASK; "image"/"text" only one.
         shared: another EncoderKServeModel whose loaded encoder this one reuses.
+        auth_token: when set, inference calls need `authorization: Bearer <auth_token>`.
+        device: where the model runs (the pod's GPU under the chart's InferenceService).
+        precision: autocast dtype on a GPU (see `concord.devices.autocast`).
     """
 
     def __init__(
@@ -66,9 +78,15 @@ class EncoderKServeModel(kserve.Model):
         registry: Callable[[], Registry],
         modality: Modality = "any",
         shared: EncoderKServeModel | None = None,
+        auth_token: str | None = None,
+        device: torch.device | None = None,
+        precision: Precision = "auto",
     ) -> None:
         super().__init__(name)
         self.uri = uri
+        self.device = device or torch.device("cpu")
+        self.precision = precision
+        self._expected = f"Bearer {auth_token}" if auth_token else None
         self.modality = modality
         self._registry = registry
         self._shared = shared
@@ -81,23 +99,47 @@ class EncoderKServeModel(kserve.Model):
             self.loaded = self._shared.loaded
         else:
             self.loaded = load_model(self.uri, self._registry)
-            log.info("kserve model %s serving %s from %s", self.name, self.loaded.id, self.uri)
+            self.loaded.torch_model().to(self.device)
+            log.info(
+                "kserve model %s serving %s from %s on %s",
+                self.name,
+                self.loaded.id,
+                self.uri,
+                describe(self.device, self.precision),
+            )
         self.ready = True
         return self.ready
+
+    # ------------------------------------------------------------------ auth
+
+    async def __call__(  # type: ignore[override]
+        self, body: Any, headers: dict[str, str] | None = None, *args: Any, **kwargs: Any
+    ) -> Any:
+        """Every inference verb enters here (REST v1/v2 and gRPC), after the request is parsed;
+        health, readiness and metadata do not."""
+        if self._expected is not None:
+            given = {k.lower(): v for k, v in (headers or {}).items()}.get("authorization", "")
+            if not hmac.compare_digest(str(given).encode(), self._expected.encode()):
+                if isinstance(body, InferRequest) and body.from_grpc:
+                    raise Unauthenticated("missing or wrong bearer token")
+                raise HTTPException(
+                    401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
+                )
+        return await super().__call__(body, headers, *args, **kwargs)
 
     # ------------------------------------------------------------------ metadata
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        config = self._require().config
+        size = self._require().image_size
         specs = {
-            "any": (*v2.image_inputs(config.image.image_size), *v2.text_inputs()),
-            "image": v2.image_inputs(config.image.image_size),
+            "any": (*v2.image_inputs(size), *v2.text_inputs()),
+            "image": v2.image_inputs(size),
             "text": v2.text_inputs(),
         }[self.modality]
         return [s.as_dict() for s in specs]
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        return [s.as_dict() for s in v2.outputs(self._require().config.embed_dim)]
+        return [s.as_dict() for s in v2.outputs(self._require().embed_dim)]
 
     # ------------------------------------------------------------------ predict
 
@@ -170,23 +212,29 @@ class EncoderKServeModel(kserve.Model):
 
     def _encode_images(self, images: np.ndarray) -> Encoded:
         model = self._require().torch_model()
-        size = model.config.image.image_size
+        size = self._require().image_size
         if images.shape[1:3] == (size, size):
             pixels = torch.from_numpy(v2.uint8_to_pixels(images))
         else:
             pixels = images_to_tensor([Image.fromarray(a) for a in images], size)
-        with torch.inference_mode():
-            return model.encode_image(pixels)
+        with inference(self.device, self.precision):
+            return _on_cpu(model.encode_image(pixels.to(self.device)))
 
     def _encode_texts(self, ids: np.ndarray, mask: np.ndarray) -> Encoded:
         model = self._require().torch_model()
-        with torch.inference_mode():
-            return model.encode_text(torch.from_numpy(ids), torch.from_numpy(mask))
+        inputs = torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device)
+        with inference(self.device, self.precision):
+            return _on_cpu(model.encode_text(*inputs))
 
     def _require(self) -> LoadedModel:
         if self.loaded is None:
             raise InvalidInput(f"model {self.name} is not loaded")
         return self.loaded
+
+
+def _on_cpu(encoded: Encoded) -> Encoded:
+    """float32 CPU tensors whatever device and autocast dtype produced them."""
+    return Encoded(encoded.pooled.float().cpu(), encoded.tokens.float().cpu(), encoded.mask.cpu())
 
 
 def _input(payload: InferRequest, name: str, dtype: type, ndim: int) -> np.ndarray:
@@ -200,13 +248,22 @@ def _input(payload: InferRequest, name: str, dtype: type, ndim: int) -> np.ndarr
     return np.array(array, copy=True, order="C")  # writable: torch.from_numpy needs that
 
 
-def build_models(name: str, uri: str, registry: Callable[[], Registry]) -> list[EncoderKServeModel]:
-    """Returns: `name` (either modality), `name-image` and `name-text`, sharing one encoder."""
-    main = EncoderKServeModel(name, uri, registry)
+def build_models(
+    name: str,
+    uri: str,
+    registry: Callable[[], Registry],
+    auth_token: str | None = None,
+    device: torch.device | None = None,
+    precision: Precision = "auto",
+) -> list[EncoderKServeModel]:
+    """Returns: `name` (either modality), `name-image` and `name-text`, sharing one encoder
+    on `device` (and, when `auth_token` is set, each refusing inference calls without it)."""
+    options: dict[str, Any] = {"auth_token": auth_token, "device": device, "precision": precision}
+    main = EncoderKServeModel(name, uri, registry, **options)
     return [
         main,
-        EncoderKServeModel(v2.image_model(name), uri, registry, "image", shared=main),
-        EncoderKServeModel(v2.text_model(name), uri, registry, "text", shared=main),
+        EncoderKServeModel(v2.image_model(name), uri, registry, "image", shared=main, **options),
+        EncoderKServeModel(v2.text_model(name), uri, registry, "text", shared=main, **options),
     ]
 
 
@@ -225,7 +282,17 @@ def main(argv: list[str] | None = None) -> None:
     shared.grpc_max_receive_message_length = args.grpc_max_receive_message_length
     settings: Settings = load_settings()
     uri = args.model_uri or settings.encoder_model
-    models = build_models(args.model_name, uri, lambda: Registry.from_settings(settings))
+    token = settings.serving.auth_token
+    configure_torch_threads(settings.device)
+    models = build_models(
+        args.model_name,
+        uri,
+        lambda: Registry.from_settings(settings),
+        token.get_secret_value() if token else None,
+        # a GPU asked and not visible fails here, before the server starts
+        service_device(settings.device, "encoder"),
+        settings.device.precision,
+    )
     for model in models:
         model.load()
     kserve.ModelServer(http_port=args.http_port, grpc_port=args.grpc_port).start(models)

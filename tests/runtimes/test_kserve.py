@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +17,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.runtimes.conftest import KServeEndpoint, Reference
+from tests.fixtures.serving import free_ports
+from tests.runtimes.conftest import KServeEndpoint, Reference, Subprocess, runtime_env
 
 TEXTS = ["a red circle", "a small blue square left of a green star", "two"]
 ATOL = 1e-5
@@ -149,3 +153,91 @@ def test_metadata_describes_the_contract(
     dim = reference.model.config.embed_dim  # type: ignore[attr-defined]
     assert meta["inputs"] == [{"name": "IMAGE", "datatype": "UINT8", "shape": [-1, size, size, 3]}]
     assert {"name": "EMBEDDING", "datatype": "FP32", "shape": [-1, dim]} in meta["outputs"]
+
+
+# ---------------------------------------------------------------- bearer token
+
+TOKEN = "kserve-test-token"
+
+
+@pytest.fixture(scope="module")
+def kserve_with_token(
+    model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KServeEndpoint]:
+    """The runtime with CONCORD_SERVING__AUTH_TOKEN set, as the chart's InferenceService runs it."""
+    tmp = tmp_path_factory.mktemp("kserve-auth")
+    http, grpc = free_ports(2)
+    server = Subprocess(
+        [
+            sys.executable,
+            "-m",
+            "services.encoder.kserve",
+            "--model_name=encoder",
+            f"--http_port={http}",
+            f"--grpc_port={grpc}",
+            f"--model_uri={model_dir}",
+            "--enable_latency_logging=false",
+        ],
+        {**runtime_env(tmp), "CONCORD_SERVING__AUTH_TOKEN": TOKEN},
+        tmp / "kserve.log",
+    )
+    try:
+        # readiness needs no token (the kubelet's probes carry none)
+        server.wait_http(f"http://127.0.0.1:{http}/v2/models/encoder/ready")
+        yield KServeEndpoint(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", "encoder")
+    finally:
+        server.stop()
+
+
+def _status(url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> int:
+    request = urllib.request.Request(url, data=body, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_token_guards_rest_inference(kserve_with_token: KServeEndpoint) -> None:
+    base = f"http://{kserve_with_token.http}"
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": "INPUT_IDS", "shape": [1, 2], "datatype": "INT64", "data": [101, 102]},
+                {"name": "ATTENTION_MASK", "shape": [1, 2], "datatype": "INT64", "data": [1, 1]},
+            ]
+        }
+    ).encode()
+    json_type = {"Content-Type": "application/json"}
+    for model in ("encoder", "encoder-text"):
+        infer = f"{base}/v2/models/{model}/infer"
+        assert _status(infer, body, json_type) == 401
+        wrong = {**json_type, "Authorization": "Bearer nope"}
+        assert _status(infer, body, wrong) == 401
+        right = {**json_type, "Authorization": f"Bearer {TOKEN}"}
+        assert _status(infer, body, right) == 200
+    # probes, metadata and metrics stay open
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/encoder/ready", "/metrics"):
+        assert _status(base + path) == 200, path
+    assert _status(f"{base}/v2/models/encoder") == 200
+
+
+def test_token_guards_grpc_inference(
+    kserve_with_token: KServeEndpoint, reference: Reference
+) -> None:
+    inputs = _text_inputs(grpcclient, reference)
+    with grpcclient.InferenceServerClient(kserve_with_token.grpc) as client:
+        assert client.is_server_live() and client.is_model_ready("encoder")  # open
+        for headers in (None, {"authorization": "Bearer nope"}):
+            with pytest.raises(InferenceServerException) as refused:
+                client.infer("encoder", inputs, headers=headers)
+            assert refused.value.status() == "StatusCode.UNAUTHENTICATED"
+        result = client.infer("encoder", inputs, headers={"authorization": f"Bearer {TOKEN}"})
+    pooled, _, _ = reference.texts(TEXTS)
+    np.testing.assert_allclose(result.as_numpy("EMBEDDING"), pooled, atol=ATOL)
+
+
+def test_no_token_means_no_auth(kserve_endpoint: KServeEndpoint, reference: Reference) -> None:
+    """Negative control: the runtime without a token serves the same call with no header."""
+    with grpcclient.InferenceServerClient(kserve_endpoint.grpc) as client:
+        client.infer("encoder", _text_inputs(grpcclient, reference))
