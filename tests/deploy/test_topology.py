@@ -41,11 +41,11 @@ from concord.client import Concord, Connection, IndexItem, status_of
 from concord.config import Settings
 from concord.proto.v1 import common_pb2, events_pb2
 from concord.registry import Registry
-from tests.bus_helpers import wait_until
 from tests.deploy.conftest import by_kind
+from tests.fixtures.media import png
 from tests.fixtures.mlflow import MlflowServer
-from tests.unit.test_encoder_service import png, tiny_encoder
-from tests.unit.test_scorer_service import scorer_package
+from tests.fixtures.models import scorer_package, tiny_encoder
+from tests.fixtures.waiting import wait_until
 from tools.kafka.broker import KafkaBroker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

@@ -29,9 +29,9 @@ from concord.clients.generator import layout_from_tensor
 from concord.config import Settings
 from concord.proto.v1 import events_pb2
 from pipelines.train_generator import MODEL_NAME, TrainConfig, train
-from tests.bus_helpers import wait_until
-from tests.unit.test_encoder_service import Served, free_ports, tiny_encoder
-from tests.unit.test_scorer_service import scorer_package
+from tests.fixtures.models import scorer_package, tiny_encoder
+from tests.fixtures.serving import InProcessDeployment, free_ports
+from tests.fixtures.waiting import wait_until
 from tools.kafka.broker import KafkaBroker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -93,14 +93,14 @@ def trained(settings: Settings) -> int:
 
 
 @pytest.fixture(scope="module")
-def served(settings: Settings, trained: int) -> Iterator[Served]:
-    server = Served(["generator", "scorer"], settings)
+def served(settings: Settings, trained: int) -> Iterator[InProcessDeployment]:
+    server = InProcessDeployment(["generator", "scorer"], settings)
     yield server
     server.close()
 
 
 def test_a_generation_job_is_audited_with_its_flagged_words(
-    settings: Settings, trained: int, served: Served
+    settings: Settings, trained: int, served: InProcessDeployment
 ) -> None:
     with Concord(settings) as sdk:
         model = sdk.generator.model()

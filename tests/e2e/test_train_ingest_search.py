@@ -45,7 +45,7 @@ from concord.proto.v1 import common_pb2, events_pb2
 from pipelines.data.sets import BuildArgs, registry
 from pipelines.data.store import read_jsonl
 from pipelines.train_encoder import MODEL_NAME, TrainConfig, TrainResult, train
-from tests.unit.test_encoder_service import free_ports
+from tests.fixtures.serving import free_ports
 from tools.kafka.broker import KafkaBroker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -68,7 +68,9 @@ class Trained:
 
 
 @dataclass(frozen=True)
-class Served:
+class ServeProcess:
+    """`concord serve encoder retrieval` running in a subprocess: its settings and log."""
+
     settings: Settings
     log: Path
 
@@ -140,7 +142,7 @@ def _concord_exe() -> list[str]:
 @pytest.fixture(scope="module")
 def served(
     trained: Trained, own_kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Served]:
+) -> Iterator[ServeProcess]:
     """`concord serve encoder retrieval` in a subprocess, serving the registry's production."""
     tmp = tmp_path_factory.mktemp("e2e-serve")
     encoder_port, retrieval_port = free_ports(2)
@@ -183,7 +185,7 @@ def served(
                     pytrace=False,
                 )
             time.sleep(0.5)
-        yield Served(settings, log)
+        yield ServeProcess(settings, log)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -194,14 +196,16 @@ def served(
                 proc.wait(10)
 
 
-def test_encoder_serves_the_registered_version(trained: Trained, served: Served) -> None:
+def test_encoder_serves_the_registered_version(trained: Trained, served: ServeProcess) -> None:
     with Concord(served.settings) as sdk:
         model = sdk.encoder.model()
     assert model is not None, f"the encoder reports no loaded model:\n{_tail(served.log)}"
     assert (model.name, model.version) == (MODEL_NAME, str(trained.result.version))
 
 
-def test_kafka_ingest_then_text_search_finds_the_image(trained: Trained, served: Served) -> None:
+def test_kafka_ingest_then_text_search_finds_the_image(
+    trained: Trained, served: ServeProcess
+) -> None:
     records = read_jsonl(trained.data / "test.jsonl")
     collection = f"e2e-{uuid.uuid4().hex[:8]}"
     lock = threading.Lock()

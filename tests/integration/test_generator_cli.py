@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from concord.cli import app
 from concord.config import Settings
-from tests.unit.test_encoder_service import Served
-from tests.unit.test_generator_service import generator_settings, png, tiny_generator
+from tests.fixtures.media import png
+from tests.fixtures.models import tiny_generator
+from tests.fixtures.serving import InProcessDeployment, generator_settings
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     settings = generator_settings(
         tmp_path_factory.mktemp("generator-cli"), str(tiny_generator(tmp_path_factory))
     )
-    server = Served(["generator"], settings)
+    server = InProcessDeployment(["generator"], settings)
     yield settings
     server.close()
 
@@ -85,7 +86,7 @@ def test_customize_waits_for_the_job_and_the_concept_is_listed(
     images = []
     for i, colour in enumerate([(250, 200, 0), (240, 210, 20)]):
         path = tmp_path / f"ref{i}.png"
-        path.write_bytes(png(colour))
+        path.write_bytes(png(colour, 24))
         images.append(str(path))
     result = CliRunner().invoke(
         app,

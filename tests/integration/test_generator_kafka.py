@@ -19,9 +19,10 @@ from concord.client import Concord
 from concord.clients.generator import layout_from_tensor
 from concord.config import Settings
 from concord.proto.v1 import events_pb2
-from tests.bus_helpers import wait_until as _wait_until
-from tests.unit.test_encoder_service import Served
-from tests.unit.test_generator_service import generator_settings, png, tiny_generator
+from tests.fixtures.media import png
+from tests.fixtures.models import tiny_generator
+from tests.fixtures.serving import InProcessDeployment, generator_settings
+from tests.fixtures.waiting import wait_until as _wait_until
 from tools.kafka.broker import KafkaBroker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -51,16 +52,16 @@ def settings(own_kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture(scope="module")
-def served(settings: Settings) -> Iterator[Served]:
-    server = Served(["generator"], settings)
+def served(settings: Settings) -> Iterator[InProcessDeployment]:
+    server = InProcessDeployment(["generator"], settings)
     yield server
     server.close()
 
 
 def test_customize_job_registers_a_concept_listed_and_usable(
-    settings: Settings, served: Served
+    settings: Settings, served: InProcessDeployment
 ) -> None:
-    references = [png((30, 200, 40)), png((40, 180, 60))]
+    references = [png((30, 200, 40), 24), png((40, 180, 60), 24)]
     with Concord(settings) as sdk:
         job = sdk.customize("quibble", references, class_word="shape", steps=10)
         assert job.state == "QUEUED"
@@ -78,7 +79,7 @@ def test_customize_job_registers_a_concept_listed_and_usable(
 
 
 def test_generation_job_publishes_one_generated_event_per_prompt(
-    settings: Settings, served: Served
+    settings: Settings, served: InProcessDeployment
 ) -> None:
     job_id = f"gen-{uuid.uuid4().hex[:8]}"
     prompts = ["a red circle above a blue square", "a green star"]
@@ -119,7 +120,7 @@ def test_generation_job_publishes_one_generated_event_per_prompt(
 
 
 def test_malformed_jobs_are_dead_lettered_with_the_reason(
-    settings: Settings, served: Served
+    settings: Settings, served: InProcessDeployment
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     bad = {

@@ -20,8 +20,8 @@ from concord.bus import Delivery, DlqHeaders, Reason, dlq_topic, make_bus
 from concord.bus.kafka import KafkaBus
 from concord.config import Settings
 from concord.proto.v1.events_pb2 import Indexed, IngestRequest
-from tests.bus_helpers import Recorder, event
-from tests.bus_helpers import wait_until as _wait_until
+from tests.fixtures.bus import Recorder, ingest_event
+from tests.fixtures.waiting import wait_until as _wait_until
 from tools.kafka.broker import KafkaBroker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -62,7 +62,7 @@ def bus(kafka_broker: KafkaBroker) -> Iterator[KafkaBus]:
 def test_keyed_records_keep_partition_and_order(bus: KafkaBus) -> None:
     topic = name("keys")
     for i in range(30):
-        bus.publish(topic, f"k{i % 5}", event(i))
+        bus.publish(topic, f"k{i % 5}", ingest_event(i))
     bus.flush(timeout=30)
     rec = Recorder()
     c = bus.subscribe(topic, topic, rec, IngestRequest).start()
@@ -92,7 +92,7 @@ def test_two_groups_each_get_everything_via_make_bus(kafka_broker: KafkaBroker) 
     cb = bus.subscribe(topic, "b", b, IngestRequest).start()
     want = {f"m{i}" for i in range(20)}
     for i in range(20):
-        bus.publish(topic, f"k{i}", event(i))
+        bus.publish(topic, f"k{i}", ingest_event(i))
     bus.flush(timeout=30)
     wait_until(lambda: set(a.ids()) == want and set(b.ids()) == want, "both groups")
     assert ca.stop() and cb.stop()
@@ -110,7 +110,7 @@ def test_failed_handler_is_retried_and_committed_once_done(bus: KafkaBus) -> Non
         if attempts[msg.id] == 1:
             raise RuntimeError("transient")
 
-    bus.publish(topic, "k", event(1))
+    bus.publish(topic, "k", ingest_event(1))
     bus.flush(timeout=30)
     c = bus.subscribe(topic, topic, flaky, IngestRequest).start()
     end = {p: o for p, o in bus.end_offsets(topic).items() if o}
@@ -174,7 +174,7 @@ def test_sigkilled_consumer_loses_nothing(bus: KafkaBus) -> None:
     topic = name("crash")
     bus.ensure_topics([topic], partitions=1)
     for i in range(10):
-        bus.publish(topic, "k", event(i))
+        bus.publish(topic, "k", ingest_event(i))
     bus.flush(timeout=30)
     child = subprocess.Popen(
         [
@@ -230,7 +230,7 @@ def test_stop_mid_batch_commits_the_current_record_only(bus: KafkaBus) -> None:
     topic = name("stop")
     bus.ensure_topics([topic], partitions=1)
     for i in range(10):
-        bus.publish(topic, "k", event(i))
+        bus.publish(topic, "k", ingest_event(i))
     bus.flush(timeout=30)
     blocked, release = threading.Event(), threading.Event()
     first = Recorder()
@@ -262,12 +262,12 @@ def test_broker_restart_is_survived(kafka_broker: KafkaBroker, bus: KafkaBus) ->
     rec = Recorder()
     c = bus.subscribe(topic, topic, rec, IngestRequest).start()
     for i in range(10):
-        bus.publish(topic, f"k{i}", event(i))
+        bus.publish(topic, f"k{i}", ingest_event(i))
     bus.flush(timeout=30)
     wait_until(lambda: len(set(rec.ids())) == 10, "the first half")
     kafka_broker.restart()
     for i in range(10, 20):
-        bus.publish(topic, f"k{i}", event(i))
+        bus.publish(topic, f"k{i}", ingest_event(i))
     bus.flush(timeout=60)
     wait_until(lambda: set(rec.ids()) == {f"m{i}" for i in range(20)}, "the second half")
     assert c.stop()

@@ -14,19 +14,23 @@ from typer.testing import CliRunner
 from concord.cli import app
 from concord.client import Concord, IndexItem
 from concord.config import Settings
-from tests.unit.test_encoder_service import Served, png, settings_for, tiny_encoder
+from tests.fixtures.media import png
+from tests.fixtures.models import tiny_encoder
+from tests.fixtures.serving import InProcessDeployment, encoder_settings
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, Settings]]:
-    settings = settings_for(tmp_path_factory.mktemp("cli"), str(tiny_encoder(tmp_path_factory)))
-    server = Served(["encoder", "retrieval"], settings)
+def served(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[InProcessDeployment, Settings]]:
+    settings = encoder_settings(tmp_path_factory.mktemp("cli"), str(tiny_encoder(tmp_path_factory)))
+    server = InProcessDeployment(["encoder", "retrieval"], settings)
     yield server, settings
     server.close()
 
 
 def test_search_prints_hits_and_writes_a_contact_sheet(
-    served: tuple[Served, Settings], tmp_path: Path
+    served: tuple[InProcessDeployment, Settings], tmp_path: Path
 ) -> None:
     settings = served[1]
     items = []

@@ -15,8 +15,10 @@ from concord.client import Concord
 from concord.clients.convert import payload_from_dict
 from concord.config import Settings
 from concord.proto.v1 import common_pb2, events_pb2
-from tests.bus_helpers import wait_until as _wait_until
-from tests.unit.test_encoder_service import Served, png, settings_for, tiny_encoder
+from tests.fixtures.media import png
+from tests.fixtures.models import tiny_encoder
+from tests.fixtures.serving import InProcessDeployment, encoder_settings
+from tests.fixtures.waiting import wait_until as _wait_until
 from tools.kafka.broker import KafkaBroker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -36,7 +38,7 @@ def settings(own_kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFac
         "max_retries": 1,
         "retry_backoff_seconds": 0.05,
     }
-    return settings_for(
+    return encoder_settings(
         tmp_path_factory.mktemp("kafka"),
         str(tiny_encoder(tmp_path_factory)),
         bus="kafka",
@@ -45,8 +47,8 @@ def settings(own_kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture
-def served(settings: Settings) -> Iterator[Served]:
-    server = Served(["encoder", "retrieval"], settings)
+def served(settings: Settings) -> Iterator[InProcessDeployment]:
+    server = InProcessDeployment(["encoder", "retrieval"], settings)
     yield server
     server.close()
 
@@ -69,7 +71,9 @@ def ingest_events(collection: str) -> list[events_pb2.IngestRequest]:
     return events
 
 
-def test_kafka_ingest_indexes_emits_and_ignores_replays(settings: Settings, served: Served) -> None:
+def test_kafka_ingest_indexes_emits_and_ignores_replays(
+    settings: Settings, served: InProcessDeployment
+) -> None:
     collection = f"kafka-{uuid.uuid4().hex[:8]}"
     events = ingest_events(collection)
     corrupt = events_pb2.IngestRequest(

@@ -34,8 +34,8 @@ from pipelines.data.sets import BuildArgs, registry
 from pipelines.data.store import read_jsonl
 from pipelines.scorer.data import load_pairs
 from pipelines.scorer.hardneg import HardNegConfig, fine_tune
-from tests.unit.test_encoder_service import Served
-from tests.unit.test_scorer_service import scorer_package, scorer_settings
+from tests.fixtures.models import scorer_package
+from tests.fixtures.serving import InProcessDeployment, scorer_settings
 
 # ~3 min on 2 quiet cores (training ~2 min); a busy machine needs the longer limit.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -83,7 +83,7 @@ def package(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def served(package: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     settings = scorer_settings(tmp_path_factory.mktemp("served"), str(package), max_chars=2000)
-    server = Served(["scorer"], settings)
+    server = InProcessDeployment(["scorer"], settings)
     yield settings
     server.close()
 

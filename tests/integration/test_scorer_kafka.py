@@ -16,9 +16,10 @@ from concord.bus import Delivery, DlqHeaders, make_bus
 from concord.client import Concord
 from concord.config import Settings
 from concord.proto.v1 import common_pb2, events_pb2
-from tests.bus_helpers import wait_until as _wait_until
-from tests.unit.test_encoder_service import Served, png, tiny_encoder
-from tests.unit.test_scorer_service import scorer_package, scorer_settings
+from tests.fixtures.media import png
+from tests.fixtures.models import scorer_package, tiny_encoder
+from tests.fixtures.serving import InProcessDeployment, scorer_settings
+from tests.fixtures.waiting import wait_until as _wait_until
 from tools.kafka.broker import KafkaBroker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -44,8 +45,8 @@ def settings(own_kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture
-def served(settings: Settings) -> Iterator[Served]:
-    server = Served(["scorer"], settings)
+def served(settings: Settings) -> Iterator[InProcessDeployment]:
+    server = InProcessDeployment(["scorer"], settings)
     yield server
     server.close()
 
@@ -61,7 +62,7 @@ def generated(job: str, index: int, prompt: str, image: bytes) -> events_pb2.Gen
 
 
 def test_auditor_scores_generated_events_and_dead_letters_bad_ones(
-    settings: Settings, served: Served, tmp_path: Path
+    settings: Settings, served: InProcessDeployment, tmp_path: Path
 ) -> None:
     job = f"job-{uuid.uuid4().hex[:8]}"
     good = [

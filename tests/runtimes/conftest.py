@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.unit.test_encoder_service import free_ports, tiny_encoder
+from tests.fixtures.models import tiny_encoder
+from tests.fixtures.serving import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90.0

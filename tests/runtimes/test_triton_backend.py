@@ -19,8 +19,9 @@ import pytest
 from concord.client import Concord
 from concord.config import Settings
 from concord.errors import Unavailable
+from tests.fixtures.media import png
+from tests.fixtures.serving import InProcessDeployment, encoder_settings, free_ports
 from tests.runtimes.conftest import KServeEndpoint
-from tests.unit.test_encoder_service import Served, free_ports, png, settings_for
 
 TEXTS = ["a red circle", "a blue square left of a green star", "three yellow moons"]
 ATOL = 1e-5
@@ -32,10 +33,10 @@ def services(
 ) -> Iterator[tuple[Concord, Concord]]:
     """(torch-backed, triton-backed) encoder services on their own ports."""
     batching = {"max_batch_size": 16, "max_delay_ms": 20, "max_queue": 64}
-    torch_settings = settings_for(
+    torch_settings = encoder_settings(
         tmp_path_factory.mktemp("torch"), str(model_dir), batching=batching
     )
-    triton_settings = settings_for(
+    triton_settings = encoder_settings(
         tmp_path_factory.mktemp("triton"),
         str(model_dir),
         batching=batching,
@@ -43,8 +44,8 @@ def services(
         triton_url=kserve_endpoint.grpc,
         triton_model=kserve_endpoint.model,
     )
-    torch_served = Served(["encoder"], torch_settings)
-    triton_served = Served(["encoder"], triton_settings)
+    torch_served = InProcessDeployment(["encoder"], torch_settings)
+    triton_served = InProcessDeployment(["encoder"], triton_settings)
     servable = triton_served.servicer("encoder").servable
     assert servable.remote is not None and servable.loaded.model is None  # no local weights
     try:

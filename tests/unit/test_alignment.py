@@ -29,7 +29,7 @@ from concord.models.alignment import (
 )
 from concord.models.dual_encoder import Encoded
 from concord.models.losses import filip_similarity
-from tests.unit.test_checkpoints import write_tiny_clip
+from tests.fixtures.models import write_tiny_clip
 
 torch.set_num_threads(2)
 

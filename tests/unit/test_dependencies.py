@@ -13,7 +13,8 @@ from pydantic import ValidationError
 
 from concord.client import Connection, status_of
 from concord.config import Settings, load_settings
-from tests.unit.test_encoder_service import Served, free_ports, tiny_encoder
+from tests.fixtures.models import tiny_encoder
+from tests.fixtures.serving import InProcessDeployment, free_ports
 
 
 def test_peers_are_dialled_at_their_configured_address() -> None:
@@ -58,7 +59,7 @@ def test_retrieval_is_not_ready_until_its_encoder_answers(
             "metrics_port": 0,
         },
     )
-    retrieval = Served(["retrieval"], settings)
+    retrieval = InProcessDeployment(["retrieval"], settings)
     encoder = None
     try:
         with Connection(f"127.0.0.1:{retrieval_port}") as conn:
@@ -72,7 +73,7 @@ def test_retrieval_is_not_ready_until_its_encoder_answers(
                 encoder_model=str(tiny_encoder(tmp_path_factory)),
                 serving={"ports": {"encoder": encoder_port}, "metrics_port": 0},
             )
-            encoder = Served(["encoder"], encoder_settings)
+            encoder = InProcessDeployment(["encoder"], encoder_settings)
             assert _wait_for(lambda: conn.health("concord.v1.RetrievalService") == "SERVING")
             assert status_of("retrieval", settings).not_ready == ""
 

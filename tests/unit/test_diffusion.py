@@ -31,7 +31,7 @@ from concord.models.diffusion.lora import (
     remove_lora,
     set_lora_scale,
 )
-from concord.models.diffusion.samplers import timesteps
+from concord.models.diffusion.sampling import timesteps
 from concord.models.diffusion.schedule import NoiseSchedule
 from concord.models.diffusion.unet import CrossAttention, UNet
 

@@ -4,10 +4,6 @@ across concurrent callers, streaming, error classes with field names, not-loaded
 
 from __future__ import annotations
 
-import asyncio
-import io
-import socket
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,107 +11,42 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from PIL import Image
 
 from concord.client import Concord, Connection
 from concord.config import Settings
 from concord.errors import FailedPrecondition, InvalidArgument
 from concord.proto.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
 from concord.serving.errors import field_violations
-from concord.serving.runner import Deployment
-
-
-def tiny_config():  # type: ignore[no-untyped-def]
-    from concord.models.config import load_config
-
-    return load_config("tiny")
-
-
-def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random encoder saved once per test session (MiniLM text tower, random ViT)."""
-    directory = tmp_path_factory.getbasetemp() / "tiny-encoder"
-    if not (directory / "model.safetensors").is_file():
-        from concord.checkpoints import build_encoder, save_encoder
-        from concord.models.config import load_config
-
-        model, tokenizer = build_encoder(load_config("tiny"), seed=0)
-        save_encoder(model, tokenizer, directory)
-    return directory
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-class Served:
-    """A Deployment running on its own event loop in a background thread."""
-
-    def __init__(self, names: list[str], settings: Settings) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.deployment = self.call(self._make, names, settings)
-        self.call(self.deployment.start)
-
-    @staticmethod
-    async def _make(names: list[str], settings: Settings) -> Deployment:
-        return Deployment(names, settings)
-
-    def call(self, fn, *args):  # type: ignore[no-untyped-def]
-        return asyncio.run_coroutine_threadsafe(fn(*args), self.loop).result(timeout=120)
-
-    def servicer(self, name: str):  # type: ignore[no-untyped-def]
-        return next(d.servicer for d in self.deployment.definitions if d.name == name)
-
-    def close(self) -> None:
-        self.call(self.deployment.stop)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
-def settings_for(tmp: Path, model: str, **extra: object) -> Settings:
-    encoder, retrieval = free_ports(2)
-    return Settings(
-        home=tmp / "home",
-        encoder_model=model,
-        serving={"ports": {"encoder": encoder, "retrieval": retrieval}, "metrics_port": 0},
-        **extra,
-    )
-
-
-def png(colour: tuple[int, int, int], size: int = 64) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (size, size), colour).save(buffer, format="PNG")
-    return buffer.getvalue()
+from tests.fixtures.media import png
+from tests.fixtures.models import tiny_config, tiny_encoder
+from tests.fixtures.serving import InProcessDeployment, encoder_settings
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, Settings]]:
+def served(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[InProcessDeployment, Settings]]:
     model = tiny_encoder(tmp_path_factory)
-    settings = settings_for(
+    settings = encoder_settings(
         tmp_path_factory.mktemp("encoder"),
         str(model),
         batching={"max_batch_size": 16, "max_delay_ms": 50, "max_queue": 64},
     )
-    server = Served(["encoder"], settings)
+    server = InProcessDeployment(["encoder"], settings)
     yield server, settings
     server.close()
 
 
 @pytest.fixture(scope="module")
-def sdk(served: tuple[Served, Settings]) -> Iterator[Concord]:
+def sdk(served: tuple[InProcessDeployment, Settings]) -> Iterator[Concord]:
     with Concord(served[1]) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def stub(served: tuple[Served, Settings]) -> Iterator[encoder_pb2_grpc.EncoderServiceStub]:
+def stub(
+    served: tuple[InProcessDeployment, Settings],
+) -> Iterator[encoder_pb2_grpc.EncoderServiceStub]:
     with Connection(f"127.0.0.1:{served[1].serving.port_for('encoder')}") as conn:
         yield encoder_pb2_grpc.EncoderServiceStub(conn.channel)
 
@@ -153,7 +84,7 @@ def test_images_have_patch_tokens_without_spans(sdk: Concord) -> None:
 
 
 def test_concurrent_callers_coalesce_into_batches(
-    served: tuple[Served, Settings], sdk: Concord
+    served: tuple[InProcessDeployment, Settings], sdk: Concord
 ) -> None:
     batcher = served[0].servicer("encoder").servable.texts
     batcher.batch_sizes.clear()
@@ -217,7 +148,7 @@ def test_errors_name_fields_and_service_keeps_serving(
     assert sdk.encode_texts(["still serving"]).matrix.shape[0] == 1
 
 
-def test_info_lists_the_model(served: tuple[Served, Settings]) -> None:
+def test_info_lists_the_model(served: tuple[InProcessDeployment, Settings]) -> None:
     with Connection(f"127.0.0.1:{served[1].serving.port_for('encoder')}") as conn:
         info = conn.info("encoder")
     assert info.ready and [m.name for m in info.models] == ["tiny-encoder"]
@@ -225,8 +156,8 @@ def test_info_lists_the_model(served: tuple[Served, Settings]) -> None:
 
 def test_missing_model_answers_failed_precondition(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-model"
-    settings = settings_for(tmp_path, str(missing))
-    server = Served(["encoder"], settings)
+    settings = encoder_settings(tmp_path, str(missing))
+    server = InProcessDeployment(["encoder"], settings)
     try:
         with Concord(settings) as client:
             with pytest.raises(FailedPrecondition) as caught:

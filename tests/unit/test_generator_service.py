@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import io
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from concord.client import Concord, Connection
@@ -23,83 +21,40 @@ from concord.config import Settings
 from concord.errors import FailedPrecondition, InvalidArgument, NotFound
 from concord.proto.v1 import generator_pb2, generator_pb2_grpc
 from concord.serving.errors import field_violations
-from tests.bus_helpers import wait_until
-from tests.unit.test_encoder_service import Served, free_ports
+from tests.fixtures.media import png
+from tests.fixtures.models import tiny_generator
+from tests.fixtures.serving import InProcessDeployment, generator_settings
+from tests.fixtures.waiting import wait_until
 
 WAIT = 120.0
 
 
-def tiny_generator(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A very small random generator (16x16, 8 channels) saved once per test session."""
-    directory = tmp_path_factory.getbasetemp() / "tiny-generator"
-    if not (directory / "weights.safetensors").is_file():
-        from concord.generator_checkpoints import build_generator, save_generator
-        from concord.models.diffusion.config import load_preset
-
-        config = load_preset("tiny").replace(
-            image_size=16,
-            base_channels=8,
-            channel_mult=(1, 2),
-            attn_resolutions=(8,),
-            heads=2,
-            max_text_tokens=8,
-        )
-        pipe = build_generator(config, seed=0)
-        # A fresh U-Net zero-initialises its output layers, so no gradient would reach a
-        # concept's LoRA; small random values stand in for what training puts there.
-        generator = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for param in pipe.unet.parameters():
-                if not param.any():
-                    param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
-        save_generator(pipe, directory)
-    return directory
-
-
-def generator_settings(tmp: Path, model: str, **extra: object) -> Settings:
-    generator, scorer = free_ports(2)
-    extra.setdefault("kafka", {"group_prefix": f"t{uuid.uuid4().hex[:8]}"})
-    return Settings(
-        home=tmp / "home",
-        serving={
-            "ports": {"generator": generator, "scorer": scorer},
-            "metrics_port": 0,
-        },
-        generator={"model": model, "max_steps": 400, "max_prompts_per_request": 4},
-        **extra,
-    )
-
-
-def png(colour: tuple[int, int, int], size: int = 24) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (size, size), colour).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, Settings]]:
+def served(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[InProcessDeployment, Settings]]:
     model = tiny_generator(tmp_path_factory)
     settings = generator_settings(tmp_path_factory.mktemp("generator"), str(model))
-    server = Served(["generator"], settings)
+    server = InProcessDeployment(["generator"], settings)
     yield server, settings
     server.close()
 
 
 @pytest.fixture(scope="module")
-def client(served: tuple[Served, Settings]) -> Iterator[GeneratorClient]:
+def client(served: tuple[InProcessDeployment, Settings]) -> Iterator[GeneratorClient]:
     with Concord(served[1]) as sdk:
         yield sdk.generator
 
 
 @pytest.fixture(scope="module")
 def stub(
-    served: tuple[Served, Settings],
+    served: tuple[InProcessDeployment, Settings],
 ) -> Iterator[generator_pb2_grpc.GeneratorServiceStub]:
     with Connection(f"127.0.0.1:{served[1].serving.port_for('generator')}") as conn:
         yield generator_pb2_grpc.GeneratorServiceStub(conn.channel)
 
 
-def servable(served: tuple[Served, Settings]):  # type: ignore[no-untyped-def]
+def servable(served: tuple[InProcessDeployment, Settings]):  # type: ignore[no-untyped-def]
     return served[0].servicer("generator").servable
 
 
@@ -230,7 +185,7 @@ def test_sdk_errors_carry_field_violations(client: GeneratorClient) -> None:
 
 
 def test_cancelled_call_stops_the_denoising_loop(
-    served: tuple[Served, Settings], client: GeneratorClient
+    served: tuple[InProcessDeployment, Settings], client: GeneratorClient
 ) -> None:
     model = servable(served)
     started = model.steps_done
@@ -253,7 +208,7 @@ def test_cancelled_call_stops_the_denoising_loop(
 
 
 def test_busy_generator_sheds_load_with_resource_exhausted(
-    served: tuple[Served, Settings], client: GeneratorClient
+    served: tuple[InProcessDeployment, Settings], client: GeneratorClient
 ) -> None:
     model = servable(served)
     model.gate.max_waiting = 0
@@ -300,8 +255,8 @@ def test_customize_validates_names_references_and_steps(
     request = generator_pb2.CustomizeRequest(
         concept="Zorv!",
         references=[
-            common_pb2.Image(data=png((200, 30, 30))),
-            common_pb2.Image(data=png((1, 2, 3))[:40]),
+            common_pb2.Image(data=png((200, 30, 30), 24)),
+            common_pb2.Image(data=png((1, 2, 3), 24)[:40]),
         ],
         steps=100000,
     )
@@ -324,7 +279,7 @@ def test_customize_job_registers_a_concept_that_generate_can_use(
     client: GeneratorClient,
 ) -> None:
     """Through the embedded bus: Customize -> job -> SUCCEEDED -> listed -> usable."""
-    references = [png((220, 40, 40)), png((200, 60, 30)), png((230, 30, 60))]
+    references = [png((220, 40, 40), 24), png((200, 60, 30), 24), png((230, 30, 60), 24)]
     job = client.customize("zorv", references, class_word="shape", steps=20)
     assert job.state == "QUEUED" and job.concept == "zorv" and job.id
     done = client.wait_job(job.id, timeout=WAIT, poll=0.1)
@@ -360,7 +315,7 @@ def test_without_a_model_the_service_serves_but_generate_fails_clearly(
     tmp_path: Path,
 ) -> None:
     settings = generator_settings(tmp_path, str(tmp_path / "no-such-model"))
-    server = Served(["generator"], settings)
+    server = InProcessDeployment(["generator"], settings)
     try:
         with Concord(settings) as sdk:
             conn = Connection(f"127.0.0.1:{settings.serving.port_for('generator')}")
@@ -370,7 +325,7 @@ def test_without_a_model_the_service_serves_but_generate_fails_clearly(
             with pytest.raises(FailedPrecondition, match=r"no-such-model.*not a generator"):
                 sdk.generate(["a red circle"])
             with pytest.raises(FailedPrecondition):
-                sdk.customize("zorv", [png((1, 2, 3))])
+                sdk.customize("zorv", [png((1, 2, 3), 24)])
             assert sdk.list_concepts() == []
     finally:
         server.close()

@@ -20,8 +20,8 @@ from concord.bus.memory import EMBEDDED_LOG
 from concord.config import Settings
 from concord.errors import InvalidArgument
 from concord.proto.v1.events_pb2 import Indexed, IngestRequest
-from tests.bus_helpers import Recorder, event
-from tests.bus_helpers import wait_until as _wait_until
+from tests.fixtures.bus import Recorder, ingest_event
+from tests.fixtures.waiting import wait_until as _wait_until
 
 WAIT = 10.0  # generous bound for in-process delivery; tests never sleep to assert
 
@@ -37,7 +37,7 @@ def bus() -> MemoryBus:
 
 def test_same_key_same_partition_in_order(bus: MemoryBus) -> None:
     for i in range(30):
-        bus.publish("t", f"k{i % 5}", event(i))
+        bus.publish("t", f"k{i % 5}", ingest_event(i))
     rec = Recorder()
     c = bus.subscribe("t", "g", rec, IngestRequest).start()
     wait_until(lambda: len(rec.ids()) == 30, "30 deliveries")
@@ -62,7 +62,7 @@ def test_each_group_gets_everything_members_split_it(bus: MemoryBus) -> None:
     ]
     want = {f"m{i}" for i in range(60)}
     for i in range(60):
-        bus.publish("t", f"k{i}", event(i))
+        bus.publish("t", f"k{i}", ingest_event(i))
     wait_until(lambda: set(a.ids()) == want, "group a to see all")
     wait_until(lambda: set(b1.ids()) | set(b2.ids()) == want, "group b to see all")
     for c in consumers:
@@ -75,7 +75,7 @@ def test_each_group_gets_everything_members_split_it(bus: MemoryBus) -> None:
 
 def test_new_group_reads_from_the_start(bus: MemoryBus) -> None:
     for i in range(5):
-        bus.publish("t", "k", event(i))
+        bus.publish("t", "k", ingest_event(i))
     first = Recorder()
     c = bus.subscribe("t", "first", first, IngestRequest).start()
     wait_until(lambda: len(first.ids()) == 5, "first group")
@@ -95,7 +95,7 @@ def test_failed_handler_is_retried_then_committed(bus: MemoryBus) -> None:
         if attempts[msg.id] == 1:
             raise RuntimeError("transient")
 
-    bus.publish("t", "k", event(1))
+    bus.publish("t", "k", ingest_event(1))
     c = bus.subscribe("t", "g", flaky, IngestRequest).start()
     wait_until(
         lambda: bus.committed("t", "g") == {p: o for p, o in bus.end_offsets("t").items() if o},
@@ -156,7 +156,7 @@ class Blocker:
 def test_aborted_consumer_loses_nothing() -> None:
     bus = MemoryBus(partitions=1)
     for i in range(10):
-        bus.publish("t", "k", event(i))
+        bus.publish("t", "k", ingest_event(i))
     first = Blocker("m4")
     a = bus.subscribe("t", "g", first, IngestRequest).start()
     assert first.blocked.wait(WAIT)
@@ -178,7 +178,7 @@ def test_aborted_consumer_loses_nothing() -> None:
 def test_stop_finishes_current_record_and_commits_it() -> None:
     bus = MemoryBus(partitions=1)
     for i in range(10):
-        bus.publish("t", "k", event(i))
+        bus.publish("t", "k", ingest_event(i))
     first = Blocker("m4")
     a = bus.subscribe("t", "g", first, IngestRequest).start()
     assert first.blocked.wait(WAIT)
@@ -198,7 +198,7 @@ def test_stop_finishes_current_record_and_commits_it() -> None:
 
 def test_partitions_move_to_a_new_member_only_after_release(bus: MemoryBus) -> None:
     for i in range(30):
-        bus.publish("t", f"k{i}", event(i))
+        bus.publish("t", f"k{i}", ingest_event(i))
     first = Blocker("m0")
     a = bus.subscribe("t", "g", first, IngestRequest).start()
     assert first.blocked.wait(WAIT)
@@ -207,7 +207,7 @@ def test_partitions_move_to_a_new_member_only_after_release(bus: MemoryBus) -> N
     wait_until(lambda: bus.log.members("g", "t") == 2, "the second member to join")
     first.release.set()  # the first member finishes its batch, then gives partitions away
     for i in range(30, 60):
-        bus.publish("t", f"k{i}", event(i))
+        bus.publish("t", f"k{i}", ingest_event(i))
     want = {f"m{i}" for i in range(60)}
     wait_until(lambda: set(first.rec.ids()) | set(second.ids()) == want, "all 60")
     a.stop()
@@ -256,9 +256,9 @@ def test_batch_handler_takes_whole_polls_and_isolates_bad_records(bus: MemoryBus
             raise InvalidArgument("item.text", "is empty")
 
     for i in range(6):
-        bus.publish("t", "k", event(i))  # one key: one partition, one ordered poll
+        bus.publish("t", "k", ingest_event(i))  # one key: one partition, one ordered poll
     bus.publish("t", "k", IngestRequest(id="bad"))
-    bus.publish("t", "k", event(6))
+    bus.publish("t", "k", ingest_event(6))
     c = bus.subscribe_batch("t", "g", handler, IngestRequest).start()
     wait_until(lambda: sum(bus.committed("t", "g").values()) == 8, "all eight records committed")
     c.stop()

@@ -31,7 +31,7 @@ from concord.models.open_clip_convert import from_transformers_state_dict
 from concord.models.preprocess import images_to_tensor
 from concord.proto.v1 import encoder_pb2, encoder_pb2_grpc
 from concord.registry import Registry
-from tests.unit.test_encoder_service import Served, settings_for
+from tests.fixtures.serving import InProcessDeployment, encoder_settings
 
 MEAN = (0.5, 0.45, 0.4)  # not OpenAI's: proves the directory's own normalisation is used
 STD = (0.25, 0.3, 0.35)
@@ -358,8 +358,8 @@ def png(colour: tuple[int, int, int], size: int = 48) -> bytes:
 def served_clip(
     clip_dir: tuple[Path, CLIPModel], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Settings]:
-    settings = settings_for(tmp_path_factory.mktemp("clip-service"), str(clip_dir[0]))
-    server = Served(["encoder"], settings)
+    settings = encoder_settings(tmp_path_factory.mktemp("clip-service"), str(clip_dir[0]))
+    server = InProcessDeployment(["encoder"], settings)
     yield settings
     server.close()
 
@@ -394,8 +394,8 @@ def test_encoder_service_serves_a_clip_directory(
 
 def test_encoder_service_on_a_directory_of_no_kind_says_what_is_missing(tmp_path: Path) -> None:
     (tmp_path / "empty-model").mkdir()
-    settings = settings_for(tmp_path, str(tmp_path / "empty-model"))
-    server = Served(["encoder"], settings)
+    settings = encoder_settings(tmp_path, str(tmp_path / "empty-model"))
+    server = InProcessDeployment(["encoder"], settings)
     try:
         with Connection(f"127.0.0.1:{settings.serving.port_for('encoder')}") as conn:
             stub = encoder_pb2_grpc.EncoderServiceStub(conn.channel)

@@ -17,30 +17,36 @@ from concord.config import Settings
 from concord.errors import FailedPrecondition, InvalidArgument, NotFound
 from concord.proto.v1 import common_pb2, events_pb2, retrieval_pb2, retrieval_pb2_grpc
 from concord.serving.errors import field_violations
-from tests.unit.test_encoder_service import Served, png, settings_for, tiny_encoder
+from tests.fixtures.media import png
+from tests.fixtures.models import tiny_encoder
+from tests.fixtures.serving import InProcessDeployment, encoder_settings
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 200, 0), "blue": (0, 0, 255), "grey": (128, 128, 128)}
 TEXTS = ["a red circle left of a blue square", "two green stars", "a grey triangle", "one blue dot"]
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, Settings]]:
-    settings = settings_for(
+def served(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[InProcessDeployment, Settings]]:
+    settings = encoder_settings(
         tmp_path_factory.mktemp("retrieval"), str(tiny_encoder(tmp_path_factory))
     )
-    server = Served(["encoder", "retrieval"], settings)
+    server = InProcessDeployment(["encoder", "retrieval"], settings)
     yield server, settings
     server.close()
 
 
 @pytest.fixture(scope="module")
-def sdk(served: tuple[Served, Settings]) -> Iterator[Concord]:
+def sdk(served: tuple[InProcessDeployment, Settings]) -> Iterator[Concord]:
     with Concord(served[1]) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def stub(served: tuple[Served, Settings]) -> Iterator[retrieval_pb2_grpc.RetrievalServiceStub]:
+def stub(
+    served: tuple[InProcessDeployment, Settings],
+) -> Iterator[retrieval_pb2_grpc.RetrievalServiceStub]:
     with Connection(f"127.0.0.1:{served[1].serving.port_for('retrieval')}") as conn:
         yield retrieval_pb2_grpc.RetrievalServiceStub(conn.channel)
 
@@ -185,7 +191,9 @@ def test_errors_are_typed_and_name_fields(
     assert sdk.search_text(TEXTS[0], top_k=1, exact=True).hits[0].id == indexed[TEXTS[0]]
 
 
-def test_index_publishes_indexed_events(served: tuple[Served, Settings], sdk: Concord) -> None:
+def test_index_publishes_indexed_events(
+    served: tuple[InProcessDeployment, Settings], sdk: Concord
+) -> None:
     bus = served[0].deployment.platform.bus
     assert isinstance(bus, MemoryBus)
     ids = sdk.index([IndexItem(text="an event-worthy caption")], collection="events").ids
@@ -204,7 +212,7 @@ def test_index_publishes_indexed_events(served: tuple[Served, Settings], sdk: Co
     assert mine[0].modality == common_pb2.MODALITY_TEXT and mine[0].model.name
 
 
-def test_info_reports_the_encoder_model(served: tuple[Served, Settings]) -> None:
+def test_info_reports_the_encoder_model(served: tuple[InProcessDeployment, Settings]) -> None:
     with Connection(f"127.0.0.1:{served[1].serving.port_for('retrieval')}") as conn:
         info = conn.info("retrieval")
     assert info.ready and info.models[0].name == "tiny-encoder"

@@ -21,49 +21,14 @@ from concord.config import Settings
 from concord.errors import FailedPrecondition, InvalidArgument
 from concord.proto.v1 import common_pb2, scorer_pb2, scorer_pb2_grpc
 from concord.serving.errors import field_violations
-from tests.unit.test_encoder_service import Served, free_ports, png, tiny_config, tiny_encoder
-
-MAX_PAIRS = 8
-MAX_CHARS = 120
-# The form `concord.models.alignment.aligned_probability` reads from scorer.json (a trained
-# package's is fitted by pipelines/scorer): a logistic map of standardised pair scores.
-CALIBRATION = {
-    "form": "logistic",
-    "features": ["clip_score", "fine_grained_score", "f_clip_score"],
-    "mean": [0.5, 0.2, 0.5],
-    "scale": [0.5, 0.2, 0.5],
-    "coef": [1.0, 0.5, 1.0],
-    "intercept": 0.0,
-}
-
-
-def scorer_package(directory: Path, encoder: Path | str, **extra: object) -> Path:
-    """Write a scorer package: scorer.json naming the encoder and its calibration."""
-    directory.mkdir(parents=True, exist_ok=True)
-    package = {
-        "encoder": str(encoder),
-        "weight": 2.5,
-        "layers": 3,
-        "threshold": 5e-5,
-        "calibration": CALIBRATION,
-        "created_by": "tests",
-        **extra,
-    }
-    (directory / "scorer.json").write_text(json.dumps(package))
-    return directory
-
-
-def scorer_settings(tmp: Path, model: str, max_chars: int = MAX_CHARS, **extra: object) -> Settings:
-    encoder, retrieval, scorer = free_ports(3)
-    return Settings(
-        home=tmp / "home",
-        scorer={"model": model, "max_pairs_per_request": MAX_PAIRS, "max_text_chars": max_chars},
-        serving={
-            "ports": {"encoder": encoder, "retrieval": retrieval, "scorer": scorer},
-            "metrics_port": 0,
-        },
-        **extra,
-    )
+from tests.fixtures.media import png
+from tests.fixtures.models import scorer_package, tiny_config, tiny_encoder
+from tests.fixtures.serving import (
+    SCORER_MAX_CHARS,
+    SCORER_MAX_PAIRS,
+    InProcessDeployment,
+    scorer_settings,
+)
 
 
 def env_of(settings: Settings) -> dict[str, str]:
@@ -84,25 +49,27 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def served(
     package: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Served, Settings]]:
+) -> Iterator[tuple[InProcessDeployment, Settings]]:
     settings = scorer_settings(
         tmp_path_factory.mktemp("scorer-home"),
         str(package),
         batching={"max_batch_size": 16, "max_delay_ms": 50, "max_queue": 64},
     )
-    server = Served(["scorer"], settings)
+    server = InProcessDeployment(["scorer"], settings)
     yield server, settings
     server.close()
 
 
 @pytest.fixture(scope="module")
-def sdk(served: tuple[Served, Settings]) -> Iterator[Concord]:
+def sdk(served: tuple[InProcessDeployment, Settings]) -> Iterator[Concord]:
     with Concord(served[1]) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def stub(served: tuple[Served, Settings]) -> Iterator[scorer_pb2_grpc.ScorerServiceStub]:
+def stub(
+    served: tuple[InProcessDeployment, Settings],
+) -> Iterator[scorer_pb2_grpc.ScorerServiceStub]:
     with Connection(f"127.0.0.1:{served[1].serving.port_for('scorer')}") as conn:
         yield scorer_pb2_grpc.ScorerServiceStub(conn.channel)
 
@@ -160,7 +127,7 @@ def test_explain_words_spans_and_heatmap(sdk: Concord) -> None:
 
 
 def test_concurrent_callers_coalesce_into_batches(
-    served: tuple[Served, Settings], sdk: Concord
+    served: tuple[InProcessDeployment, Settings], sdk: Concord
 ) -> None:
     batcher = served[0].servicer("scorer").servable.pairs
     batcher.batch_sizes.clear()
@@ -183,7 +150,7 @@ def test_errors_name_fields_and_service_keeps_serving(
                 (RED, "fine"),
                 (RED, "   "),
                 (corrupt, "a red circle"),
-                ScorePair(BLUE, "x" * (MAX_CHARS + 1), ("ok", "")),
+                ScorePair(BLUE, "x" * (SCORER_MAX_CHARS + 1), ("ok", "")),
             ]
         )
     fields = {v.field: v.description for v in bad.value.violations}
@@ -200,7 +167,7 @@ def test_errors_name_fields_and_service_keeps_serving(
     assert "pairs" in field_violations(empty.value)
     pair = scorer_pb2.ScorePair(image=common_pb2.Image(data=RED), text="a red circle")
     with pytest.raises(grpc.RpcError) as too_many:
-        stub.Score(scorer_pb2.ScoreRequest(pairs=[pair] * (MAX_PAIRS + 1)), timeout=10)
+        stub.Score(scorer_pb2.ScoreRequest(pairs=[pair] * (SCORER_MAX_PAIRS + 1)), timeout=10)
     assert too_many.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "limit" in field_violations(too_many.value)["pairs"]
     with pytest.raises(grpc.RpcError) as other_model:
@@ -221,7 +188,9 @@ def test_errors_name_fields_and_service_keeps_serving(
     assert len(sdk.score([(RED, "still serving")]).scores) == 1
 
 
-def test_info_lists_package_and_encoder(served: tuple[Served, Settings], sdk: Concord) -> None:
+def test_info_lists_package_and_encoder(
+    served: tuple[InProcessDeployment, Settings], sdk: Concord
+) -> None:
     with Connection(f"127.0.0.1:{served[1].serving.port_for('scorer')}") as conn:
         info = conn.info("scorer")
         assert conn.health() == "SERVING"
@@ -229,7 +198,9 @@ def test_info_lists_package_and_encoder(served: tuple[Served, Settings], sdk: Co
     assert [m.name for m in sdk.scorer.models()] == ["tiny-scorer", "tiny-encoder"]
 
 
-def test_cli_prints_scores_and_words(served: tuple[Served, Settings], tmp_path: Path) -> None:
+def test_cli_prints_scores_and_words(
+    served: tuple[InProcessDeployment, Settings], tmp_path: Path
+) -> None:
     from concord.cli import app
 
     image = tmp_path / "red.png"
@@ -260,7 +231,7 @@ def test_incomplete_package_answers_failed_precondition(
     missing = tmp_path / "no-such-scorer"
     for model, expected in ((package, "calibration"), (missing, str(missing))):
         settings = scorer_settings(tmp_path / model.name, str(model))
-        server = Served(["scorer"], settings)
+        server = InProcessDeployment(["scorer"], settings)
         try:
             with Concord(settings) as client:
                 with pytest.raises(FailedPrecondition) as caught:
@@ -279,7 +250,7 @@ def test_incomplete_package_answers_failed_precondition(
 def test_unregistered_default_model_still_serves(tmp_path: Path) -> None:
     """`concord up` before any scorer is registered: SERVING, and a clear precondition."""
     settings = scorer_settings(tmp_path, Settings().scorer.model)
-    server = Served(["scorer"], settings)
+    server = InProcessDeployment(["scorer"], settings)
     try:
         with Concord(settings) as client, pytest.raises(FailedPrecondition) as caught:
             client.score([(RED, "hello")])
