@@ -22,10 +22,12 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from concord.checkpoints import EncoderModel, load_weights, open_checkpoint
-from concord.config import Settings
+from concord.checkpoints import EncoderModel
+from concord.config import Settings, load_settings
+from concord.loading import load_model
 from concord.models.dual_encoder import DualEncoder
 from concord.models.preprocess import TextTokenizer
+from concord.registry import Registry
 from concord.runtimes import v2
 
 Format = Literal["onnx", "torchscript"]
@@ -33,7 +35,6 @@ PLATFORMS: dict[str, str] = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch
 MODEL_FILES: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.pt"}
 TRITON_TYPES = {"UINT8": "TYPE_UINT8", "INT64": "TYPE_INT64", "FP32": "TYPE_FP32"}
 ONNX_OPSET = 17
-REGISTRY_PREFIX = "models:/"
 
 
 class ImageModule(nn.Module):
@@ -67,17 +68,6 @@ class ExportedModel:
     directory: Path  # <out>/<name>
     model_file: Path  # <out>/<name>/1/model.onnx or model.pt
     config_file: Path  # <out>/<name>/config.pbtxt
-
-
-def resolve_model_dir(model: str, settings: Settings | None = None) -> Path:
-    """A local model directory, or a `models:/` URI downloaded through `concord.registry`."""
-    if model.startswith(REGISTRY_PREFIX):
-        from concord.config import load_settings
-        from concord.registry import Registry
-
-        _, directory = Registry.from_settings(settings or load_settings()).download(model)
-        return Path(directory)
-    return Path(model).expanduser()
 
 
 def export_triton(
@@ -143,10 +133,13 @@ def export_triton_from(
     model: str, out: Path, settings: Settings | None = None, **options: object
 ) -> list[ExportedModel]:
     """`export_triton` for a model directory (any kind `concord.checkpoints.open_checkpoint`
-    reads) or `models:/` URI."""
-    checkpoint = open_checkpoint(resolve_model_dir(model, settings))
-    encoder = load_weights(checkpoint)
-    return export_triton(encoder, checkpoint.tokenizer, out, **options)  # type: ignore[arg-type]
+    reads) or `models:/` URI (resolved through the registry `settings` name)."""
+
+    def registry() -> Registry:
+        return Registry.from_settings(settings or load_settings())
+
+    loaded = load_model(model, registry)
+    return export_triton(loaded.torch_model(), loaded.tokenizer, out, **options)  # type: ignore[arg-type]
 
 
 def config_pbtxt(

@@ -6,20 +6,17 @@ the KServe / BentoML runtimes) and by the Triton export."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
-from concord.checkpoints import EncoderModel, load_weights, open_checkpoint
+from concord.checkpoints import Checkpoint, EncoderModel, load_weights, open_checkpoint
 from concord.clients.types import ModelId
 from concord.errors import FailedPrecondition
 from concord.models.config import EncoderConfig
 from concord.models.preprocess import TextTokenizer
-from concord.registry import Registry
-
-REGISTRY_PREFIX = "models:/"
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+from concord.registry import Registry, resolve_model
 
 
 @dataclass(frozen=True)
@@ -60,19 +57,18 @@ def load_model(uri: str, registry: Callable[[], Registry], *, weights: bool = Tr
         FailedPrecondition: the model does not exist or its files are incomplete (the message
             names what is missing for each kind of directory).
     """
-    if uri.startswith(REGISTRY_PREFIX):
-        info, directory = registry().download(uri)
-        model_id = ModelId(info.name, str(info.version))
-    else:
-        directory = Path(uri).expanduser()
-        model_id = None
-    try:
-        checkpoint = open_checkpoint(directory)
-    except FailedPrecondition as err:
-        raise FailedPrecondition(f"encoder model {uri!r}: {err.message}") from err
-    if model_id is None:
-        name = _UNSAFE.sub("-", directory.resolve().name).strip("-") or "encoder"
-        model_id = ModelId(name, f"local-{checkpoint.digest()}")
+
+    @cache  # a local directory is opened once: for its weight files (the id), then to load
+    def opened(directory: Path) -> Checkpoint:
+        try:
+            return open_checkpoint(directory)
+        except FailedPrecondition as err:
+            raise FailedPrecondition(f"encoder model {uri!r}: {err.message}") from err
+
+    model_id, directory = resolve_model(
+        uri, registry, kind="encoder", files=lambda d: opened(d).weights
+    )
+    checkpoint = opened(directory)
     model = load_weights(checkpoint) if weights else None
     return LoadedModel(
         model,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from concord import __version__
+from concord.clients.convert import model_ref
 from concord.proto.v1 import common_pb2
 from concord.serving.server import ServiceDefinition
+
+if TYPE_CHECKING:
+    from concord.serving.servable import Servable
 
 
 def define(name: str, servicer: Any, grpc_module: ModuleType) -> ServiceDefinition:
@@ -43,4 +47,19 @@ def service_info(
         models=models or [],
         ready=ready,
         not_ready_reason="" if ready else reason,
+    )
+
+
+def servable_info(servable: Servable[Any]) -> common_pb2.ServiceInfo:
+    """The GetInfo answer of a service that serves one `Servable`.
+
+    Args:
+        servable: the service's servable (its name is the service's).
+    Returns:
+        The service name, the models it answers with, readiness and, when not ready, the load
+        error (or "still loading").
+    """
+    models = [model_ref(m) for m in servable.models]
+    return service_info(
+        servable.name, models=models, ready=servable.ready, reason=servable.not_ready_reason
     )

@@ -14,7 +14,7 @@ from rich.console import Console
 from concord.checkpoints import load_encoder, read_encoder_config
 from concord.devices import describe, resolve_device
 from concord.models.alignment import AlignmentScorer
-from concord.registry import Registry
+from concord.registry import Registry, is_registry_uri, resolve_model
 from pipelines.encoder.data import ensure_dataset
 from pipelines.encoder.embed import TextStateCache
 from pipelines.evaluate.report import MetricRow
@@ -104,12 +104,15 @@ def _registry(cfg: ScorerConfig) -> Registry | None:
 
 def _plain_encoder(cfg: ScorerConfig, registry: Registry | None) -> EncoderRun:
     if cfg.encoder:
-        if cfg.encoder.startswith("models:/"):
+
+        def tracking() -> Registry:
             assert registry is not None, "a models:/ encoder needs --tracking-uri"
-            info, directory = registry.download(cfg.encoder)
-            return EncoderRun(GIVEN, directory, f"models:/{info.name}/{info.version}")
-        directory = Path(cfg.encoder).expanduser().resolve()
-        return EncoderRun(GIVEN, directory, str(directory))
+            return registry
+
+        model_id, directory = resolve_model(cfg.encoder, tracking, kind="encoder")
+        if is_registry_uri(cfg.encoder):  # pinned: the package names the version scored with
+            return EncoderRun(GIVEN, directory, f"models:/{model_id.name}/{model_id.version}")
+        return EncoderRun(GIVEN, directory.resolve(), str(directory.resolve()))
     from pipelines.train_encoder import TrainConfig, train
 
     root = ensure_dataset(

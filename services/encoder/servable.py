@@ -3,25 +3,22 @@ batcher per modality (torch in a worker thread, inference mode). No proto types 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
-from concord.clients.types import ModelId
 from concord.config import Settings
-from concord.devices import describe, inference, service_device
-from concord.errors import FailedPrecondition
+from concord.devices import inference, service_device
 from concord.loading import LoadedModel, load_model
 from concord.models.dual_encoder import Encoded
 from concord.models.preprocess import images_to_tensor
 from concord.registry import Registry
 from concord.serving import DynamicBatcher
+from concord.serving.servable import Servable, batcher
 
 if TYPE_CHECKING:
     from services.encoder.triton_backend import TritonEncoderBackend
@@ -41,7 +38,7 @@ class ItemEncoding:
     spans: tuple[tuple[int, int], ...] = ()  # empty for image patches
 
 
-class EncoderServable:
+class EncoderServable(Servable[LoadedModel]):
     """Holds the served model and its batchers.
 
     Args:
@@ -51,66 +48,32 @@ class EncoderServable:
     """
 
     def __init__(self, settings: Settings, registry: Callable[[], Registry]) -> None:
-        self.uri = settings.encoder_model
         self._registry = registry
         self._settings = settings
         self.remote: TritonEncoderBackend | None = None  # set when the backend is triton
-        self._batching = settings.batching
         self.max_items = min(MAX_ITEMS_PER_REQUEST, settings.batching.max_queue)
-        self.loaded: LoadedModel | None = None
-        self.load_error = ""
-        # Resolved in start(); a GPU asked for and not visible stops the service there.
-        self.device = torch.device("cpu")
-        self._precision = settings.device.precision
-        self.images: DynamicBatcher[Image.Image, ItemEncoding] = self._batcher(
-            self._encode_images, "encoder-images"
+        self.precision = settings.device.precision
+        self.images: DynamicBatcher[Image.Image, ItemEncoding] = batcher(
+            self._encode_images, "encoder-images", settings.batching
         )
-        self.texts: DynamicBatcher[str, ItemEncoding] = self._batcher(
-            self._encode_texts, "encoder-texts"
+        self.texts: DynamicBatcher[str, ItemEncoding] = batcher(
+            self._encode_texts, "encoder-texts", settings.batching
         )
+        super().__init__("encoder", settings.encoder_model, [self.images, self.texts])
 
-    def _batcher(self, fn: Callable, name: str) -> DynamicBatcher:  # type: ignore[type-arg]
-        b = self._batching
-        return DynamicBatcher(
-            fn,
-            name=name,
-            max_batch_size=b.max_batch_size,
-            max_delay_ms=b.max_delay_ms,
-            max_queue=b.max_queue,
-        )
-
-    # ----------------------------------------------------------------- lifecycle
-
-    async def start(self) -> None:
-        """Resolve the device, load the model (a missing one leaves the service up but not
-        ready) and start the batchers.
-
-        Raises:
-            DeviceUnavailable: the configured GPU is not visible. Unlike a missing model this is
-                a deployment error no later registration fixes, so the service must not start.
-        """
-        if self._settings.encoder_backend != "triton":  # Triton runs the model elsewhere
+    def load(self) -> LoadedModel:
+        """Resolve the device (Triton runs the model elsewhere), then load the model onto it."""
+        if self._settings.encoder_backend == "triton":
+            self.remote = self._connect_triton()
+        else:
             self.device = service_device(self._settings.device, "encoder")
-        try:
-            if self._settings.encoder_backend == "triton":
-                self.remote = await asyncio.to_thread(self._connect_triton)
-            self.loaded = await asyncio.to_thread(self._load)
-            where = "triton" if self.remote is not None else describe(self.device, self._precision)
-            log.info("encoder serving %s from %s on %s", self.loaded.id, self.uri, where)
-        except Exception as err:  # a missing model must not stop health, info or other RPCs
-            self.load_error = getattr(err, "message", None) or f"{type(err).__name__}: {err}"
-            log.warning("encoder model %s not loaded: %s", self.uri, self.load_error)
-        self.images.start()
-        self.texts.start()
-
-    def _load(self) -> LoadedModel:
         loaded = load_model(self.uri, self._registry, weights=self.remote is None)
         if loaded.model is not None:
             loaded.model.to(self.device)  # in place: every later torch_model() is on the device
         return loaded
 
     async def stop(self) -> None:
-        await asyncio.gather(self.images.stop(), self.texts.stop())
+        await super().stop()
         if self.remote is not None:
             self.remote.close()
 
@@ -118,30 +81,22 @@ class EncoderServable:
         from services.encoder.triton_backend import TritonEncoderBackend
 
         url, model = self._settings.triton_url, self._settings.triton_model
-        remote = TritonEncoderBackend(url or "", model)
+        # The chart's gateway and its KServe predictor share one token (one Secret).
+        token = self._settings.serving.auth_token
+        remote = TritonEncoderBackend(
+            url or "", model, token=token.get_secret_value() if token else None
+        )
         if not remote.ready():  # not fatal: the endpoint may come up after the service
             log.warning("triton endpoint %s: models of %r not ready yet", url, model)
         return remote
 
     @property
-    def ready(self) -> bool:
-        return self.loaded is not None
-
-    @property
-    def model_id(self) -> ModelId | None:
-        return self.loaded.id if self.loaded else None
+    def where(self) -> str:
+        return "triton" if self.remote is not None else super().where
 
     @property
     def dim(self) -> int:
         return self.require().embed_dim
-
-    def require(self) -> LoadedModel:
-        """Returns: the loaded model. Raises: FailedPrecondition naming the model URI."""
-        if self.loaded is None:
-            raise FailedPrecondition(
-                f"encoder model {self.uri!r} is not loaded: {self.load_error or 'still loading'}"
-            )
-        return self.loaded
 
     # ----------------------------------------------------------------- predict
 
@@ -160,7 +115,7 @@ class EncoderServable:
         pixels = images_to_tensor(images, loaded.image_size)
         if self.remote is not None:
             return _split(self.remote.encode_image(pixels))
-        with inference(self.device, self._precision):
+        with inference(self.device, self.precision):
             encoded = loaded.torch_model().encode_image(pixels.to(self.device))
         return _split(encoded)
 
@@ -171,7 +126,7 @@ class EncoderServable:
             encoded = self.remote.encode_text(batch.input_ids, batch.attention_mask)
             return _split(encoded, batch.tokens, batch.offsets)
         ids, mask = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)
-        with inference(self.device, self._precision):
+        with inference(self.device, self.precision):
             encoded = loaded.torch_model().encode_text(ids, mask)
         return _split(encoded, batch.tokens, batch.offsets)
 

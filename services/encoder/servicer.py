@@ -12,7 +12,7 @@ from concord.clients.convert import model_ref
 from concord.errors import FieldViolation, InvalidArgument
 from concord.media import decode_image, decode_images
 from concord.proto.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
-from concord.serving.definitions import service_info
+from concord.serving.definitions import servable_info
 from services.encoder import convert
 from services.encoder.servable import EncoderServable, ItemEncoding
 
@@ -109,6 +109,4 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     async def GetInfo(
         self, request: common_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.ServiceInfo:
-        model = self.servable.model_id
-        models = [model_ref(model)] if model else []
-        return service_info("encoder", models=models, ready=self.servable.ready)
+        return servable_info(self.servable)

@@ -26,9 +26,14 @@ class TritonEncoderBackend:
     Thread-safe: the batchers call it from worker threads; one gRPC channel is shared.
     """
 
-    def __init__(self, url: str, model: str, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, url: str, model: str, timeout_s: float = 60.0, token: str | None = None
+    ) -> None:
         self.url = url
         self.model = model
+        # Concord's KServe predictor refuses inference without the bearer token (readiness
+        # stays open); Triton ignores the header.
+        self._headers = {"authorization": f"Bearer {token}"} if token else None
         self.image_model = v2.image_model(model)
         self.text_model = v2.text_model(model)
         self.timeout_s = timeout_s
@@ -72,7 +77,7 @@ class TritonEncoderBackend:
         outputs = [grpcclient.InferRequestedOutput(name) for name in v2.OUTPUTS]
         try:
             result = self._client.infer(
-                model, inputs, outputs=outputs, client_timeout=self.timeout_s
+                model, inputs, outputs=outputs, client_timeout=self.timeout_s, headers=self._headers
             )
         except InferenceServerException as err:
             raise _concord_error(err, self.url, model) from err

@@ -4,8 +4,6 @@ the worker."""
 
 from __future__ import annotations
 
-import asyncio
-
 from concord.platform import Platform
 from concord.proto.v1 import generator_pb2_grpc
 from concord.serving.definitions import define
@@ -28,9 +26,13 @@ def build(platform: Platform) -> ServiceDefinition:
     definition = define("generator", servicer, generator_pb2_grpc)
 
     async def start() -> None:
-        await asyncio.to_thread(servable.load)
+        await servable.start()
         await worker.start()
 
+    async def stop() -> None:
+        await worker.stop()
+        await servable.stop()
+
     definition.on_start.append(start)
-    definition.on_stop.append(worker.stop)
+    definition.on_stop.append(stop)
     return definition

@@ -14,7 +14,7 @@ from concord.clients.types import ModelId
 from concord.errors import NotFound
 from concord.generator_checkpoints import load_concept, save_concept
 from concord.models.diffusion.pipeline import ConceptWeights
-from concord.registry import ModelNotFound, Registry
+from concord.registry import REGISTRY_PREFIX, ModelNotFound, Registry
 
 PREFIX = "concord-concept-"
 ALIAS = "production"
@@ -59,7 +59,7 @@ class ConceptCatalog:
         Raises:
             NotFound: no such concept (the message names `field`).
         """
-        uri = f"models:/{registered_name(name)}@{ALIAS}"
+        uri = f"{REGISTRY_PREFIX}{registered_name(name)}@{ALIAS}"
         try:
             info = self._registry().resolve(uri)
         except ModelNotFound:

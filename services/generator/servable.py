@@ -8,9 +8,6 @@ latency does not grow without limit; Kafka jobs wait instead (their queue is the
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +20,7 @@ from PIL import Image
 
 from concord.clients.types import ModelId
 from concord.config import Settings
-from concord.devices import autocast, describe, service_device
+from concord.devices import autocast, service_device
 from concord.errors import ConcordError, FailedPrecondition, ResourceExhausted
 from concord.generator_checkpoints import (
     CONFIG_FILE,
@@ -38,15 +35,12 @@ from concord.models.diffusion.pipeline import (
     TextToImage,
     finetune_concept,
 )
-from concord.registry import Registry
+from concord.registry import Registry, resolve_model
+from concord.serving.servable import Servable
 from services.generator.concepts import ConceptCatalog
 from services.generator.params import CustomizeParams, GenerateParams, ModelShape
 
-log = logging.getLogger(__name__)
-
-REGISTRY_PREFIX = "models:/"
 MAX_WAITING = 4  # generations queued behind the running one before RESOURCE_EXHAUSTED
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 # on_progress(step, total, previews): previews is uint8 (B, H, W, 3) on preview steps, else None.
 ProgressFn = Callable[[int, int, np.ndarray | None], None]
@@ -118,7 +112,15 @@ class Generated:
     class_names: tuple[str, ...]
 
 
-class GeneratorServable:
+@dataclass(frozen=True)
+class LoadedGenerator:
+    """The served pipeline and what to call it in responses."""
+
+    pipe: TextToImage
+    id: ModelId
+
+
+class GeneratorServable(Servable[LoadedGenerator]):
     """Holds the served generator, its concepts and the gate.
 
     Args:
@@ -126,53 +128,27 @@ class GeneratorServable:
         registry: returns the platform registry (models:/ URIs and concepts).
     """
 
+    missing_hint = " (train and register one: python -m pipelines.train_generator --preset tiny)"
+
     def __init__(self, settings: Settings, registry: Callable[[], Registry]) -> None:
-        self.uri = settings.generator.model
+        super().__init__("generator", settings.generator.model)
         self.limits = settings.generator
         self._registry = registry
         self.concepts = ConceptCatalog(registry)
         self.gate = Gate()
-        self.pipe: TextToImage | None = None
-        self.model_id: ModelId | None = None
-        self.load_error = ""
         self._device_settings = settings.device
-        self.device = torch.device("cpu")  # resolved in load()
+        self.precision = settings.device.precision
         self.steps_done = 0  # denoising steps run since start (tests, benchmarks)
 
-    # ----------------------------------------------------------------- lifecycle
-
-    def load(self) -> None:
-        """Resolve the device and load the model onto it; a missing model leaves the service up
-        but not ready.
-
-        Raises:
-            DeviceUnavailable: the configured GPU is not visible (the service must not start).
-        """
+    def load(self) -> LoadedGenerator:
+        """Resolve the device, then load the model onto it."""
         self.device = service_device(self._device_settings, "generator")
-        try:
-            self.pipe, self.model_id = load_pipeline(self.uri, self._registry, self.device)
-            self.pipe.unet.eval()
-            where = describe(self.device, self._device_settings.precision)
-            log.info("generator serving %s from %s on %s", self.model_id, self.uri, where)
-        except Exception as err:  # health, GetInfo, ListConcepts must still answer
-            self.load_error = getattr(err, "message", None) or f"{type(err).__name__}: {err}"
-            log.warning("generator model %s not loaded: %s", self.uri, self.load_error)
-
-    @property
-    def ready(self) -> bool:
-        return self.pipe is not None
-
-    def require(self) -> TextToImage:
-        """Returns: the pipeline. Raises: FailedPrecondition naming the model URI."""
-        if self.pipe is None:
-            raise FailedPrecondition(
-                f"generator model {self.uri!r} is not loaded: {self.load_error or 'still loading'}"
-                " (train and register one: python -m pipelines.train_generator --preset tiny)"
-            )
-        return self.pipe
+        pipe, model_id = load_pipeline(self.uri, self._registry, self.device)
+        pipe.unet.eval()
+        return LoadedGenerator(pipe, model_id)
 
     def shape(self) -> ModelShape:
-        config = self.require().config
+        config = self.require().pipe.config
         return ModelShape(config.image_size, config.layout)
 
     # ----------------------------------------------------------------- predict
@@ -202,7 +178,8 @@ class GeneratorServable:
         with ticket.run():
             if stop.is_set():  # the caller left while waiting for the gate
                 raise Cancelled("generation cancelled before it started")
-            pipe = self.require()
+            loaded = self.require()
+            pipe = loaded.pipe
             concept = self.concept(params.concept)
 
             def on_step(step: int, total: int, preview: torch.Tensor) -> bool:
@@ -215,7 +192,7 @@ class GeneratorServable:
             # generate() runs under no_grad (a concept's LoRA is patched in for the call); on a
             # GPU the U-Net runs under autocast, the sampler's arithmetic stays fp32.
             try:
-                with autocast(self.device, self._device_settings.precision):
+                with autocast(self.device, self.precision):
                     samples = pipe.generate(
                         list(params.prompts),
                         seed=params.seed,
@@ -230,8 +207,7 @@ class GeneratorServable:
                     )
             except GenerationCancelled:
                 raise Cancelled("generation cancelled by the caller") from None
-        assert self.model_id is not None
-        return Generated(samples, self.model_id, pipe.config.class_names)
+        return Generated(samples, loaded.id, pipe.config.class_names)
 
     def finetune(
         self,
@@ -247,7 +223,7 @@ class GeneratorServable:
             on_step: (step, total) -> keep going.
         """
         with ticket.run():
-            pipe = self.require()
+            pipe = self.require().pipe
             size = pipe.config.image_size
             references = references_tensor(params.references, size)  # type: ignore[arg-type]
             references = references.to(self.device)  # fine-tuned in fp32, on the model's device
@@ -294,30 +270,18 @@ def load_pipeline(
 
     Returns:
         The pipeline and its id: registered name and version, or for a directory its name and
-        `local-<8 hex of the files' sha256>` (different weights never share an id).
+        `local-<8 hex of the sha256 of its config and weights>` (`concord.registry.resolve_model`).
     Raises:
         FailedPrecondition: no such model, or not a generator directory.
     """
-    if uri.startswith(REGISTRY_PREFIX):
-        info, directory = registry().download(uri)
-        model_id = ModelId(info.name, str(info.version))
-    else:
-        directory = Path(uri).expanduser()
+
+    def model_files(directory: Path) -> tuple[Path, Path]:  # a local model is named by these
         if not is_generator_dir(directory):
             raise FailedPrecondition(
                 f"generator model {uri!r} is not a generator directory "
                 f"(needs {CONFIG_FILE} and {WEIGHTS_FILE})"
             )
-        name = _UNSAFE.sub("-", directory.resolve().name).strip("-") or "generator"
-        model_id = ModelId(name, f"local-{_digest(directory)}")
+        return directory / CONFIG_FILE, directory / WEIGHTS_FILE
+
+    model_id, directory = resolve_model(uri, registry, kind="generator", files=model_files)
     return load_generator(directory, device), model_id
-
-
-def _digest(directory: Path) -> str:
-    sha = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        sha.update(path.relative_to(directory).as_posix().encode())
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                sha.update(chunk)
-    return sha.hexdigest()[:8]

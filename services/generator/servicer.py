@@ -16,11 +16,10 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from concord.bus import Bus
-from concord.clients.convert import model_ref
 from concord.errors import InvalidArgument, NotFound, Unavailable
 from concord.media import encode_png
 from concord.proto.v1 import common_pb2, events_pb2, generator_pb2, generator_pb2_grpc
-from concord.serving.definitions import service_info
+from concord.serving.definitions import servable_info
 from services.generator import convert
 from services.generator.jobs import JobRecord, JobTable
 from services.generator.servable import Generated, GeneratorServable
@@ -48,9 +47,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         self, request: generator_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[generator_pb2.GenerateEvent]:
         servable = self.servable
-        servable.require()
-        assert servable.model_id is not None
-        convert.check_model(request.model, servable.model_id)
+        convert.check_model(request.model, servable.require().id)
         params = convert.generate_request(request, servable.shape(), servable.limits)
         if params.concept:  # NOT_FOUND before any work is queued
             await asyncio.to_thread(servable.concept, params.concept)
@@ -165,9 +162,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
     async def GetInfo(
         self, request: common_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.ServiceInfo:
-        model = self.servable.model_id
-        models = [model_ref(model)] if model else []
-        return service_info("generator", models=models, ready=self.servable.ready)
+        return servable_info(self.servable)
 
 
 def _consume_exception(task: asyncio.Future[object]) -> None:

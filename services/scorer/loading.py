@@ -4,9 +4,7 @@ which names the encoder to score with and the calibration of P(aligned)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +14,7 @@ import torch
 
 from concord.clients.types import ModelId
 from concord.errors import FailedPrecondition
-from concord.loading import REGISTRY_PREFIX, LoadedModel, load_model
+from concord.loading import LoadedModel, load_model
 from concord.models.alignment import (
     CLIP_WEIGHT,
     DEFAULT_LAYERS,
@@ -26,11 +24,10 @@ from concord.models.alignment import (
     PairScores,
     aligned_probability,
 )
-from concord.registry import Registry
+from concord.registry import Registry, is_registry_uri, resolve_model
 
 SCORER_FILE = "scorer.json"
 REQUIRED_KEYS = ("encoder", "calibration")
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -81,7 +78,7 @@ def read_package(directory: Path, uri: str) -> dict[str, Any]:
 def encoder_uri(package: Mapping[str, Any], directory: Path) -> str:
     """The encoder the package names; a relative local path is relative to the package."""
     uri = str(package["encoder"])
-    if uri.startswith(REGISTRY_PREFIX) or Path(uri).expanduser().is_absolute():
+    if is_registry_uri(uri) or Path(uri).expanduser().is_absolute():
         return uri
     return str(directory / uri)
 
@@ -101,18 +98,15 @@ def load_scorer(
     Raises:
         FailedPrecondition: the package or its encoder does not exist or is incomplete.
     """
-    if uri.startswith(REGISTRY_PREFIX):
-        info, directory = registry().download(uri)
-        model_id = ModelId(info.name, str(info.version))
-        package = read_package(directory, uri)
-    else:
-        directory = Path(uri).expanduser()
+
+    def package_file(directory: Path) -> tuple[Path]:  # a local package is named by its file
         if not directory.is_dir():
             raise FailedPrecondition(f"scorer model {uri!r} is not a directory")
-        package = read_package(directory, uri)
-        name = _UNSAFE.sub("-", directory.resolve().name).strip("-") or "scorer"
-        digest = hashlib.sha256((directory / SCORER_FILE).read_bytes()).hexdigest()[:8]
-        model_id = ModelId(name, f"local-{digest}")
+        read_package(directory, uri)
+        return (directory / SCORER_FILE,)
+
+    model_id, directory = resolve_model(uri, registry, kind="scorer", files=package_file)
+    package = read_package(directory, uri)
     encoder = load_model(encoder_uri(package, directory), registry)
     if device is not None:
         encoder.torch_model().to(device)  # in place, before the scorer hooks into it

@@ -4,26 +4,21 @@ Torch runs in worker threads, one model call at a time. No proto types here."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import torch
 from PIL import Image
 
 from concord.clients.types import ModelId
 from concord.config import Settings
-from concord.devices import describe, service_device
-from concord.errors import FailedPrecondition
+from concord.devices import service_device
 from concord.models.alignment import Explanation, PairScores, aligned_probability
 from concord.models.preprocess import images_to_tensor
 from concord.registry import Registry
 from concord.serving import DynamicBatcher
+from concord.serving.servable import Servable, batcher
 from services.scorer.loading import LoadedScorer, load_scorer
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,7 +50,7 @@ class Explained:
     threshold: float  # the threshold the words were flagged with
 
 
-class ScorerServable:
+class ScorerServable(Servable[LoadedScorer]):
     """Holds the served scorer and its batchers.
 
     Args:
@@ -65,77 +60,43 @@ class ScorerServable:
         registry: returns the platform registry (called only for `models:/` URIs).
     """
 
+    # fp32 even on a GPU (no autocast): CLIP4DM's word threshold and the calibration were
+    # fitted on fp32 attributions, gradients of tiny magnitude that bf16 would shift.
+    precision = "fp32"
+
     def __init__(self, settings: Settings, registry: Callable[[], Registry]) -> None:
-        self.uri = settings.scorer.model
         explicit = "threshold" in settings.scorer.model_fields_set
         self._threshold_setting = settings.scorer.threshold if explicit else None
         self.max_pairs = settings.scorer.max_pairs_per_request
         self.max_text_chars = settings.scorer.max_text_chars
         self._registry = registry
         self._device_settings = settings.device
-        self.loaded: LoadedScorer | None = None
-        self.load_error = ""
-        # Resolved in start(). The scorer runs fp32 even on a GPU (no autocast): CLIP4DM's word
-        # threshold and the calibration were fitted on fp32 attributions, gradients of tiny
-        # magnitude that bf16 would shift.
-        self.device = torch.device("cpu")
         # One model call at a time: Score batches, explanations and the auditor share the
         # model, and CLIP4DM's backward passes must not interleave.
         self._model_lock = threading.Lock()
-        b = settings.batching
-        self.pairs: DynamicBatcher[PairIn, Scored] = DynamicBatcher(
-            self._score_batch,
-            name="scorer-pairs",
-            max_batch_size=b.max_batch_size,
-            max_delay_ms=b.max_delay_ms,
-            max_queue=b.max_queue,
+        self.pairs: DynamicBatcher[PairIn, Scored] = batcher(
+            self._score_batch, "scorer-pairs", settings.batching
         )
         # Explanations are per pair; the batcher still queues them (and sheds overload).
-        self.explanations: DynamicBatcher[ExplainIn, Explained] = DynamicBatcher(
+        self.explanations: DynamicBatcher[ExplainIn, Explained] = batcher(
             self._explain_batch,
-            name="scorer-explain",
+            "scorer-explain",
+            settings.batching,
             max_batch_size=4,
             max_delay_ms=0.0,
-            max_queue=b.max_queue,
         )
+        super().__init__("scorer", settings.scorer.model, [self.pairs, self.explanations])
 
-    # ----------------------------------------------------------------- lifecycle
-
-    async def start(self) -> None:
-        """Resolve the device, load the package (a missing one leaves the service up but not
-        ready) and start the batchers.
-
-        Raises:
-            DeviceUnavailable: the configured GPU is not visible (the service must not start).
-        """
+    def load(self) -> LoadedScorer:
+        """Resolve the device, then load the package and its encoder onto it."""
         self.device = service_device(self._device_settings, "scorer")
-        try:
-            self.loaded = await asyncio.to_thread(
-                load_scorer, self.uri, self._registry, self.device
-            )
-            log.info(
-                "scorer serving %s (encoder %s) from %s on %s",
-                self.loaded.id,
-                self.loaded.encoder.id,
-                self.uri,
-                describe(self.device, "fp32"),
-            )
-        except Exception as err:  # a missing model must not stop health, info or other RPCs
-            self.load_error = getattr(err, "message", None) or f"{type(err).__name__}: {err}"
-            log.warning("scorer model %s not loaded: %s", self.uri, self.load_error)
-        self.pairs.start()
-        self.explanations.start()
-
-    async def stop(self) -> None:
-        await asyncio.gather(self.pairs.stop(), self.explanations.stop())
+        return load_scorer(self.uri, self._registry, self.device)
 
     @property
-    def ready(self) -> bool:
-        return self.loaded is not None
-
-    @property
-    def model_id(self) -> ModelId | None:
-        return self.loaded.id if self.loaded else None
+    def models(self) -> list[ModelId]:
+        """The package, then the encoder it scores with."""
+        loaded = self.loaded
+        return [loaded.id, loaded.encoder.id] if loaded is not None else []
 
     @property
     def threshold(self) -> float:
@@ -143,14 +104,6 @@ class ScorerServable:
         if self._threshold_setting is not None:
             return self._threshold_setting
         return self.require().threshold
-
-    def require(self) -> LoadedScorer:
-        """Returns: the loaded scorer. Raises: FailedPrecondition naming the model URI."""
-        if self.loaded is None:
-            raise FailedPrecondition(
-                f"scorer model {self.uri!r} is not loaded: {self.load_error or 'still loading'}"
-            )
-        return self.loaded
 
     # ----------------------------------------------------------------- predict
 

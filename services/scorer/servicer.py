@@ -7,11 +7,10 @@ import asyncio
 
 import grpc
 
-from concord.clients.convert import model_ref
 from concord.errors import InvalidArgument
 from concord.media import decode_image
 from concord.proto.v1 import common_pb2, scorer_pb2, scorer_pb2_grpc
-from concord.serving.definitions import service_info
+from concord.serving.definitions import servable_info
 from services.scorer import convert
 from services.scorer.servable import ScorerServable
 
@@ -48,6 +47,4 @@ class ScorerServicer(scorer_pb2_grpc.ScorerServiceServicer):
     async def GetInfo(
         self, request: common_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.ServiceInfo:
-        loaded = self.servable.loaded
-        models = [model_ref(loaded.id), model_ref(loaded.encoder.id)] if loaded else []
-        return service_info("scorer", models=models, ready=self.servable.ready)
+        return servable_info(self.servable)

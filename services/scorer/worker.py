@@ -108,7 +108,9 @@ class Auditor:
 
     async def start(self) -> None:
         self.consumer = await start_consumer(
-            lambda: self._bus().subscribe_batch(self.topic, GROUP, self.handle_batch, events_pb2.Generated)
+            lambda: self._bus().subscribe_batch(
+                self.topic, GROUP, self.handle_batch, events_pb2.Generated
+            )
         )
 
     async def stop(self) -> None:

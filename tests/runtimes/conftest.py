@@ -215,3 +215,35 @@ def bento_build(launched: Launched) -> tuple[int, str, Path]:
     assert launched.build is not None
     code, log = launched.build.wait()
     return code, log, launched.build_home
+
+
+TOKEN = "kserve-test-token"
+
+
+@pytest.fixture(scope="module")
+def kserve_with_token(
+    model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KServeEndpoint]:
+    """The runtime with CONCORD_SERVING__AUTH_TOKEN set, as the chart's InferenceService runs it."""
+    tmp = tmp_path_factory.mktemp("kserve-auth")
+    http, grpc = free_ports(2)
+    server = Subprocess(
+        [
+            sys.executable,
+            "-m",
+            "services.encoder.kserve",
+            "--model_name=encoder",
+            f"--http_port={http}",
+            f"--grpc_port={grpc}",
+            f"--model_uri={model_dir}",
+            "--enable_latency_logging=false",
+        ],
+        {**runtime_env(tmp), "CONCORD_SERVING__AUTH_TOKEN": TOKEN},
+        tmp / "kserve.log",
+    )
+    try:
+        # readiness needs no token (the kubelet's probes carry none)
+        server.wait_http(f"http://127.0.0.1:{http}/v2/models/encoder/ready")
+        yield KServeEndpoint(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", "encoder")
+    finally:
+        server.stop()

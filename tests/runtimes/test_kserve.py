@@ -8,8 +8,6 @@ import json
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +15,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.fixtures.serving import free_ports
-from tests.runtimes.conftest import KServeEndpoint, Reference, Subprocess, runtime_env
+from tests.runtimes.conftest import TOKEN, KServeEndpoint, Reference
 
 TEXTS = ["a red circle", "a small blue square left of a green star", "two"]
 ATOL = 1e-5
@@ -156,37 +153,6 @@ def test_metadata_describes_the_contract(
 
 
 # ---------------------------------------------------------------- bearer token
-
-TOKEN = "kserve-test-token"
-
-
-@pytest.fixture(scope="module")
-def kserve_with_token(
-    model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[KServeEndpoint]:
-    """The runtime with CONCORD_SERVING__AUTH_TOKEN set, as the chart's InferenceService runs it."""
-    tmp = tmp_path_factory.mktemp("kserve-auth")
-    http, grpc = free_ports(2)
-    server = Subprocess(
-        [
-            sys.executable,
-            "-m",
-            "services.encoder.kserve",
-            "--model_name=encoder",
-            f"--http_port={http}",
-            f"--grpc_port={grpc}",
-            f"--model_uri={model_dir}",
-            "--enable_latency_logging=false",
-        ],
-        {**runtime_env(tmp), "CONCORD_SERVING__AUTH_TOKEN": TOKEN},
-        tmp / "kserve.log",
-    )
-    try:
-        # readiness needs no token (the kubelet's probes carry none)
-        server.wait_http(f"http://127.0.0.1:{http}/v2/models/encoder/ready")
-        yield KServeEndpoint(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", "encoder")
-    finally:
-        server.stop()
 
 
 def _status(url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> int:

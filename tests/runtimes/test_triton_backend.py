@@ -21,7 +21,7 @@ from concord.config import Settings
 from concord.errors import Unavailable
 from tests.fixtures.media import png
 from tests.fixtures.serving import InProcessDeployment, encoder_settings, free_ports
-from tests.runtimes.conftest import KServeEndpoint
+from tests.runtimes.conftest import TOKEN, KServeEndpoint
 
 TEXTS = ["a red circle", "a blue square left of a green star", "three yellow moons"]
 ATOL = 1e-5
@@ -101,3 +101,26 @@ def test_unreachable_endpoint_is_unavailable(model_dir: Path, tmp_path: Path) ->
             await servable.stop()
 
     asyncio.run(run())
+
+
+def test_the_gateway_carries_the_token_to_a_guarded_predictor(
+    kserve_with_token: KServeEndpoint, model_dir: Path, tmp_path: Path
+) -> None:
+    """The chart's KServe mode: a gRPC encoder (triton backend) in front of a predictor that
+    refuses inference without the bearer token; one Secret gives both the same token."""
+    (port,) = free_ports(1)
+    settings = Settings(
+        home=tmp_path / "home",
+        encoder_model=str(model_dir),
+        encoder_backend="triton",
+        triton_url=kserve_with_token.grpc,
+        triton_model=kserve_with_token.model,
+        serving={"ports": {"encoder": port}, "metrics_port": 0, "auth_token": TOKEN},
+    )
+    served = InProcessDeployment(["encoder"], settings)
+    try:
+        with Concord(settings) as client:
+            encoded = client.encode_texts(TEXTS[:1])  # a refused infer would raise here
+        assert encoded.matrix.shape == (1, encoded.dim)
+    finally:
+        served.close()

@@ -1,0 +1,141 @@
+"""The lifecycle every model service shares: load the model once in a worker thread at start,
+remember why a load failed, answer `ready` and `require()`, and start and stop the service's
+batchers with it. A service's servable adds only `load` and its predict methods."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+import torch
+
+from concord.clients.types import ModelId
+from concord.config import BatchingSettings
+from concord.devices import DeviceUnavailable, Precision, describe
+from concord.errors import FailedPrecondition
+from concord.serving.batcher import BatchFn, DynamicBatcher, In, Out
+
+log = logging.getLogger(__name__)
+
+
+class Loaded(Protocol):
+    """What `Servable.load` returns: any model state that knows its id."""
+
+    @property
+    def id(self) -> ModelId: ...
+
+
+M = TypeVar("M", bound=Loaded)
+
+
+class Servable(ABC, Generic[M]):
+    """One served model: loaded at `start`, required by every predict call.
+
+    A model that cannot be loaded (not registered yet, incomplete files) leaves the service up
+    and not ready, so health, GetInfo and the RPCs that need no model still answer; calls that
+    need it fail with FAILED_PRECONDITION naming the URI and the load error. A device that is
+    not there is a deployment error no later registration fixes: it fails the start.
+
+    Args:
+        name: the service ("encoder"); names the model in errors and logs.
+        uri: the model URI the settings name.
+        batchers: started after the load and stopped with the service.
+    """
+
+    missing_hint: ClassVar[str] = ""  # appended to the not-loaded error: how to get a model
+    precision: Precision = "fp32"  # what the model runs in (the device settings' precision)
+
+    def __init__(
+        self, name: str, uri: str, batchers: Sequence[DynamicBatcher[Any, Any]] = ()
+    ) -> None:
+        self.name = name
+        self.uri = uri
+        self.batchers = list(batchers)
+        self.loaded: M | None = None
+        self.load_error = ""
+        self.device = torch.device("cpu")  # resolved by `load`
+
+    @abstractmethod
+    def load(self) -> M:
+        """Resolve the device and load the model (called once, in a worker thread).
+
+        Raises:
+            DeviceUnavailable: the configured device is not visible (fails the start).
+            Exception: anything else; remembered as the load error, the service stays up.
+        """
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Load the model (a missing one leaves the service up but not ready), then start the
+        batchers.
+
+        Raises:
+            DeviceUnavailable: the configured device is not visible (the service must not start).
+        """
+        try:
+            self.loaded = await asyncio.to_thread(self.load)
+            served = ", ".join(str(m) for m in self.models)
+            log.info("%s serving %s from %s on %s", self.name, served, self.uri, self.where)
+        except DeviceUnavailable:
+            raise
+        except Exception as err:  # a missing model must not stop health, info or other RPCs
+            self.load_error = getattr(err, "message", None) or f"{type(err).__name__}: {err}"
+            log.warning("%s model %s not loaded: %s", self.name, self.uri, self.load_error)
+        for batcher in self.batchers:
+            batcher.start()
+
+    async def stop(self) -> None:
+        """Stop the batchers (what is queued is answered first)."""
+        await asyncio.gather(*(batcher.stop() for batcher in self.batchers))
+
+    # ----------------------------------------------------------------- state
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded is not None
+
+    @property
+    def model_id(self) -> ModelId | None:
+        return self.loaded.id if self.loaded is not None else None
+
+    @property
+    def models(self) -> list[ModelId]:
+        """Every model the service answers with (GetInfo): the served one when loaded."""
+        return [self.loaded.id] if self.loaded is not None else []
+
+    @property
+    def not_ready_reason(self) -> str:
+        """Why the model is not loaded: the load error, or that it is still loading."""
+        return "" if self.ready else (self.load_error or "still loading")
+
+    @property
+    def where(self) -> str:
+        """Where the model runs, for logs ("cuda:0 (NVIDIA H200, bfloat16)")."""
+        return describe(self.device, self.precision)
+
+    def require(self) -> M:
+        """Returns: the loaded model. Raises: FailedPrecondition naming the URI and the error."""
+        if self.loaded is None:
+            raise FailedPrecondition(
+                f"{self.name} model {self.uri!r} is not loaded: {self.not_ready_reason}"
+                + self.missing_hint
+            )
+        return self.loaded
+
+
+def batcher(
+    fn: BatchFn[In, Out], name: str, batching: BatchingSettings, **limits: float
+) -> DynamicBatcher[In, Out]:
+    """A dynamic batcher sized by the `batching` settings.
+
+    Args:
+        fn: the batched model call (run in a worker thread when it is not async).
+        name: names the batcher in metrics.
+        batching: max_batch_size, max_delay_ms and max_queue.
+        limits: any of those three that this batcher sets itself (explanations: one at a time).
+    """
+    return DynamicBatcher(fn, name=name, **{**batching.model_dump(), **limits})  # type: ignore[arg-type]
