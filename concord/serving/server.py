@@ -40,6 +40,8 @@ class ServiceDefinition:
         on_stop: awaited after in-flight calls drained (stop workers, close stores).
         dependencies: the peers it dials; while one is unreachable its proto service
             reports NOT_SERVING (readiness) and the overall health stays SERVING (liveness).
+        model_ready: whether its model is loaded; False keeps the proto service NOT_SERVING,
+            so a replica without a model gets no traffic (GetInfo says why).
     """
 
     name: str
@@ -49,6 +51,7 @@ class ServiceDefinition:
     on_start: list[Hook] = field(default_factory=list)
     on_stop: list[Hook] = field(default_factory=list)
     dependencies: Dependencies | None = None
+    model_ready: Callable[[], bool] | None = None
 
 
 class ServiceServer:
@@ -117,6 +120,8 @@ class ServiceServer:
 
     async def _set_ready(self, ready: bool) -> None:
         status = health_pb2.HealthCheckResponse
+        model_ready = self.definition.model_ready
+        ready = ready and (model_ready is None or model_ready())
         await self.health.set(
             self.definition.full_name, status.SERVING if ready else status.NOT_SERVING
         )

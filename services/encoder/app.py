@@ -15,6 +15,7 @@ def build(platform: Platform) -> ServiceDefinition:
     """Returns: the encoder's ServiceDefinition on the process's shared platform."""
     servable = EncoderServable(platform.settings, lambda: platform.registry)
     definition = define("encoder", EncoderServicer(servable), encoder_pb2_grpc)
+    definition.model_ready = lambda: servable.ready
     definition.on_start.append(servable.start)
     definition.on_stop.append(servable.stop)
     return definition

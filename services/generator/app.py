@@ -24,6 +24,7 @@ def build(platform: Platform) -> ServiceDefinition:
     )
     servicer = GeneratorServicer(servable, jobs, lambda: platform.bus)
     definition = define("generator", servicer, generator_pb2_grpc)
+    definition.model_ready = lambda: servable.ready
 
     async def start() -> None:
         await servable.start()

@@ -22,6 +22,7 @@ def build(platform: Platform) -> ServiceDefinition:
     servable = ScorerServable(platform.settings, lambda: platform.registry)
     auditor = Auditor(servable, lambda: platform.bus)
     definition = define("scorer", ScorerServicer(servable), scorer_pb2_grpc)
+    definition.model_ready = lambda: servable.ready
 
     async def start() -> None:
         await servable.start()

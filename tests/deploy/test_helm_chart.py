@@ -89,8 +89,11 @@ def test_default_values_render_every_service(render: Any) -> None:
         pod = deployment["spec"]["template"]["spec"]
         container = pod["containers"][0]
         assert container["command"] == ["concord", "serve", name]
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert container[probe]["grpc"] == {"port": port}  # native grpc.health.v1 probes
+        for probe in ("startupProbe", "livenessProbe"):  # native grpc.health.v1: alive
+            assert container[probe]["grpc"] == {"port": port}
+        # ready: the proto service, NOT_SERVING without a model or an unreachable peer
+        service = f"concord.v1.{name.capitalize()}Service"
+        assert container["readinessProbe"]["grpc"] == {"port": port, "service": service}
         assert {
             "name": "CONCORD_SERVING__PORTS",
             "value": json.dumps({name: port}, separators=(",", ":")),
@@ -104,7 +107,7 @@ def test_default_values_render_every_service(render: Any) -> None:
     assert encoder_init[0]["command"][:4] == [
         "python",
         "-m",
-        "concord.healthcheck",
+        "concord.serving.healthcheck",
         "--wait-for-model",
     ]
     kinds = {o["kind"] for o in objects}
@@ -206,7 +209,10 @@ def test_new_service_slots_in_without_chart_changes(render: Any) -> None:
         "containers"
     ][0]
     assert container["command"] == ["concord", "serve", "ocr"]
-    assert container["readinessProbe"]["grpc"] == {"port": 50057}
+    assert container["readinessProbe"]["grpc"] == {
+        "port": 50057,
+        "service": "concord.v1.OcrService",
+    }
 
 
 # ---------------------------------------------------------------- values: documented and used

@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from concord.client import Connection
+from concord.clients import Connection
 from concord.config import SERVICE_NAMES
+
+# `concord up` as real subprocesses: six services start and stop (tens of seconds).
+pytestmark = pytest.mark.slow
 
 CONCORD = str(Path(sys.executable).with_name("concord"))
 

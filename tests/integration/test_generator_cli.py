@@ -18,6 +18,9 @@ from tests.fixtures.media import png
 from tests.fixtures.models import tiny_generator
 from tests.fixtures.serving import InProcessDeployment, generator_settings
 
+# Serves a tiny generator, and a customize job fine-tunes a concept on it.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:

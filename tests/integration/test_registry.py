@@ -22,7 +22,8 @@ from concord.registry import (
     parse_model_uri,
 )
 
-BACKENDS = ["embedded", pytest.param("server", marks=pytest.mark.mlflow)]
+# "server" starts the session's MLflow server.
+BACKENDS = ["embedded", pytest.param("server", marks=[pytest.mark.mlflow, pytest.mark.slow])]
 
 
 @pytest.fixture(scope="module")

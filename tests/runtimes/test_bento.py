@@ -21,6 +21,9 @@ from tests.runtimes.conftest import REPO, Launched, Reference
 
 ATOL = 1e-5
 
+# `bentoml serve` and `bentoml build` run as subprocesses.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def bento(launched: Launched) -> Iterator[httpx.Client]:

@@ -20,6 +20,9 @@ from tests.runtimes.conftest import TOKEN, KServeEndpoint, Reference
 TEXTS = ["a red circle", "a small blue square left of a green star", "two"]
 ATOL = 1e-5
 
+# The KServe runtime runs as a subprocess server.
+pytestmark = pytest.mark.slow
+
 
 def _images(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from concord.client import Concord
+from concord.clients import Concord
 from concord.config import Settings
 from concord.errors import Unavailable
 from tests.fixtures.media import png
@@ -25,6 +25,9 @@ from tests.runtimes.conftest import TOKEN, KServeEndpoint
 
 TEXTS = ["a red circle", "a blue square left of a green star", "three yellow moons"]
 ATOL = 1e-5
+
+# The v2 endpoint is the KServe runtime as a subprocess server.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow  # trains for about 10 s on 2 cores
 def test_judge_learns_shapes_and_colours_from_a_few_renders():
     # A narrower domain and a narrower net than the report's, so it learns in seconds.
     data = DataConfig(size=32, count=10, sizes=("large",), shapes=("circle", "square", "cross"))
@@ -78,21 +79,28 @@ def test_mean_colour_mode_reads_pixels_not_the_colour_head():
 
 def test_parse_prompt_reads_colour_shape_and_counts():
     assert parse_prompt("a red circle above a blue square") == [
-        NamedObject("red", "circle"), NamedObject("blue", "square")]
+        NamedObject("red", "circle"),
+        NamedObject("blue", "square"),
+    ]
     assert parse_prompt("Two yellow crosses") == [NamedObject("yellow", "cross", 2)]
     assert parse_prompt("a zorv and a large striped green triangle in the top left corner") == [
-        NamedObject("green", "triangle")]
+        NamedObject("green", "triangle")
+    ]
     assert parse_prompt("a square to the left of a purple circle") == [
-        NamedObject(None, "square"), NamedObject("purple", "circle")]
+        NamedObject(None, "square"),
+        NamedObject("purple", "circle"),
+    ]
     assert parse_prompt("a photo of a zorv") == []
 
 
 def test_semantic_recall_counts_objects_prompts_and_shapes():
     d = Detection
     prompts = ["a red circle above a blue cross", "a green square", "a yellow cross"]
-    dets = [[d("red", "circle", 40), d("green", "cross", 30)],  # blue cross missed (wrong colour)
-            [d("green", "square", 50)],
-            [d("yellow", "cross", 20), d("red", "circle", 20)]]
+    dets = [
+        [d("red", "circle", 40), d("green", "cross", 30)],  # blue cross missed (wrong colour)
+        [d("green", "square", 50)],
+        [d("yellow", "cross", 20), d("red", "circle", 20)],
+    ]
     r = semantic_recall(prompts, dets)
     assert (r.objects, r.found, r.prompts, r.prompts_all_found) == (4, 3, 3, 2)
     assert r.recall == pytest.approx(0.75)

@@ -14,7 +14,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 import pytest
 import torch
 
-from concord.loading import load_model
+from concord.checkpoints import load_model
 from concord.models.alignment import AlignmentScorer, aligned_probability
 from concord.registry import Registry
 from pipelines.scorer.hardneg import HardNegConfig
@@ -23,6 +23,7 @@ from pipelines.scorer.pipeline import ScorerConfig
 from pipelines.scorer.report import build_report
 
 
+@pytest.mark.slow  # trains for about 10 s on 2 cores
 def test_pipeline_writes_package_registry_and_report(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = ScorerConfig(

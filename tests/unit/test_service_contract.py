@@ -25,7 +25,7 @@ import pytest
 from google.protobuf.message import Message
 
 from concord import __version__
-from concord.client import Connection
+from concord.clients import Connection
 from concord.config import SERVICE_NAMES, Settings
 from concord.proto.v1 import (
     bias_pb2,
@@ -283,13 +283,13 @@ def test_info_without_a_model_is_not_ready_and_says_why(
 ) -> None:
     contract = CONTRACTS[name]
     with connect(deployments, name) as conn:
-        if contract.depends_on:  # readiness (not liveness) follows the peer
-            wait_until(
-                lambda: conn.health(proto_service(name)) == "NOT_SERVING",
-                f"{name} health NOT_SERVING without its {contract.depends_on}",
-                timeout=15,
-            )
-            assert conn.health("") == "SERVING"
+        # readiness (the proto service) follows the model and the peers; liveness ("") not
+        wait_until(
+            lambda: conn.health(proto_service(name)) == "NOT_SERVING",
+            f"{name} health NOT_SERVING without its {contract.depends_on or 'model'}",
+            timeout=15,
+        )
+        assert conn.health("") == "SERVING"
         info = contract.stub(conn.channel).GetInfo(common_pb2.GetInfoRequest(), timeout=TIMEOUT)
     assert not info.ready and not info.models
     if contract.depends_on:
