@@ -34,6 +34,7 @@ check: $(STAMP)
 	$(BIN)/python tools/gen_protos.py --check
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy concord
 
 test: install kafka helm check
 	$(BIN)/python -m pytest --durations=15

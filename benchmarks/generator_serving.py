@@ -26,8 +26,8 @@ import torch
 import typer
 
 from benchmarks.harness import serve
+from concord.checkpoints import build_generator, load_generator, save_generator
 from concord.clients.generator import generate_request
-from concord.generator_checkpoints import build_generator, load_generator, save_generator
 from concord.models.diffusion.config import load_preset
 from concord.models.diffusion.pipeline import TextToImage
 from concord.proto.v1 import generator_pb2_grpc

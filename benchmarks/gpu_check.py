@@ -278,7 +278,7 @@ def scorer_check(report: Report, device: torch.device) -> None:
 
 
 def generator_checks(report: Report, device: torch.device, batch: int, seconds: float) -> None:
-    from concord.generator_checkpoints import build_generator, to_device
+    from concord.checkpoints import build_generator, to_device
     from concord.models.diffusion.config import load_preset
 
     config = load_preset("tiny")

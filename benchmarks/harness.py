@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from concord.client import Connection
+from concord.clients import Connection
 from concord.config import SERVICE_NAMES
 
 CONCORD = str(Path(sys.executable).with_name("concord"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -220,10 +220,10 @@ class Settings(BaseSettings):
         return self.home / "vectors"
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read settings once (env, then the optional TOML file); keyword overrides win.
 
     Raises:
         pydantic.ValidationError: naming every field that is wrong.
     """
-    return Settings(**overrides)  # type: ignore[arg-type]
+    return Settings(**overrides)

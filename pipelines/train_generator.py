@@ -19,8 +19,8 @@ import typer
 from rich.console import Console
 from tqdm import tqdm
 
+from concord.checkpoints import load_text_encoder, save_generator
 from concord.devices import describe, resolve_device
-from concord.generator_checkpoints import load_text_encoder, save_generator
 from concord.media import colour_layout
 from concord.models.diffusion.categorical import CategoricalDiffusion
 from concord.models.diffusion.config import GeneratorConfig, load_preset

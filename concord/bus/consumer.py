@@ -10,6 +10,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -21,12 +22,14 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 30.0
 
+T = TypeVar("T")  # what a consumer decodes each record into: a message, or bytes
+
 
 class _Abandoned(Exception):
     """The consumer was aborted while handling: leave the record uncommitted."""
 
 
-class Consumer(ABC):
+class Consumer(ABC, Generic[T]):
     """One member of a consumer group on one topic, run in a thread (`start`) or inline (`run`).
 
     The loop: fetch a batch, decode each record, call the handler with bounded exponential
@@ -38,8 +41,8 @@ class Consumer(ABC):
         self,
         topic: str,
         group: str,
-        handler: Callable[[object, Delivery], None],
-        decode: Callable[[RawRecord], object],
+        handler: Callable[[T, Delivery], None],
+        decode: Callable[[RawRecord], T],
         *,
         max_retries: int,
         retry_backoff_seconds: float,

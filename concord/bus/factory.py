@@ -5,6 +5,8 @@ Memory is the embedded default; Kafka is the cluster bus.
 
 from __future__ import annotations
 
+from typing import Any
+
 from concord.bus.base import Bus
 from concord.config import Settings
 
@@ -21,7 +23,7 @@ def make_bus(settings: Settings) -> Bus:
         process (`concord up`) shares it.
     """
     k = settings.kafka
-    common = {
+    common: dict[str, Any] = {
         "group_prefix": k.group_prefix,
         "max_retries": k.max_retries,
         "retry_backoff_seconds": k.retry_backoff_seconds,
@@ -33,8 +35,8 @@ def make_bus(settings: Settings) -> Bus:
         return KafkaBus(
             k.bootstrap_servers,
             consumer_config={"max_poll_interval_ms": k.max_poll_interval_ms},
-            **common,  # type: ignore[arg-type]
+            **common,
         )
     from concord.bus.memory import EMBEDDED_LOG, MemoryBus
 
-    return MemoryBus(EMBEDDED_LOG, **common)  # type: ignore[arg-type]
+    return MemoryBus(EMBEDDED_LOG, **common)

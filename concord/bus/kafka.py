@@ -17,7 +17,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
 from concord.bus.base import Bus
-from concord.bus.consumer import Consumer
+from concord.bus.consumer import Consumer, T
 from concord.bus.decoding import protobuf_decoder, raw_decoder
 from concord.bus.records import (
     BusError,
@@ -44,7 +44,7 @@ def _headers_in(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str,
     return {k: (v or b"").decode(errors="replace") for k, v in headers or ()}
 
 
-class KafkaConsumerMember(Consumer):
+class KafkaConsumerMember(Consumer[T]):
     """A group member: poll -> handle -> commit the batch; commits finished offsets when
     partitions are revoked and on stop; `enable_auto_commit` is off."""
 
@@ -53,8 +53,8 @@ class KafkaConsumerMember(Consumer):
         bus: KafkaBus,
         topic: str,
         group: str,
-        handler: Callable[[object, Delivery], None],
-        decode: Callable[[RawRecord], object],
+        handler: Callable[[T, Delivery], None],
+        decode: Callable[[RawRecord], T],
         config: dict[str, Any],
     ) -> None:
         super().__init__(
@@ -322,20 +322,20 @@ class KafkaBus(Bus):
         self,
         topic: str,
         group: str,
-        handler: Callable[[object, Delivery], None],
-        decode: Callable[[RawRecord], object],
-    ) -> KafkaConsumerMember:
+        handler: Callable[[T, Delivery], None],
+        decode: Callable[[RawRecord], T],
+    ) -> KafkaConsumerMember[T]:
         self.ensure_topics([topic, dlq_topic(topic)])
         config = {"client_id": f"{self.client_id}-{group}", **self._consumer_config}
         return KafkaConsumerMember(self, topic, self.group_id(group), handler, decode, config)
 
     def subscribe(
         self, topic: str, group: str, handler: Handler[M], message_type: type[M]
-    ) -> KafkaConsumerMember:
-        return self._member(topic, group, handler, protobuf_decoder(message_type))  # type: ignore[arg-type]
+    ) -> KafkaConsumerMember[M]:
+        return self._member(topic, group, handler, protobuf_decoder(message_type))
 
-    def subscribe_raw(self, topic: str, group: str, handler: RawHandler) -> KafkaConsumerMember:
-        return self._member(topic, group, handler, raw_decoder)  # type: ignore[arg-type]
+    def subscribe_raw(self, topic: str, group: str, handler: RawHandler) -> KafkaConsumerMember[bytes]:
+        return self._member(topic, group, handler, raw_decoder)
 
     # -- introspection -------------------------------------------------------------------------
     def committed(self, topic: str, group: str) -> dict[int, int]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from google.protobuf.message import Message
 
 from concord.bus.base import Bus
-from concord.bus.consumer import Consumer
+from concord.bus.consumer import Consumer, T
 from concord.bus.decoding import protobuf_decoder, raw_decoder
 from concord.bus.records import (
     BusError,
@@ -171,7 +171,7 @@ class MemoryLog:
             return [r for plog in self._topics.get(topic, []) for r in plog]
 
 
-class MemoryConsumer(Consumer):
+class MemoryConsumer(Consumer[T]):
     """A group member on a MemoryLog; commits after every batch."""
 
     def __init__(
@@ -179,8 +179,8 @@ class MemoryConsumer(Consumer):
         log: MemoryLog,
         topic: str,
         group: str,
-        handler: Callable[[object, Delivery], None],
-        decode: Callable[[RawRecord], object],
+        handler: Callable[[T, Delivery], None],
+        decode: Callable[[RawRecord], T],
         *,
         max_retries: int,
         retry_backoff_seconds: float,
@@ -293,9 +293,9 @@ class MemoryBus(Bus):
         self,
         topic: str,
         group: str,
-        handler: Callable[[object, Delivery], None],
-        decode: Callable[[RawRecord], object],
-    ) -> MemoryConsumer:
+        handler: Callable[[T, Delivery], None],
+        decode: Callable[[RawRecord], T],
+    ) -> MemoryConsumer[T]:
         self.ensure_topics([topic, dlq_topic(topic)])
         return MemoryConsumer(
             self.log,
@@ -309,11 +309,11 @@ class MemoryBus(Bus):
 
     def subscribe(
         self, topic: str, group: str, handler: Handler[M], message_type: type[M]
-    ) -> MemoryConsumer:
-        return self._consumer(topic, group, handler, protobuf_decoder(message_type))  # type: ignore[arg-type]
+    ) -> MemoryConsumer[M]:
+        return self._consumer(topic, group, handler, protobuf_decoder(message_type))
 
-    def subscribe_raw(self, topic: str, group: str, handler: RawHandler) -> MemoryConsumer:
-        return self._consumer(topic, group, handler, raw_decoder)  # type: ignore[arg-type]
+    def subscribe_raw(self, topic: str, group: str, handler: RawHandler) -> MemoryConsumer[bytes]:
+        return self._consumer(topic, group, handler, raw_decoder)
 
     def ensure_topics(self, topics: Sequence[str], partitions: int | None = None) -> None:
         for topic in topics:

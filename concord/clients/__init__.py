@@ -1,6 +1,10 @@
-"""Typed gRPC clients of Concord services: result dataclasses, proto converters, and one
-client class per service (sync for product teams, async for services calling services)."""
+"""Concord's Python SDK: `Concord` (one entry point, `concord.clients.facade`), connections and
+status (`connection`), one typed client per service (sync for product teams, async for
+services calling services), the result dataclasses (`types`) and their proto converters."""
 
+from concord.clients.connection import Connection, ServiceStatus, connect, status_of
+from concord.clients.encoder import EncoderClient
+from concord.clients.facade import Concord
 from concord.clients.generator import (
     Concept,
     GeneratedImage,
@@ -9,6 +13,7 @@ from concord.clients.generator import (
     Job,
     Progress,
 )
+from concord.clients.retrieval import RetrievalClient
 from concord.clients.scorer import (
     Misalignment,
     PairScore,
@@ -17,18 +22,47 @@ from concord.clients.scorer import (
     Scores,
     WordAlignment,
 )
+from concord.clients.types import (
+    CollectionSummary,
+    Embedding,
+    Encoded,
+    Hit,
+    ImageData,
+    IndexItem,
+    IndexResult,
+    ModelId,
+    SearchResult,
+    TokenVectors,
+)
 
 __all__ = [
+    "CollectionSummary",
     "Concept",
+    "Concord",
+    "Connection",
+    "Embedding",
+    "Encoded",
+    "EncoderClient",
     "GeneratedImage",
     "GenerationCancelled",
     "GeneratorClient",
+    "Hit",
+    "ImageData",
+    "IndexItem",
+    "IndexResult",
     "Job",
     "Misalignment",
+    "ModelId",
     "PairScore",
     "Progress",
+    "RetrievalClient",
     "ScorePair",
     "ScorerClient",
     "Scores",
+    "SearchResult",
+    "ServiceStatus",
+    "TokenVectors",
     "WordAlignment",
+    "connect",
+    "status_of",
 ]

@@ -1,21 +1,18 @@
-"""Proto <-> SDK type converters shared by every client (and the services that answer them):
-tensors, payloads, model refs, encodings, hits, and gRPC errors back into domain errors."""
+"""Proto <-> SDK result converters shared by every client: encodings, hits, collections, filters,
+and gRPC errors back into domain errors. Tensors, payloads and model refs live in `concord.wire`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import grpc
 import numpy as np
-from google.protobuf import json_format, struct_pb2
 
 from concord.clients.types import (
     CollectionSummary,
     Embedding,
     Encoded,
     Hit,
-    ModelId,
     SearchResult,
     TokenVectors,
 )
@@ -28,78 +25,10 @@ from concord.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from concord.proto.v1 import common_pb2, encoder_pb2, retrieval_pb2
-
-MODALITY_NAMES = {
-    common_pb2.MODALITY_IMAGE: "image",
-    common_pb2.MODALITY_TEXT: "text",
-    common_pb2.MODALITY_UNSPECIFIED: "",
-}
-MODALITY_ENUMS = {name: enum for enum, name in MODALITY_NAMES.items()}
+from concord.proto.v1 import encoder_pb2, retrieval_pb2
+from concord.wire import MODALITY_NAMES, array_from_tensor, model_id, payload_to_dict
 
 FilterSpec = Mapping[str, str | int | bool | Sequence[str]]
-
-
-# ----------------------------------------------------------------------------- tensors
-
-
-def tensor_from_array(array: np.ndarray) -> common_pb2.Tensor:
-    """Returns: a float32, row-major, little-endian Tensor of `array`."""
-    data = np.ascontiguousarray(array, dtype="<f4")
-    return common_pb2.Tensor(
-        dtype=common_pb2.DTYPE_FLOAT32, shape=list(data.shape), data=data.tobytes()
-    )
-
-
-def array_from_tensor(tensor: common_pb2.Tensor, field: str = "tensor") -> np.ndarray:
-    """Returns: the Tensor as a float32 numpy array. Raises: InvalidArgument (`field`)."""
-    if tensor.dtype != common_pb2.DTYPE_FLOAT32:
-        raise InvalidArgument(f"{field}.dtype", "only DTYPE_FLOAT32 is supported")
-    shape = tuple(int(s) for s in tensor.shape)
-    expected = int(np.prod(shape)) * 4 if shape else 0
-    if len(tensor.data) != expected:
-        raise InvalidArgument(
-            f"{field}.data", f"{len(tensor.data)} bytes do not fit shape {list(shape)}"
-        )
-    return np.frombuffer(tensor.data, dtype="<f4").reshape(shape).astype(np.float32)
-
-
-# ----------------------------------------------------------------------------- payloads
-
-
-def _plain(value: Any) -> Any:
-    # google.protobuf.Struct stores every number as a double; give integral ones back as int
-    # so integer filters and equality behave as the caller wrote them.
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def payload_to_dict(payload: common_pb2.Payload) -> dict[str, Any]:
-    """Returns: the payload's fields as plain JSON values (integral numbers as int)."""
-    return _plain(json_format.MessageToDict(payload.fields)) if payload.HasField("fields") else {}
-
-
-def payload_from_dict(values: Mapping[str, Any]) -> common_pb2.Payload:
-    """Returns: a Payload holding `values` (JSON-able: str, numbers, bools, lists, dicts)."""
-    fields = struct_pb2.Struct()
-    fields.update(dict(values))
-    return common_pb2.Payload(fields=fields)
-
-
-# ----------------------------------------------------------------------------- models
-
-
-def model_id(ref: common_pb2.ModelRef) -> ModelId:
-    return ModelId(ref.name, ref.version)
-
-
-def model_ref(model: ModelId) -> common_pb2.ModelRef:
-    return common_pb2.ModelRef(name=model.name, version=model.version)
 
 
 # ----------------------------------------------------------------------------- results

@@ -12,9 +12,10 @@ from typing import TypeAlias
 import grpc
 from PIL import Image
 
-from concord.clients.convert import encoded_from_proto, error_from_rpc, model_id
-from concord.clients.types import Encoded, ImageData, ModelId
+from concord.clients.convert import encoded_from_proto, error_from_rpc
+from concord.clients.types import Encoded
 from concord.proto.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
+from concord.wire import ImageData, ModelId, model_id
 
 ImageInput: TypeAlias = bytes | ImageData | Image.Image | os.PathLike[str]
 Metadata: TypeAlias = tuple[tuple[str, str], ...]

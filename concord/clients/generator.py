@@ -13,32 +13,22 @@ from typing import Literal
 import grpc
 import numpy as np
 
-from concord.clients.convert import error_from_rpc, model_id
+from concord.clients.convert import error_from_rpc
 from concord.clients.encoder import ImageInput, Metadata, image_proto
-from concord.clients.types import ModelId
 from concord.errors import ConcordError, InvalidArgument
 from concord.proto.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+from concord.wire import SAMPLER_PREFIX, ModelId, model_id
+from concord.wire import sampler_value as sampler_value  # re-exported for the SDK's users
 
 # For type checkers; the names are the proto `Sampler` enum's, which a test checks against the
 # model's sampler registry (`concord.models.diffusion.samplers`, not imported here: it needs torch).
 Sampler = Literal["ddim", "ddpm"]
 JobState = Literal["UNSPECIFIED", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"]
 TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
-_SAMPLER_PREFIX = "SAMPLER_"
-
-
-def sampler_value(name: str) -> int:
-    """Returns: the proto `Sampler` enum value of a sampler name ("ddim" -> SAMPLER_DDIM).
-
-    Raises:
-        ValueError: the enum has no such sampler.
-    """
-    return generator_pb2.Sampler.Value(_SAMPLER_PREFIX + name.upper())
-
 
 # Sampler name -> proto enum value, read from the enum (SAMPLER_DDIM -> "ddim"), by name.
 SAMPLERS: dict[str, int] = {
-    key.removeprefix(_SAMPLER_PREFIX).lower(): value
+    key.removeprefix(SAMPLER_PREFIX).lower(): value
     for key, value in sorted(generator_pb2.Sampler.items())
     if value != generator_pb2.SAMPLER_UNSPECIFIED
 }

@@ -10,24 +10,16 @@ import grpc
 import numpy as np
 
 from concord.clients.convert import (
-    MODALITY_ENUMS,
     FilterSpec,
     collection_from_proto,
     error_from_rpc,
     filter_from_mapping,
-    model_id,
-    payload_from_dict,
     search_result_from_proto,
 )
 from concord.clients.encoder import ImageInput, Metadata, image_proto
-from concord.clients.types import (
-    CollectionSummary,
-    ImageData,
-    IndexItem,
-    IndexResult,
-    SearchResult,
-)
+from concord.clients.types import CollectionSummary, IndexItem, IndexResult, SearchResult
 from concord.proto.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
+from concord.wire import MODALITY_ENUMS, ImageData, model_id, payload_from_dict
 
 Target = Literal["image", "text", "any"]
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from concord.clients.convert import array_from_tensor, error_from_rpc, model_id
+from concord.clients.convert import error_from_rpc
 from concord.clients.encoder import ImageInput, Metadata, image_proto
-from concord.clients.types import ModelId
 from concord.proto.v1 import common_pb2, scorer_pb2, scorer_pb2_grpc
+from concord.wire import ModelId, array_from_tensor, model_id
 
 
 @dataclass(frozen=True)

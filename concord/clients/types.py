@@ -4,30 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any
 
 import numpy as np
 
-Modality: TypeAlias = Literal["image", "text", ""]  # "" when unknown
-
-
-@dataclass(frozen=True)
-class ModelId:
-    """The model that served a call: registry name and version."""
-
-    name: str
-    version: str
-
-    def __str__(self) -> str:
-        return f"{self.name}@{self.version}"
-
-
-@dataclass(frozen=True)
-class ImageData:
-    """Encoded image bytes with an optional declared media type ("image/png")."""
-
-    data: bytes
-    media_type: str = ""
+# Re-exported: the SDK's users import them from here.
+from concord.wire import ImageData as ImageData
+from concord.wire import Modality as Modality
+from concord.wire import ModelId as ModelId
 
 
 @dataclass(frozen=True, eq=False)

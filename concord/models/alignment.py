@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from concord.models.dual_encoder import Encoded
+from concord.models.clip import ClipAdapter
+from concord.models.dual_encoder import DualEncoder, Encoded
 from concord.models.preprocess import TextTokenizer
 from concord.models.text_tower import mean_pool
 
@@ -120,7 +121,7 @@ class AlignmentScorer:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: DualEncoder | ClipAdapter,
         tokenizer: TextTokenizer,
         *,
         weight: float = CLIP_WEIGHT,
@@ -143,10 +144,16 @@ class AlignmentScorer:
             raise ValueError(f"f_threshold must be >= 0, got {f_threshold}")
         self.f_threshold = f_threshold
         self.template = template
-        self._clip = hasattr(model, "clip")  # ClipAdapter: EOS-pooled CLIP text model
-        text_model = model.clip.text_model if self._clip else model.text_tower.backbone
+        self._clip = isinstance(model, ClipAdapter)  # EOS-pooled CLIP text model
+        # A transformers text model: CLIP's or the DualEncoder's BERT-like backbone.
+        text_model: Any
+        if isinstance(model, ClipAdapter):
+            text_model = model.clip.text_model
+            n_layers = len(text_model.encoder.layers)
+        else:
+            text_model = model.text_tower.backbone
+            n_layers = len(text_model.encoder.layer)
         self._text_model = text_model
-        n_layers = len(text_model.encoder.layers if self._clip else text_model.encoder.layer)
         if not 1 <= layers <= n_layers:
             raise ValueError(f"layers must be in [1, {n_layers}], got {layers}")
         self.layers = int(layers)
@@ -317,7 +324,7 @@ class AlignmentScorer:
     def _text_forward(self, ids: Tensor, mask: Tensor) -> tuple[Encoded, tuple[Tensor, ...]]:
         out = self._text_model(input_ids=ids, attention_mask=mask, output_attentions=True)
         real = mask.bool()
-        if self._clip:
+        if isinstance(self.model, ClipAdapter):
             proj = self.model.clip.text_projection
             pooled, states = proj(out.pooler_output), out.last_hidden_state
         else:
@@ -453,7 +460,7 @@ class RawPair:
 def f_clip_score(
     clip_score: float,
     cosine: float,
-    attributions: Sequence[float],
+    attributions: Sequence[float] | np.ndarray,
     threshold: float,
     penalty: float = DEFAULT_PENALTY,
 ) -> float:
@@ -501,7 +508,8 @@ def _set_eager(text_model: nn.Module) -> None:
             return
         except (ValueError, TypeError):  # older transformers: fall back to the config field
             pass
-    text_model.config._attn_implementation = "eager"
+    config: Any = text_model.config  # a transformers config
+    config._attn_implementation = "eager"
 
 
 def _detach(e: Encoded) -> Encoded:

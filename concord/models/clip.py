@@ -21,6 +21,9 @@ class ClipAdapter(nn.Module):
     True); text = projected final states of every position (mask = attention_mask).
     """
 
+    mean: Tensor  # buffers, registered in __init__
+    std: Tensor
+
     def __init__(
         self, clip: Any, tokenizer: TextTokenizer, mean: Sequence[float], std: Sequence[float]
     ) -> None:

@@ -39,7 +39,8 @@ class TextTower(nn.Module):
             )
         self.cfg = cfg
         self.backbone = backbone
-        self.width: int = int(backbone.config.hidden_size)
+        config: Any = backbone.config  # a transformers config (checked by _encoder_layers)
+        self.width: int = int(config.hidden_size)
         backbone.requires_grad_(False)
         self._trainable = layers[len(layers) - cfg.unfrozen_layers :] if cfg.unfrozen_layers else []
         for layer in self._trainable:

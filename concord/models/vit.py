@@ -76,7 +76,8 @@ class ImageTower(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Linear | nn.Conv2d):
                 nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
         """Encode images.

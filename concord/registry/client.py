@@ -178,7 +178,8 @@ class Registry(Tracking):
         ref = parse_model_uri(uri)
         if ref.version is not None:
             return self.get_version(ref.name, ref.version)
-        return self.get_alias(ref.name, ref.alias)  # type: ignore[arg-type]
+        assert ref.alias is not None  # parse_model_uri gives exactly one of version and alias
+        return self.get_alias(ref.name, ref.alias)
 
     def list_versions(self, name: str) -> list[ModelVersionInfo]:
         """Returns: every version of `name`, oldest first. Raises: ModelNotFound."""
@@ -295,7 +296,7 @@ class Registry(Tracking):
             version=int(mv.version),
             aliases=tuple(sorted(mv.aliases or ())),
             run_id=mv.run_id or None,
-            source=mv.source,
+            source=mv.source or "",
             tags=dict(mv.tags or {}),
         )
 

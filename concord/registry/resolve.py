@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from concord.clients.types import ModelId
 from concord.errors import FailedPrecondition
+from concord.wire import ModelId
 
 if TYPE_CHECKING:
     from concord.registry.client import Registry

@@ -142,7 +142,11 @@ class Tracking:
                 except MlflowException as exc:
                     if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                         raise
-                    exp_id = self._client.get_experiment_by_name(name).experiment_id  # type: ignore[union-attr]
+                    # Another process created it meanwhile: use theirs.
+                    existing = self._client.get_experiment_by_name(name)
+                    if existing is None:
+                        raise
+                    exp_id = existing.experiment_id
             else:
                 exp_id = exp.experiment_id
             self._experiment_ids[name] = exp_id

@@ -6,9 +6,9 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from concord import __version__
-from concord.clients.convert import model_ref
 from concord.proto.v1 import common_pb2
 from concord.serving.server import ServiceDefinition
+from concord.wire import model_ref
 
 if TYPE_CHECKING:
     from concord.serving.servable import Servable

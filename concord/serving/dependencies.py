@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -102,7 +103,8 @@ class Dependencies:
         channel = self._channels.get(name)
         if channel is None:
             channel = self._channels[name] = grpc.aio.insecure_channel(self.addresses[name])
-        stub = health_pb2_grpc.HealthStub(channel)
+        # typeshed's HealthStub declares no methods; Check is added per channel at run time.
+        stub: Any = health_pb2_grpc.HealthStub(channel)
         try:
             # The peer's proto service, not "": its readiness, not only that it is alive.
             request = health_pb2.HealthCheckRequest(

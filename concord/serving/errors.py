@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -33,7 +35,8 @@ def to_grpc_status(err: ConcordError) -> grpc.Status:
 
 def field_violations(error: grpc.RpcError) -> dict[str, str]:
     """Read the BadRequest field violations from a client-side error ({} if none)."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    # The RpcError a failed call raises is also that call (code, details, trailing metadata).
+    status = rpc_status.from_call(cast(grpc.Call, error))
     found: dict[str, str] = {}
     if status is None:
         return found

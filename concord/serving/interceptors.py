@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import grpc
 
@@ -24,6 +24,9 @@ from concord.serving import metrics
 from concord.serving.errors import to_grpc_status
 
 log = logging.getLogger(__name__)
+
+# Generic in grpc's stubs only: a string so that nothing subscripts it at run time.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
@@ -46,9 +49,9 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method.startswith(OPEN_PREFIXES):
@@ -106,16 +109,19 @@ def _code_name(code: grpc.StatusCode | None) -> str | None:
 
 
 Guard = Callable[[grpc.aio.ServicerContext], Any]
+# grpc's stubs type a handler's behaviours as sync callables; under grpc.aio they are
+# coroutine functions (or async generators), so they are called untyped here.
+Behaviour = Callable[..., Any]
 
 
-def _wrap(handler: grpc.RpcMethodHandler, guard: Guard) -> grpc.RpcMethodHandler:
+def _wrap(handler: Handler, guard: Guard) -> Handler:
     """Return a handler of the same kind whose behaviour runs inside `guard(context)`."""
     codec = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:
-        inner = handler.unary_unary
+        inner: Behaviour = handler.unary_unary
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             async with guard(context):
@@ -123,14 +129,14 @@ def _wrap(handler: grpc.RpcMethodHandler, guard: Guard) -> grpc.RpcMethodHandler
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
     if handler.stream_unary:
-        inner = handler.stream_unary
+        inner_streamed: Behaviour = handler.stream_unary
 
         async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
             async with guard(context):
-                return await inner(requests, context)
+                return await inner_streamed(requests, context)
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
-    streaming = handler.unary_stream or handler.stream_stream
+    streaming = cast(Behaviour, handler.unary_stream or handler.stream_stream)
     factory = (
         grpc.unary_stream_rpc_method_handler
         if handler.unary_stream

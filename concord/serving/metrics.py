@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from wsgiref.simple_server import WSGIServer
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 REQUESTS = Counter(
@@ -26,7 +28,7 @@ SHED = Counter(
 )
 
 
-def serve_metrics(port: int, host: str = "127.0.0.1") -> object | None:
+def serve_metrics(port: int, host: str = "127.0.0.1") -> WSGIServer | None:
     """Start the Prometheus HTTP endpoint (port 0 disables it); returns the server to shut down."""
     if port == 0:
         return None

@@ -11,6 +11,7 @@ import logging
 import signal
 from collections.abc import Sequence
 from importlib.metadata import entry_points
+from wsgiref.simple_server import WSGIServer
 
 from concord.config import SERVICE_NAMES, Settings, load_settings
 from concord.platform import Platform
@@ -41,7 +42,7 @@ class Deployment:
         self.platform = Platform(settings)
         self.definitions = [load_definition(n, self.platform) for n in names]
         self.servers: list[ServiceServer] = []
-        self._metrics: object | None = None
+        self._metrics: WSGIServer | None = None
 
     @property
     def addresses(self) -> dict[str, str]:
@@ -69,7 +70,7 @@ class Deployment:
         self.servers = []
         self.platform.close()
         if self._metrics is not None:
-            self._metrics.shutdown()  # type: ignore[attr-defined]
+            self._metrics.shutdown()
             self._metrics = None
 
 

@@ -12,11 +12,11 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import torch
 
-from concord.clients.types import ModelId
 from concord.config import BatchingSettings
 from concord.devices import DeviceUnavailable, Precision, describe
 from concord.errors import FailedPrecondition
 from concord.serving.batcher import BatchFn, DynamicBatcher, In, Out
+from concord.wire import ModelId
 
 log = logging.getLogger(__name__)
 
@@ -138,4 +138,4 @@ def batcher(
         batching: max_batch_size, max_delay_ms and max_queue.
         limits: any of those three that this batcher sets itself (explanations: one at a time).
     """
-    return DynamicBatcher(fn, name=name, **{**batching.model_dump(), **limits})  # type: ignore[arg-type]
+    return DynamicBatcher(fn, name=name, **{**batching.model_dump(), **limits})

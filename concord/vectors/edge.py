@@ -37,6 +37,7 @@ from concord.vectors.types import (
     Range,
     ScoredPoint,
     VectorLike,
+    named_vectors,
     normalize_id,
     valid_collection_name,
 )
@@ -191,11 +192,14 @@ class EdgeVectorStore(VectorStore):
         if not wanted:
             return []
         records = _call(
-            lambda: shard.retrieve(wanted, with_payload=True, with_vector=with_vectors), collection
+            lambda: shard.retrieve(list(wanted), with_payload=True, with_vector=with_vectors),
+            collection,
         )
         found = {
             _out_id(r.id): Point(
-                _out_id(r.id), dict(r.vector or {}) if with_vectors else {}, r.payload or {}
+                _out_id(r.id),
+                named_vectors(r.vector) if with_vectors else {},
+                r.payload or {},
             )
             for r in records
         }
@@ -206,7 +210,7 @@ class EdgeVectorStore(VectorStore):
         _, shard = self._shard(collection)
         wanted = [normalize_id(i, f"ids[{n}]") for n, i in enumerate(ids)]
         if wanted:
-            _call(lambda: shard.update(qe.UpdateOperation.delete_points(wanted)), collection)
+            _call(lambda: shard.update(qe.UpdateOperation.delete_points(list(wanted))), collection)
 
     def delete_by_filter(self, collection: str, filter: Filter) -> None:
         """See `VectorStore.delete_by_filter`."""
@@ -415,7 +419,7 @@ def to_edge_filter(f: Filter) -> qe.Filter:
         if isinstance(c, Match):
             return qe.FieldCondition(c.key, match=qe.MatchValue(c.value))
         if isinstance(c, MatchAny):
-            return qe.FieldCondition(c.key, match=qe.MatchAny(list(c.values)))
+            return qe.FieldCondition(c.key, match=qe.MatchAny(c.value_list()))
         if isinstance(c, Range):
             return qe.FieldCondition(
                 c.key, range=qe.RangeFloat(gte=c.gte, gt=c.gt, lte=c.lte, lt=c.lt)

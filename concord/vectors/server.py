@@ -26,6 +26,7 @@ from concord.vectors.errors import (
 from concord.vectors.types import (
     CollectionInfo,
     CollectionSpec,
+    Distance,
     Filter,
     Match,
     MatchAny,
@@ -34,6 +35,7 @@ from concord.vectors.types import (
     Range,
     ScoredPoint,
     VectorLike,
+    named_vectors,
     normalize_id,
     valid_collection_name,
 )
@@ -41,8 +43,12 @@ from concord.vectors.validation import check_limit, check_points, query_dense, q
 
 METADATA_KEY = "concord_spec"  # collection metadata entry holding the spec we created it with
 
-_DISTANCE = {"cosine": qm.Distance.COSINE, "dot": qm.Distance.DOT, "euclid": qm.Distance.EUCLID}
-_DISTANCE_BACK = {v: k for k, v in _DISTANCE.items()}
+_DISTANCE: dict[Distance, qm.Distance] = {
+    "cosine": qm.Distance.COSINE,
+    "dot": qm.Distance.DOT,
+    "euclid": qm.Distance.EUCLID,
+}
+_DISTANCE_BACK: dict[qm.Distance, Distance] = {v: k for k, v in _DISTANCE.items()}
 _PAYLOAD = {
     "keyword": qm.PayloadSchemaType.KEYWORD,
     "integer": qm.PayloadSchemaType.INTEGER,
@@ -243,7 +249,7 @@ class QdrantServerStore(VectorStore):
         found = {
             normalize_id(r.id): Point(
                 normalize_id(r.id),
-                dict(r.vector or {}) if with_vectors and isinstance(r.vector, dict) else {},
+                named_vectors(r.vector) if with_vectors else {},
                 r.payload or {},
             )
             for r in records
@@ -255,7 +261,7 @@ class QdrantServerStore(VectorStore):
         self._spec(collection)
         wanted = [normalize_id(i, f"ids[{n}]") for n, i in enumerate(ids)]
         if wanted:
-            selector = qm.PointIdsList(points=wanted)
+            selector = qm.PointIdsList(points=list(wanted))
             self._call(
                 lambda: self._client.delete(collection, points_selector=selector, wait=True),
                 collection,
@@ -435,7 +441,7 @@ def _spec_from_info(name: str, info: qm.CollectionInfo) -> CollectionSpec:
         name=name,
         dense=dense,
         multivector=multi,
-        distance=_DISTANCE_BACK[next(iter(distances))],  # type: ignore[arg-type]
+        distance=_DISTANCE_BACK[next(iter(distances))],
         payload_indexes=indexes,
     )
 
@@ -460,7 +466,7 @@ def to_client_filter(f: Filter) -> qm.Filter:
         if isinstance(c, Match):
             return qm.FieldCondition(key=c.key, match=qm.MatchValue(value=c.value))
         if isinstance(c, MatchAny):
-            return qm.FieldCondition(key=c.key, match=qm.MatchAny(any=list(c.values)))
+            return qm.FieldCondition(key=c.key, match=qm.MatchAny(any=c.value_list()))
         if isinstance(c, Range):
             return qm.FieldCondition(
                 key=c.key, range=qm.Range(gte=c.gte, gt=c.gt, lte=c.lte, lt=c.lt)

@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, cast
 
 import numpy as np
 
@@ -132,7 +132,8 @@ class CollectionSpec:
     @property
     def dense_dims(self) -> dict[str, int]:
         """Dense vector name -> dimension."""
-        return dict(self.dense)  # type: ignore[arg-type]
+        # Always a mapping after __post_init__; the int form is the constructor's shorthand.
+        return {DEFAULT_DENSE: self.dense} if isinstance(self.dense, int) else dict(self.dense)
 
     @property
     def multivector_dims(self) -> dict[str, int]:
@@ -176,7 +177,7 @@ class CollectionInfo:
 # --------------------------------------------------------------------------- points
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Point:
     """One item: a deterministic id, its named vectors, and a JSON payload.
 
@@ -184,16 +185,31 @@ class Point:
     """
 
     id: PointId
-    vectors: Mapping[str, VectorLike]
-    payload: Mapping[str, Any] = field(default_factory=dict)
+    vectors: dict[str, DenseVector | MultiVector]
+    payload: dict[str, Any]
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "id", normalize_id(self.id))
-        vectors: dict[str, DenseVector | MultiVector] = {}
-        for vname, value in self.vectors.items():
-            vectors[vname] = as_vector(value, f"vectors.{vname}")
-        object.__setattr__(self, "vectors", vectors)
-        object.__setattr__(self, "payload", dict(self.payload))
+    def __init__(
+        self,
+        id: PointId | uuid.UUID,
+        vectors: Mapping[str, VectorLike],
+        payload: Mapping[str, Any] | None = None,
+    ) -> None:
+        # The fields hold the checked, canonical forms of what the caller passed.
+        object.__setattr__(self, "id", normalize_id(id))
+        object.__setattr__(
+            self,
+            "vectors",
+            {vname: as_vector(value, f"vectors.{vname}") for vname, value in vectors.items()},
+        )
+        object.__setattr__(self, "payload", dict(payload or {}))
+
+
+def named_vectors(value: object) -> dict[str, DenseVector | MultiVector]:
+    """A point's named vectors as a backend returns them (None or a mapping): dense vectors
+    and multivectors, the only kinds Concord stores."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {name: vec for name, vec in value.items() if isinstance(vec, list)}
 
 
 @dataclass(frozen=True)
@@ -259,6 +275,10 @@ class MatchAny:
                 f"filter.{self.key}", "match-any values must be all str or all int"
             )
         object.__setattr__(self, "values", values)
+
+    def value_list(self) -> list[str] | list[int]:
+        """Returns: the values as a list, all str or all int (as the constructor checked)."""
+        return cast("list[str] | list[int]", list(self.values))
 
 
 @dataclass(frozen=True)

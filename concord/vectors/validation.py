@@ -6,7 +6,7 @@ Each raises `InvalidArgument`, `UnknownVector` or `DimensionMismatch` naming the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, TypeGuard
 
 from concord.vectors.errors import DimensionMismatch, InvalidArgument, UnknownVector
 from concord.vectors.types import (
@@ -46,26 +46,40 @@ def check_points(spec: CollectionSpec, points: Sequence[Point]) -> None:
                 )
 
 
-def _check_dense(vec: object, dim: int, where: str, collection: str) -> None:
-    if not vec or isinstance(vec[0], list):  # type: ignore[index]
+def _is_dense(vec: DenseVector | MultiVector) -> TypeGuard[DenseVector]:
+    return bool(vec) and not isinstance(vec[0], list)
+
+
+def _is_multi(vec: DenseVector | MultiVector) -> TypeGuard[MultiVector]:
+    return bool(vec) and isinstance(vec[0], list)
+
+
+def _check_dense(
+    vec: DenseVector | MultiVector, dim: int, where: str, collection: str
+) -> DenseVector:
+    if not _is_dense(vec):
         raise InvalidArgument(
             where, f"expected one dense vector of {dim} values, got a multivector"
         )
-    if len(vec) != dim:  # type: ignore[arg-type]
+    if len(vec) != dim:
         raise DimensionMismatch(
             where,
-            f"expected {dim} values for collection {collection!r}, got {len(vec)}",  # type: ignore[arg-type]
+            f"expected {dim} values for collection {collection!r}, got {len(vec)}",
         )
+    return vec
 
 
-def _check_multi(vec: object, dim: int, where: str, collection: str) -> None:
-    if not vec or not isinstance(vec[0], list):  # type: ignore[index]
+def _check_multi(
+    vec: DenseVector | MultiVector, dim: int, where: str, collection: str
+) -> MultiVector:
+    if not _is_multi(vec):
         raise InvalidArgument(where, f"expected a multivector (rows of {dim} values), got 1-D")
-    width = len(vec[0])  # type: ignore[index]
+    width = len(vec[0])
     if width != dim:
         raise DimensionMismatch(
             where, f"expected rows of {dim} values for collection {collection!r}, got {width}"
         )
+    return vec
 
 
 def resolve_using(
@@ -103,8 +117,7 @@ def query_dense(
     """Validate a dense query vector. Returns: (vector name, the vector as a list)."""
     name = resolve_using(spec, using, "dense")
     vec = as_vector(vector, "vector")
-    _check_dense(vec, spec.dense_dims[name], "vector", spec.name)
-    return name, vec  # type: ignore[return-value]
+    return name, _check_dense(vec, spec.dense_dims[name], "vector", spec.name)
 
 
 def query_multi(
@@ -113,8 +126,7 @@ def query_multi(
     """Validate a multivector query. Returns: (vector name, the rows as lists)."""
     name = resolve_using(spec, using, "multivector")
     vec = as_vector(vectors, field_name)
-    _check_multi(vec, spec.multivector_dims[name], field_name, spec.name)
-    return name, vec  # type: ignore[return-value]
+    return name, _check_multi(vec, spec.multivector_dims[name], field_name, spec.name)
 
 
 def check_limit(limit: int, field_name: str = "limit") -> None:

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Make Concord's datasets and look at them.", no_args_is_help=True)
+app = typer.Typer(help="Make and inspect Concord Scenes datasets.", no_args_is_help=True)
 console = Console()
 
 

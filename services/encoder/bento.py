@@ -22,9 +22,9 @@ import bentoml
 import numpy as np
 from PIL.Image import Image
 
+from concord.checkpoints import LoadedModel, load_model
 from concord.config import load_settings
 from concord.devices import inference, service_device
-from concord.loading import LoadedModel, load_model
 from concord.models.preprocess import images_to_tensor
 from concord.registry import Registry
 

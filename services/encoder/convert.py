@@ -6,10 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from concord.clients.convert import model_ref, tensor_from_array
-from concord.clients.types import ModelId
 from concord.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from concord.proto.v1 import common_pb2, encoder_pb2
+from concord.wire import ModelId, model_ref, tensor_from_array
 from services.encoder.servable import ItemEncoding
 
 

@@ -43,9 +43,9 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse, RequestedOutput
 from PIL import Image
 
+from concord.checkpoints import LoadedModel, load_model
 from concord.config import Settings, load_settings
 from concord.devices import Precision, configure_torch_threads, describe, inference, service_device
-from concord.loading import LoadedModel, load_model
 from concord.models.dual_encoder import Encoded
 from concord.models.preprocess import images_to_tensor
 from concord.registry import Registry

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from concord.checkpoints import LoadedModel, load_model
 from concord.config import Settings
 from concord.devices import inference, service_device
-from concord.loading import LoadedModel, load_model
 from concord.models.dual_encoder import Encoded
 from concord.models.preprocess import images_to_tensor
 from concord.registry import Registry

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from concord.clients.convert import model_ref
 from concord.errors import FieldViolation, InvalidArgument
 from concord.media import decode_image, decode_images
 from concord.proto.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
 from concord.serving.definitions import servable_info
+from concord.wire import model_ref
 from services.encoder import convert
 from services.encoder.servable import EncoderServable, ItemEncoding
 

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from concord.clients.types import ModelId
+from concord.checkpoints import load_concept, save_concept
 from concord.errors import NotFound
-from concord.generator_checkpoints import load_concept, save_concept
 from concord.models.diffusion.pipeline import ConceptWeights
 from concord.registry import REGISTRY_PREFIX, ModelNotFound, Registry
+from concord.wire import ModelId
 
 PREFIX = "concord-concept-"
 ALIAS = "production"

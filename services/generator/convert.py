@@ -8,15 +8,13 @@ from collections.abc import Sequence
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from concord.clients.convert import model_ref
-from concord.clients.generator import sampler_value
-from concord.clients.types import ModelId
 from concord.config import GeneratorSettings
 from concord.errors import FailedPrecondition, InvalidArgument
 from concord.media import decode_images, encode_png
 from concord.models.diffusion.pipeline import Sample
 from concord.models.diffusion.samplers import SAMPLERS
 from concord.proto.v1 import common_pb2, events_pb2, generator_pb2
+from concord.wire import ModelId, model_ref, sampler_value
 from services.generator.concepts import ConceptInfo
 from services.generator.jobs import JobRecord
 from services.generator.params import (

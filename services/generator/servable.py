@@ -18,16 +18,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from concord.clients.types import ModelId
-from concord.config import Settings
-from concord.devices import autocast, service_device
-from concord.errors import ConcordError, FailedPrecondition, ResourceExhausted
-from concord.generator_checkpoints import (
+from concord.checkpoints.generator import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     is_generator_dir,
     load_generator,
 )
+from concord.config import Settings
+from concord.devices import autocast, service_device
+from concord.errors import ConcordError, FailedPrecondition, ResourceExhausted
 from concord.models.diffusion.pipeline import (
     ConceptWeights,
     GenerationCancelled,
@@ -37,6 +36,7 @@ from concord.models.diffusion.pipeline import (
 )
 from concord.registry import Registry, resolve_model
 from concord.serving.servable import Servable
+from concord.wire import ModelId
 from services.generator.concepts import ConceptCatalog
 from services.generator.params import CustomizeParams, GenerateParams, ModelShape
 

@@ -8,7 +8,6 @@ import threading
 import time
 from dataclasses import dataclass
 
-from concord.clients.types import ModelId
 from concord.errors import FailedPrecondition, InvalidArgument, NotFound
 from concord.vectors import (
     CollectionInfo,
@@ -19,6 +18,7 @@ from concord.vectors import (
     point_id,
     valid_collection_name,
 )
+from concord.wire import ModelId
 
 DENSE = "dense"
 TOKENS = "tokens"

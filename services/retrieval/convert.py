@@ -5,18 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from concord.clients.convert import (
-    MODALITY_ENUMS,
-    MODALITY_NAMES,
-    model_ref,
-    payload_from_dict,
-    payload_to_dict,
-)
-from concord.clients.types import ImageData
 from concord.errors import FieldViolation, InvalidArgument
 from concord.proto.v1 import retrieval_pb2
 from concord.vectors import CollectionInfo, Filter, Match, MatchAny, Range, ScoredPoint
 from concord.vectors.errors import InvalidArgument as VectorInvalidArgument
+from concord.wire import (
+    MODALITY_ENUMS,
+    MODALITY_NAMES,
+    ImageData,
+    model_ref,
+    payload_from_dict,
+    payload_to_dict,
+)
 from services.retrieval.collections import Entry
 from services.retrieval.indexing import ItemIn
 from services.retrieval.search import SearchSpec, check_top_k

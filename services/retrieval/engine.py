@@ -11,11 +11,12 @@ import grpc
 import numpy as np
 
 from concord.clients.encoder import AsyncEncoderClient, EncoderClient
-from concord.clients.types import Embedding, ImageData, ModelId
+from concord.clients.types import Embedding
 from concord.config import Settings
 from concord.errors import FailedPrecondition, InvalidArgument
 from concord.serving.dependencies import Dependencies
 from concord.vectors import Filter, ScoredPoint, VectorStore, normalize_id
+from concord.wire import ImageData, ModelId
 from services.retrieval import indexing, search
 from services.retrieval.collections import Collections, Entry, default_collection
 

@@ -7,10 +7,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from concord.clients.types import Embedding, Encoded, ImageData, ModelId
+from concord.clients.types import Embedding, Encoded
 from concord.errors import FieldViolation, InvalidArgument
 from concord.vectors import Point, normalize_id, point_id
 from concord.vectors.errors import InvalidArgument as VectorInvalidArgument
+from concord.wire import ImageData, ModelId
 from services.retrieval.collections import DENSE, TOKENS
 
 RESERVED_PAYLOAD = ("modality", "text")  # set by the service on every point

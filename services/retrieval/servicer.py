@@ -8,11 +8,10 @@ import asyncio
 import grpc
 import numpy as np
 
-from concord.clients.convert import model_ref
-from concord.clients.types import ImageData
 from concord.errors import InvalidArgument
 from concord.proto.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
 from concord.serving.definitions import service_info
+from concord.wire import ImageData, model_ref
 from services.retrieval import convert
 from services.retrieval.engine import Query, Retrieval
 from services.retrieval.events import IndexedPublisher

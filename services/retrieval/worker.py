@@ -12,9 +12,8 @@ import logging
 from collections.abc import Callable
 
 from concord.bus import Bus, Consumer, Delivery, start_consumer, stop_consumer
-from concord.clients.convert import payload_to_dict
-from concord.clients.types import ImageData
 from concord.proto.v1 import events_pb2
+from concord.wire import ImageData, payload_to_dict
 from services.retrieval.engine import Retrieval
 from services.retrieval.events import IndexedPublisher
 from services.retrieval.indexing import ItemIn

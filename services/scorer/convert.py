@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from concord.clients.convert import model_ref, tensor_from_array
-from concord.clients.types import ModelId
 from concord.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from concord.media import decode_image
 from concord.models.alignment import PairScores, WordScore
 from concord.proto.v1 import common_pb2, events_pb2, scorer_pb2
+from concord.wire import ModelId, model_ref, tensor_from_array
 from services.scorer.servable import Explained, PairIn, Scored
 
 

@@ -12,9 +12,8 @@ from typing import Any
 
 import torch
 
-from concord.clients.types import ModelId
+from concord.checkpoints import LoadedModel, load_model
 from concord.errors import FailedPrecondition
-from concord.loading import LoadedModel, load_model
 from concord.models.alignment import (
     CLIP_WEIGHT,
     DEFAULT_LAYERS,
@@ -25,6 +24,7 @@ from concord.models.alignment import (
     aligned_probability,
 )
 from concord.registry import Registry, is_registry_uri, resolve_model
+from concord.wire import ModelId
 
 SCORER_FILE = "scorer.json"
 REQUIRED_KEYS = ("encoder", "calibration")

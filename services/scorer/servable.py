@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from concord.clients.types import ModelId
 from concord.config import Settings
 from concord.devices import service_device
 from concord.models.alignment import Explanation, PairScores, aligned_probability
@@ -18,6 +17,7 @@ from concord.models.preprocess import images_to_tensor
 from concord.registry import Registry
 from concord.serving import DynamicBatcher
 from concord.serving.servable import Servable, batcher
+from concord.wire import ModelId
 from services.scorer.loading import LoadedScorer, load_scorer
 
 

@@ -17,10 +17,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from PIL import Image
 
 from concord.bus import Bus, Consumer, Delivery, start_consumer, stop_consumer
-from concord.clients.convert import model_ref
 from concord.errors import FieldViolation, InvalidArgument
 from concord.media import decode_image
 from concord.proto.v1 import events_pb2
+from concord.wire import model_ref
 from services.scorer import convert
 from services.scorer.servable import ScorerServable
 

@@ -433,7 +433,7 @@ def _serve_bias(tmp: Path, token: str | None) -> tuple[subprocess.Popen, int]:
     if token:
         env["CONCORD_SERVING__AUTH_TOKEN"] = token
     server = subprocess.Popen([sys.executable, "-m", "services.bias"], env=env, cwd=ROOT)
-    probe = [sys.executable, "-m", "concord.healthcheck", "bias"]
+    probe = [sys.executable, "-m", "concord.serving.healthcheck", "bias"]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and server.poll() is None:
         if subprocess.run(probe, env=env, capture_output=True).returncode == 0:

@@ -1,6 +1,6 @@
 """docker-compose.yml against the compose-spec JSON schema (check-jsonschema, the real validator)
 plus what Concord needs of it; docker/Dockerfile and .dockerignore read as text; and the image's
-health probe (`python -m concord.healthcheck`) against a real running service."""
+health probe (`python -m concord.serving.healthcheck`) against a real running service."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_compose_runs_every_service_after_the_one_shot_training(compose: dict[st
     train = services["train"]
     script = train["command"][-1]
     assert "python -m pipelines.train_encoder" in script and "--register" in script
-    assert "concord.healthcheck --wait-for-model 0" in script, "trains only on the first start"
+    assert "concord.serving.healthcheck --wait-for-model 0" in script, "trains only on the first start"
     assert train["depends_on"]["mlflow"]["condition"] == "service_healthy"
     for port, name in enumerate(SERVICE_NAMES, start=50051):
         service = services[name]
@@ -105,7 +105,7 @@ def test_dockerfile_is_multi_stage_non_root_with_grpc_healthcheck() -> None:
     users = [i.split()[1] for i in final if i.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("0", "root")
     health = next(i for i in final if i.startswith("HEALTHCHECK"))
-    assert "concord.healthcheck" in health
+    assert "concord.serving.healthcheck" in health
     assert re.search(r"^ARG TORCH_INDEX_URL=", text, re.M), "the torch variant is a build arg"
     assert "CONCORD_SERVING__HOST=0.0.0.0" in text
     assert not re.search(r"(TOKEN|PASSWORD|SECRET|API_KEY)\s*=", text, re.I), "no secrets baked in"
@@ -178,7 +178,7 @@ def test_healthcheck_probe_against_a_running_service(tmp_path: Path) -> None:
         "CONCORD_SERVING__PORTS": f'{{"bias": {port}}}',
         "CONCORD_SERVING__METRICS_PORT": "0",
     }
-    probe = [sys.executable, "-m", "concord.healthcheck"]
+    probe = [sys.executable, "-m", "concord.serving.healthcheck"]
     down = subprocess.run([*probe, "bias"], env=env, capture_output=True, text=True)
     assert down.returncode == 1 and "bias=DOWN" in down.stdout
     server = subprocess.Popen([sys.executable, "-m", "services.bias"], env=env, cwd=ROOT)

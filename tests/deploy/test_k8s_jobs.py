@@ -1,4 +1,4 @@
-"""Training as Kubernetes Jobs (concord.k8s, `concord train encoder`): the built Jobs validate
+"""Training as Kubernetes Jobs (concord.cli.k8s, `concord train encoder`): the built Jobs validate
 against the batch/v1 schema after the client's own serialisation; a server dry run when KUBECONFIG
 points at a cluster; the local path runs the pipeline module in a subprocess."""
 
@@ -14,8 +14,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from concord import k8s
-from concord.cli import app
+from concord.cli import app, k8s
 from tests.deploy.conftest import KUBE_VERSIONS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -37,7 +37,7 @@ import yaml
 from PIL import Image
 
 from concord.bus import Delivery, make_bus
-from concord.client import Concord, Connection, IndexItem, status_of
+from concord.clients import Concord, Connection, IndexItem, status_of
 from concord.config import Settings
 from concord.proto.v1 import common_pb2, events_pb2
 from concord.registry import Registry
@@ -210,7 +210,7 @@ def registered(
 ) -> MlflowServer:
     """concord-encoder, concord-scorer and concord-generator @production, as the deployment
     files name them: tiny random models (quality is measured by the reports, not here)."""
-    from concord.generator_checkpoints import build_generator, save_generator
+    from concord.checkpoints import build_generator, save_generator
     from concord.models.diffusion.config import load_preset
 
     root = tmp_path_factory.mktemp("topology-models")

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from concord.bus import Delivery, make_bus
-from concord.client import Concord
+from concord.clients import Concord
 from concord.clients.generator import layout_from_tensor
 from concord.config import Settings
 from concord.proto.v1 import events_pb2

@@ -38,10 +38,10 @@ from pathlib import Path
 import pytest
 
 from concord.bus import Delivery, make_bus
-from concord.client import Concord, status_of
-from concord.clients.convert import payload_from_dict
+from concord.clients import Concord, status_of
 from concord.config import Settings
 from concord.proto.v1 import common_pb2, events_pb2
+from concord.wire import payload_from_dict
 from pipelines.data.sets import BuildArgs, registry
 from pipelines.data.store import read_jsonl
 from pipelines.train_encoder import MODEL_NAME, TrainConfig, TrainResult, train

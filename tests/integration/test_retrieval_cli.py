@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from concord.cli import app
-from concord.client import Concord, IndexItem
+from concord.clients import Concord, IndexItem
 from concord.config import Settings
 from tests.fixtures.media import png
 from tests.fixtures.models import tiny_encoder

@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from concord.bus import Delivery, DlqHeaders, make_bus
-from concord.client import Concord
-from concord.clients.convert import payload_from_dict
+from concord.clients import Concord
 from concord.config import Settings
 from concord.proto.v1 import common_pb2, events_pb2
+from concord.wire import payload_from_dict
 from tests.fixtures.media import png
 from tests.fixtures.models import tiny_encoder
 from tests.fixtures.serving import InProcessDeployment, encoder_settings

@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from concord.checkpoints import build_encoder, save_encoder
-from concord.client import Concord
+from concord.clients import Concord
 from concord.config import Settings
 from concord.models.config import load_config
 from pipelines.data.sets import BuildArgs, registry

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from concord.bus import Delivery, DlqHeaders, make_bus
-from concord.client import Concord
+from concord.clients import Concord
 from concord.config import Settings
 from concord.proto.v1 import common_pb2, events_pb2
 from tests.fixtures.media import png

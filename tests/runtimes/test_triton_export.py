@@ -100,7 +100,7 @@ def test_cli_exports_onnx(reference: Reference, tmp_path: Path) -> None:
 
 
 def test_torchscript_export(reference: Reference, tmp_path: Path) -> None:
-    from concord.export import export_triton
+    from concord.runtimes.triton import export_triton
 
     out = tmp_path / "repo"
     exported = export_triton(reference.model, reference.tokenizer, out, fmt="torchscript")  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from concord.client import Connection, status_of
+from concord.clients import Connection, status_of
 from concord.config import Settings, load_settings
 from tests.fixtures.models import tiny_encoder
 from tests.fixtures.serving import InProcessDeployment, free_ports

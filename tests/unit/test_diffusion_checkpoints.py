@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from concord.generator_checkpoints import (
+from concord.checkpoints import (
     build_generator,
     is_generator_dir,
     load_concept,

@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 import pytest
 
-from concord.client import Concord, Connection
+from concord.clients import Concord, Connection
 from concord.config import Settings
 from concord.errors import FailedPrecondition, InvalidArgument
 from concord.proto.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from concord.generator_checkpoints import build_generator
+from concord.checkpoints import build_generator
 from concord.models.diffusion.config import load_preset
 from concord.models.diffusion.pipeline import TextToImage
 from concord.models.diffusion.unet import UNet
@@ -24,8 +24,9 @@ DATA = DataConfig(size=16, count=10)
 @pytest.fixture(scope="module")
 def pipes():
     torch.set_num_threads(1)
-    cfg = load_preset("tiny").replace(image_size=16, base_channels=8, channel_mult=(1, 2),
-                                      attn_resolutions=(4,), patch=2)
+    cfg = load_preset("tiny").replace(
+        image_size=16, base_channels=8, channel_mult=(1, 2), attn_resolutions=(4,), patch=2
+    )
     gcdp = build_generator(cfg, seed=0)
     image_cfg = cfg.replace(layout=False)  # the same U-Net without the layout input and head
     image = TextToImage(UNet(image_cfg), gcdp.text_backbone, gcdp.hf_tokenizer, image_cfg)
@@ -45,8 +46,10 @@ def test_both_models_get_the_same_seeds_and_the_rows_pass_the_writer(pipes, tmp_
     judge = JudgeNet(8)
     ps = gcdp_eval.held_out_prompts(DATA, 3)
     ref = read(judge, gcdp_eval.held_out_prompts(DATA, 20, seed=5).renders).features
-    evals = {m: gcdp_eval.evaluate_model(m, p, judge, ps, ref, seeds=2, steps=2, guidance=2.0)
-             for m, p in pipes.items()}
+    evals = {
+        m: gcdp_eval.evaluate_model(m, p, judge, ps, ref, seeds=2, steps=2, guidance=2.0)
+        for m, p in pipes.items()
+    }
     for ev in evals.values():
         assert [s.seed for s in ev.samples] == [1000 * s + p for p in range(3) for s in range(2)]
         assert ev.prompts == [p for p in ps.prompts for _ in range(2)]
@@ -80,15 +83,30 @@ def test_decor_sweep_rows_plot_and_sheet(pipes, tmp_path):
     refs = decor_eval.reference_images(task, DATA)
     concept = decor_eval.learn_concept(pipes["gcdp"], task, refs, steps=2, lr=1e-3)
     sweep = decor_eval.settings(alphas=(0.5, 1.0), directions=(1,), scales=(0.5,))
-    assert [s.method for s in sweep] == ["base (no concept)", "lora", "lora scale 0.5",
-                                         "decor(a=0.50,k=1)", "decor(a=1.00,k=1)"]
+    assert [s.method for s in sweep] == [
+        "base (no concept)",
+        "lora",
+        "lora scale 0.5",
+        "decor(a=0.50,k=1)",
+        "decor(a=1.00,k=1)",
+    ]
     prompts = decor_eval.test_prompts(task, DATA)[:2]
-    results = decor_eval.evaluate_settings(pipes["gcdp"], JudgeNet(8), concept, task, prompts,
-                                           sweep, seeds=1, steps=2, guidance=2.0)
+    results = decor_eval.evaluate_settings(
+        pipes["gcdp"], JudgeNet(8), concept, task, prompts, sweep, seeds=1, steps=2, guidance=2.0
+    )
     assert all(0.0 <= r.leakage <= 1.0 and len(r.samples) == 2 for r in results)
     # alpha 0 with the concept at scale 1 is LoRA alone: same seeds, same pictures.
-    again = decor_eval.evaluate_settings(pipes["gcdp"], JudgeNet(8), concept, task, prompts,
-                                         [sweep[1]], seeds=1, steps=2, guidance=2.0)
+    again = decor_eval.evaluate_settings(
+        pipes["gcdp"],
+        JudgeNet(8),
+        concept,
+        task,
+        prompts,
+        [sweep[1]],
+        seeds=1,
+        steps=2,
+        guidance=2.0,
+    )
     assert np.array_equal(again[0].samples[0].image, results[1].samples[0].image)
     rows = check_rows(decor_rows(results, task.token))
     assert len(rows) == 3 * len(sweep)

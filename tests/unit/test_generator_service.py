@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from concord.client import Concord, Connection
+from concord.clients import Concord, Connection
 from concord.clients.generator import GenerationCancelled, GeneratorClient, generate_request
 from concord.config import Settings
 from concord.errors import FailedPrecondition, InvalidArgument, NotFound

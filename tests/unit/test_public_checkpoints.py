@@ -1,4 +1,4 @@
-"""Public CLIPs through Concord's one loader (`concord.loading.load_model`), on a tiny random
+"""Public CLIPs through Concord's one loader (`concord.checkpoints.load_model`), on a tiny random
 CLIP saved the way `save_pretrained` saves it (no download): transformers directories and
 open_clip checkpoints of the same weights give CLIPModel's own features; the encoder gRPC
 service, the registry, the scorer and the Triton export take them like Concord's own encoder;
@@ -21,11 +21,10 @@ from PIL import Image
 from safetensors.torch import save_file
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
-from concord.checkpoints import weights_digest
-from concord.client import Concord, Connection
+from concord.checkpoints import LoadedModel, load_model, weights_digest
+from concord.clients import Concord, Connection
 from concord.config import Settings
 from concord.errors import FailedPrecondition
-from concord.loading import LoadedModel, load_model
 from concord.models.clip import ClipAdapter
 from concord.models.open_clip_convert import from_transformers_state_dict
 from concord.models.preprocess import images_to_tensor
@@ -440,7 +439,7 @@ def test_triton_export_of_a_clip_matches_the_torch_model(
 ) -> None:
     import onnxruntime as ort
 
-    from concord.export import export_triton_from
+    from concord.runtimes.triton import export_triton_from
 
     directory, _ = clip_dir
     exported = export_triton_from(str(directory), tmp_path / "repo", name="tiny-clip")

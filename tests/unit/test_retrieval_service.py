@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from concord.bus import MemoryBus
-from concord.client import Concord, Connection, IndexItem
+from concord.clients import Concord, Connection, IndexItem
 from concord.config import Settings
 from concord.errors import FailedPrecondition, InvalidArgument, NotFound
 from concord.proto.v1 import common_pb2, events_pb2, retrieval_pb2, retrieval_pb2_grpc

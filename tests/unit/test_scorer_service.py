@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from concord.client import Concord, Connection
+from concord.clients import Concord, Connection
 from concord.clients.scorer import ScorePair
 from concord.config import Settings
 from concord.errors import FailedPrecondition, InvalidArgument

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from concord.generator_checkpoints import load_generator
+from concord.checkpoints import load_generator
 from concord.registry import Registry
 from pipelines.train_generator import MODEL_NAME, TrainConfig, app, train
 

@@ -299,7 +299,7 @@ initContainers:
   - name: wait-for-model
     image: {{ include "concord.cpuImage" $root }}
     imagePullPolicy: {{ $root.Values.image.pullPolicy }}
-    command: [python, -m, concord.healthcheck, --wait-for-model, {{ $root.Values.trainOnInstall.activeDeadlineSeconds | quote }}]
+    command: [python, -m, concord.serving.healthcheck, --wait-for-model, {{ $root.Values.trainOnInstall.activeDeadlineSeconds | quote }}]
     {{- include "concord.containerEnv" (list $root $init $name) | nindent 4 }}
     securityContext:
       {{- toYaml $root.Values.securityContext | nindent 6 }}

@@ -99,7 +99,10 @@ class GeneratorConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown generator config keys: {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+        }
+        return cls(**values)
 
 
 def load_preset(name: str) -> GeneratorConfig:

@@ -52,13 +52,13 @@ def _targets(model: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
             yield name, module, attr
 
 
-def inject_lora(model: nn.Module, rank: int, scale: float = 1.0) -> list[nn.Parameter]:
+def inject_lora(model: nn.Module, rank: int, scale: float = 1.0) -> list[Tensor]:
     """Wrap every LoRA target in a LoRALinear (idempotent: existing wrappers are kept).
 
     Returns:
         The LoRA parameters (the only ones a customization trains).
     """
-    params: list[nn.Parameter] = []
+    params: list[Tensor] = []  # nn.Parameter objects (torch types Linear.weight as Tensor)
     for _, module, attr in _targets(model):
         layer = getattr(module, attr)
         if not isinstance(layer, LoRALinear):

@@ -62,7 +62,10 @@ def diffusion_loss(
     t = torch.randint(0, schedule.steps, (b,), generator=generator).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     xt = schedule.q_sample(x0, t, noise)
-    y_t = cat.q_sample(y0, t, generator) if cfg.layout else None
+    y_t = None
+    if cfg.layout:
+        assert cat is not None and y0 is not None  # checked above
+        y_t = cat.q_sample(y0, t, generator)
     p = cfg.cond_drop if cond_drop is None else cond_drop
     text, mask = drop_condition(unet, text, mask, p, generator)
     pred, logits = unet(xt, t, text, mask, y_t)
@@ -72,5 +75,6 @@ def diffusion_loss(
         return LossParts(img_loss, img_loss.detach(), torch.zeros(()))
     # T x the per-step KL: the unbiased estimate of the layout's negative ELBO (bits/pixel), as
     # multinomial diffusion optimises it; the per-step term alone is ~1/T of it and too weak.
+    assert cat is not None and y0 is not None and y_t is not None  # a layout model, as above
     lay = cat.loss(y0, y_t, t, logits).mean() * cat.steps
     return LossParts(img_loss + cfg.layout_loss_weight * lay, img_loss.detach(), lay.detach())

@@ -100,7 +100,7 @@ class TextToImage:
 
     @property
     def device(self) -> torch.device:
-        """Where the U-Net is (move it with concord.generator_checkpoints.to_device)."""
+        """Where the U-Net is (move it with concord.checkpoints.to_device)."""
         return next(self.unet.parameters()).device
 
     def encode_prompts(self, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
@@ -190,7 +190,8 @@ class TextToImage:
         for i, (t, s_) in enumerate(pairs):
             eps, logits = self._guided(x, y, t, text, mask, null, null_mask, w)
             x, x0 = smp.step(self.schedule, x, t, s_, eps, gens)
-            if y is not None:
+            if y is not None:  # a layout model: it has the categorical diffusion and logits
+                assert self.categorical is not None and logits is not None
                 y = layout_step(self.categorical, logits, y, t, s_, gens)
             if on_step is not None and on_step(i + 1, len(pairs), (x0 + 1) / 2) is False:
                 raise GenerationCancelled(f"cancelled at step {i + 1} of {len(pairs)}")
@@ -263,6 +264,7 @@ class TextToImage:
             noise = torch.stack([torch.randn(3, s, s, generator=g) for g in gens])
             xt = self.schedule.q_sample(x0, tt, noise.to(self.device))
             _, logits = self.unet(xt, tt, text, mask, y)
+            assert self.categorical is not None and logits is not None  # a layout model
             y = layout_step(self.categorical, logits, y, t, s_, gens)
         return y
 

@@ -8,6 +8,7 @@ a 32x32 model trainable on two CPU cores."""
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,13 @@ def _norm(ch: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(8, ch // 4) or 1, ch)
 
 
+def _zero(conv: nn.Conv2d) -> None:
+    """Zero-initialise a conv (weight and bias) so its block starts as the identity path."""
+    nn.init.zeros_(conv.weight)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+
+
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv twice, with the (time + pooled text) embedding added in between."""
 
@@ -38,8 +46,7 @@ class ResBlock(nn.Module):
         self.norm2, self.conv2 = _norm(cout), nn.Conv2d(cout, cout, 3, padding=1)
         self.drop = nn.Dropout(dropout)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
+        _zero(self.conv2)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -94,8 +101,7 @@ class SpatialTransformer(nn.Module):
         self.ln3 = nn.LayerNorm(ch)
         self.ff = nn.Sequential(nn.Linear(ch, 4 * ch), nn.GELU(), nn.Linear(4 * ch, ch))
         self.proj_out = nn.Conv2d(ch, ch, 1)
-        nn.init.zeros_(self.proj_out.weight)
-        nn.init.zeros_(self.proj_out.bias)
+        _zero(self.proj_out)
 
     def forward(self, x: Tensor, text: Tensor, mask: Tensor) -> Tensor:
         b, c, hh, ww = x.shape
@@ -111,6 +117,11 @@ class _Level(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.attns = nn.ModuleList([a or nn.Identity() for a in attns])
+
+
+def _levels(modules: nn.ModuleList) -> list[_Level]:
+    """The ModuleList's entries, typed: every one is a _Level (ModuleList is not generic)."""
+    return [cast(_Level, m) for m in modules]
 
 
 class UNet(nn.Module):
@@ -172,9 +183,9 @@ class UNet(nn.Module):
             else:
                 self.upsample.append(nn.Identity())
         p2 = cfg.patch**2
-        self.out = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, 3 * p2, 3, padding=1))
-        nn.init.zeros_(self.out[-1].weight)
-        nn.init.zeros_(self.out[-1].bias)
+        out_norm, out_conv = _norm(ch), nn.Conv2d(ch, 3 * p2, 3, padding=1)
+        _zero(out_conv)
+        self.out = nn.Sequential(out_norm, nn.SiLU(), out_conv)
         self.layout_out = (
             nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, cfg.num_classes * p2, 3, padding=1))
             if cfg.layout
@@ -210,7 +221,7 @@ class UNet(nn.Module):
         p = self.config.patch
         h = self.conv_in(F.pixel_unshuffle(x, p) if p > 1 else x)
         hs = [h]
-        for level, down in zip(self.down, self.downsample, strict=True):
+        for level, down in zip(_levels(self.down), self.downsample, strict=True):
             for block, attn in zip(level.blocks, level.attns, strict=True):
                 h = block(h, emb)
                 h = attn(h, text, mask) if isinstance(attn, SpatialTransformer) else h
@@ -219,7 +230,7 @@ class UNet(nn.Module):
                 h = down(h)
                 hs.append(h)
         h = self.mid2(self.mid_attn(self.mid1(h, emb), text, mask), emb)
-        for level, up in zip(self.up, self.upsample, strict=True):
+        for level, up in zip(_levels(self.up), self.upsample, strict=True):
             for block, attn in zip(level.blocks, level.attns, strict=True):
                 h = block(torch.cat([h, hs.pop()], dim=1), emb)
                 h = attn(h, text, mask) if isinstance(attn, SpatialTransformer) else h

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from concord.checkpoints import _quiet_transformers, minilm_path
+from concord.checkpoints.encoder import minilm_path, quiet_transformers
 from concord.models.diffusion.config import GeneratorConfig
 from concord.models.diffusion.pipeline import ConceptWeights, TextToImage
 from concord.models.diffusion.unet import UNet
@@ -27,7 +27,7 @@ def load_text_encoder() -> tuple[torch.nn.Module, Any]:
     from transformers import AutoModel, AutoTokenizer
 
     path = minilm_path()
-    with _quiet_transformers():
+    with quiet_transformers():
         backbone = AutoModel.from_pretrained(path, dtype=torch.float32, add_pooling_layer=False)
     return backbone.eval().requires_grad_(False), AutoTokenizer.from_pretrained(path)
 

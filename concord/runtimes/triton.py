@@ -22,9 +22,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from concord.checkpoints import EncoderModel
+from concord.checkpoints import EncoderModel, load_model
 from concord.config import Settings, load_settings
-from concord.loading import load_model
 from concord.models.dual_encoder import DualEncoder
 from concord.models.preprocess import TextTokenizer
 from concord.registry import Registry

@@ -1,4 +1,4 @@
-"""`python -m concord.healthcheck [SERVICE ...]`: container probes. By default asks grpc.health.v1
+"""`python -m concord.serving.healthcheck [SERVICE ...]`: container probes. By default asks grpc.health.v1
 of every named service (else every Concord port listening here); `--wait-for-model S` instead
 waits up to S seconds until the encoder's registry model (CONCORD_ENCODER_MODEL) resolves.
 """
@@ -11,7 +11,7 @@ import time
 
 import grpc
 
-from concord.client import Connection
+from concord.clients import Connection
 from concord.config import SERVICE_NAMES, Settings, load_settings
 
 
@@ -54,7 +54,9 @@ def wait_for_model(settings: Settings, timeout: float, interval: float = 5.0) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m concord.healthcheck", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m concord.serving.healthcheck", description=__doc__
+    )
     parser.add_argument("services", nargs="*", help=f"any of {', '.join(SERVICE_NAMES)}")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds per health call")

@@ -1,5 +1,5 @@
 """`concord score IMAGE "text"`: how well an image matches a text, and which words it
-contradicts, asked of the scorer service over gRPC (registered in concord/cli.py)."""
+contradicts, asked of the scorer service over gRPC."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def score(
     host: Annotated[str | None, typer.Option(help="Host to query (default: serving.host)")] = None,
 ) -> None:
     """Score how well IMAGE matches TEXT over gRPC: scores, probability, flagged words."""
-    from concord.client import Concord
+    from concord.clients import Concord
     from concord.config import load_settings
     from concord.errors import ConcordError
 
@@ -81,3 +81,8 @@ def score(
         typer.echo(json.dumps(_as_json(explained, result), indent=2))
     else:
         _print(explained, result)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `score` to the `concord` app."""
+    app.command("score")(score)

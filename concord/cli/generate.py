@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-from concord.client import Connection, connect
+from concord.clients import Connection, connect
 from concord.clients.generator import SAMPLERS, GeneratedImage, GeneratorClient
 from concord.clients.generator import Progress as StepProgress
 from concord.config import Settings, load_settings

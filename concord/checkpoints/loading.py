@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from concord.checkpoints import Checkpoint, EncoderModel, load_weights, open_checkpoint
-from concord.clients.types import ModelId
+from concord.checkpoints.kinds import Checkpoint, EncoderModel, load_weights, open_checkpoint
 from concord.errors import FailedPrecondition
 from concord.models.config import EncoderConfig
 from concord.models.preprocess import TextTokenizer
 from concord.registry import Registry, resolve_model
+from concord.wire import ModelId
 
 
 @dataclass(frozen=True)
