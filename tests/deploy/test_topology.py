@@ -27,13 +27,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
+from google.protobuf.message import Message
 from PIL import Image
 
 from concord.bus import Delivery, make_bus
@@ -58,6 +59,7 @@ FLOW = ("encoder", "retrieval", "scorer", "generator")
 START_DEADLINE_S = 240.0
 WAIT_S = 180.0
 PROMPT = "a red circle above a blue square"
+E = TypeVar("E", bound=Message)
 
 
 # ------------------------------------------------------------------ the deployment files
@@ -318,59 +320,73 @@ def test_a_product_flow_runs_through_separate_processes(
     _audit_over_kafka(settings)
 
 
+def _publish_and_await(
+    settings: Settings,
+    topic: str,
+    key: str,
+    message: Message,
+    watch: str,
+    event_type: type[E],
+    match: Callable[[E], bool],
+    what: str,
+) -> E:
+    """Publish `message` on `topic` and wait for the first `watch` event that `match`es."""
+    lock = threading.Lock()
+    seen: list[E] = []
+
+    def on_event(event: E, _: Delivery) -> None:
+        if match(event):
+            with lock:
+                seen.append(event)
+
+    with make_bus(settings) as bus:
+        observer = bus.subscribe(watch, f"obs-{key}", on_event, event_type).start()
+        try:
+            bus.publish(topic, key, message)
+            bus.flush()
+            wait_until(lambda: bool(seen), what, WAIT_S)
+        finally:
+            observer.stop()
+    return seen[0]
+
+
 def _ingest_over_kafka(settings: Settings, collection: str) -> None:
     """The bus worker's blocking encoder client dials the same configured address."""
-    lock = threading.Lock()
-    indexed: list[events_pb2.Indexed] = []
-
-    def on_indexed(message: events_pb2.Indexed, _: Delivery) -> None:
-        if message.collection == collection:
-            with lock:
-                indexed.append(message)
-
     event = events_pb2.IngestRequest(
         collection=collection,
         item=common_pb2.Item(image=common_pb2.Image(data=_image((20, 200, 20)))),
     )
-    with make_bus(settings) as bus:
-        observer = bus.subscribe(
-            "concord.indexed", f"obs-{collection}", on_indexed, events_pb2.Indexed
-        ).start()
-        try:
-            bus.publish("concord.ingest", collection, event)
-            bus.flush()
-            wait_until(lambda: bool(indexed), "the Indexed event of a Kafka ingest", WAIT_S)
-        finally:
-            observer.stop()
-    assert indexed[0].model.name == "concord-encoder"
+    indexed = _publish_and_await(
+        settings,
+        "concord.ingest",
+        collection,
+        event,
+        "concord.indexed",
+        events_pb2.Indexed,
+        lambda m: m.collection == collection,
+        "the Indexed event of a Kafka ingest",
+    )
+    assert indexed.model.name == "concord-encoder"
 
 
 def _audit_over_kafka(settings: Settings) -> None:
     """generator job -> concord.generated -> the scorer's audit -> concord.audit."""
     job_id = f"topology-{uuid.uuid4().hex[:8]}"
-    lock = threading.Lock()
-    audits: list[events_pb2.AuditResult] = []
-
-    def on_audit(message: events_pb2.AuditResult, _: Delivery) -> None:
-        if message.subject_id.startswith(f"{job_id}/"):
-            with lock:
-                audits.append(message)
-
     job = events_pb2.GenerationJob(
         job_id=job_id,
         generate=events_pb2.GenerationSpec(prompts=[PROMPT], seed=0, steps=2, with_layout=True),
     )
-    with make_bus(settings) as bus:
-        observer = bus.subscribe(
-            "concord.audit", f"obs-{job_id}", on_audit, events_pb2.AuditResult
-        ).start()
-        try:
-            bus.publish("concord.generation.jobs", job_id, job)
-            bus.flush()
-            wait_until(lambda: bool(audits), "the AuditResult of a generation job", WAIT_S)
-        finally:
-            observer.stop()
-    assert audits[0].text == PROMPT and audits[0].model.name == "concord-scorer"
+    audit = _publish_and_await(
+        settings,
+        "concord.generation.jobs",
+        job_id,
+        job,
+        "concord.audit",
+        events_pb2.AuditResult,
+        lambda m: m.subject_id.startswith(f"{job_id}/"),
+        "the AuditResult of a generation job",
+    )
+    assert audit.text == PROMPT and audit.model.name == "concord-scorer"
 
 
 # ------------------------------------------------------------------ the Helm chart

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 
 from concord.clients import Connection
 from concord.config import SERVICE_NAMES
+from tests.fixtures.serving import free_ports
 
 # `concord up` as real subprocesses: six services start and stop (tens of seconds).
 pytestmark = pytest.mark.slow
@@ -23,19 +23,9 @@ pytestmark = pytest.mark.slow
 CONCORD = str(Path(sys.executable).with_name("concord"))
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    *service_ports, metrics_port = _free_ports(len(SERVICE_NAMES) + 1)
+    *service_ports, metrics_port = free_ports(len(SERVICE_NAMES) + 1)
     return {
         **os.environ,
         "CONCORD_HOME": str(tmp_path / "home"),

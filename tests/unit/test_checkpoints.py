@@ -12,10 +12,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
 from concord.checkpoints import build_encoder, load_clip_checkpoint, load_encoder, save_encoder
 from concord.models import load_config
+from tests.fixtures.models import write_tiny_clip
 
 
 def test_save_load_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
@@ -51,48 +51,6 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
 def test_load_encoder_names_missing_files(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"model\.safetensors"):
         load_encoder(tmp_path)
-
-
-def write_tiny_clip(directory: Path) -> CLIPModel:
-    chars = "abcdefghijklmnopqrstuvwxyz"
-    vocab = {c: i for i, c in enumerate(chars)} | {c + "</w>": 26 + i for i, c in enumerate(chars)}
-    merges = ["r e", "re d</w>", "c i", "ci r"]
-    for merge in merges:
-        vocab[merge.replace(" ", "")] = len(vocab)
-    vocab |= {"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1}
-    (directory / "vocab.json").write_text(json.dumps(vocab))
-    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    tokenizer = CLIPTokenizer(
-        vocab=str(directory / "vocab.json"), merges=str(directory / "merges.txt")
-    )
-    bos, eos = vocab["<|startoftext|>"], vocab["<|endoftext|>"]
-    config = CLIPConfig(
-        text_config={
-            "vocab_size": len(vocab),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 16,
-            "bos_token_id": bos,
-            "eos_token_id": eos,
-            "pad_token_id": eos,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
-        projection_dim=24,
-    )
-    torch.manual_seed(0)
-    model = CLIPModel(config).eval()
-    model.save_pretrained(directory / "clip")
-    tokenizer.save_pretrained(directory / "clip")
-    return model
 
 
 def test_clip_loader_matches_clip_features(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from concord.models.open_clip_convert import from_transformers_state_dict
 from concord.models.preprocess import images_to_tensor
 from concord.proto.v1 import encoder_pb2, encoder_pb2_grpc
 from concord.registry import Registry
+from tests.fixtures.models import write_clip_tokenizer
 from tests.fixtures.serving import InProcessDeployment, encoder_settings
 
 MEAN = (0.5, 0.45, 0.4)  # not OpenAI's: proves the directory's own normalisation is used
@@ -46,18 +47,7 @@ def no_registry() -> Registry:
 def write_tokenizer(directory: Path) -> CLIPTokenizer:
     """A byte-level BPE CLIP tokenizer over a tiny vocabulary (<|endoftext|> is the last id,
     as in every CLIP vocabulary)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    chars = "abcdefghijklmnopqrstuvwxyz"
-    vocab = {c: i for i, c in enumerate(chars)} | {c + "</w>": 26 + i for i, c in enumerate(chars)}
-    merges = ["r e", "re d</w>", "c i", "ci r"]
-    for merge in merges:
-        vocab[merge.replace(" ", "")] = len(vocab)
-    vocab |= {"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1}
-    (directory / "vocab.json").write_text(json.dumps(vocab))
-    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    tokenizer = CLIPTokenizer(
-        vocab=str(directory / "vocab.json"), merges=str(directory / "merges.txt")
-    )
+    tokenizer, _ = write_clip_tokenizer(directory)
     tokenizer.save_pretrained(str(directory))
     assert len(tokenizer) == VOCAB_SIZE
     return tokenizer
