@@ -98,9 +98,7 @@ class DeviceSettings(BaseModel):
                     f"services: unknown service {service!r}; known: {', '.join(SERVICE_NAMES)}"
                 )
             if not re.match(DEVICE_PATTERN, device):
-                raise ValueError(
-                    f"services.{service}: {device!r} is not cpu, cuda, cuda:N or auto"
-                )
+                raise ValueError(f"services.{service}: {device!r} is not cpu, cuda, cuda:N or auto")
         return self
 
 

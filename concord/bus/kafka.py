@@ -334,7 +334,9 @@ class KafkaBus(Bus):
     ) -> KafkaConsumerMember[M]:
         return self._member(topic, group, handler, protobuf_decoder(message_type))
 
-    def subscribe_raw(self, topic: str, group: str, handler: RawHandler) -> KafkaConsumerMember[bytes]:
+    def subscribe_raw(
+        self, topic: str, group: str, handler: RawHandler
+    ) -> KafkaConsumerMember[bytes]:
         return self._member(topic, group, handler, raw_decoder)
 
     # -- introspection -------------------------------------------------------------------------

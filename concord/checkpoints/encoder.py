@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -15,6 +15,9 @@ from safetensors.torch import load_file, save_file
 from concord.models.config import EncoderConfig
 from concord.models.dual_encoder import DualEncoder
 from concord.models.preprocess import TextTokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 CONFIG_FILE = "config.json"  # EncoderConfig.to_dict()
 WEIGHTS_FILE = "model.safetensors"  # every DualEncoder weight, backbone included
@@ -63,7 +66,9 @@ def save_encoder(model: DualEncoder, tokenizer: TextTokenizer, directory: Path) 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
-    backbone_config = model.text_tower.backbone.config.to_dict()
+    # An nn.Module attribute, so typed Tensor | Module; the backbone is a transformers model.
+    backbone = cast("PreTrainedModel", model.text_tower.backbone)
+    backbone_config = backbone.config.to_dict()
     (directory / BACKBONE_CONFIG_FILE).write_text(json.dumps(backbone_config, indent=2) + "\n")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})

@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from safetensors.torch import load_file
@@ -29,6 +29,9 @@ from concord.models.clip import ClipAdapter
 from concord.models.config import EncoderConfig
 from concord.models.dual_encoder import DualEncoder
 from concord.models.preprocess import TextTokenizer
+
+if TYPE_CHECKING:
+    from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # used when no preprocessor_config.json
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -162,10 +165,8 @@ def load_weights(checkpoint: Checkpoint) -> EncoderModel:
 
         state = oc.strip_training_wrapping(_read_state(checkpoint.weights[0]))
         clip_config = CLIPConfig(**details["clip_config"])
-        depths = (
-            clip_config.vision_config.num_hidden_layers,
-            clip_config.text_config.num_hidden_layers,
-        )
+        vision_config, text_config = _sub_configs(clip_config)
+        depths = (vision_config.num_hidden_layers, text_config.num_hidden_layers)
         try:
             converted = oc.to_transformers_state_dict(state, depths)
         except oc.UnsupportedOpenClip as err:
@@ -194,17 +195,36 @@ def _clip_checkpoint(directory: Path) -> Checkpoint:
     if (directory / PREPROCESSOR_FILE).is_file():
         processor = json.loads((directory / PREPROCESSOR_FILE).read_text())
         mean, std = tuple(processor.get("image_mean", mean)), tuple(processor.get("image_std", std))
-    max_length = int(config.text_config.max_position_embeddings)
+    vision_config, text_config = _sub_configs(config)
+    max_length = int(text_config.max_position_embeddings)
+    image_size, embed_dim = vision_config.image_size, config.projection_dim
+    if image_size is None or isinstance(image_size, (list, tuple)):
+        raise FailedPrecondition(
+            f"{directory}: vision_config.image_size is {image_size!r}, not a size"
+        )
+    if embed_dim is None:
+        raise FailedPrecondition(f"{directory}: config.json has no projection_dim")
     return Checkpoint(
         "clip",
         directory,
         _clip_weight_files(directory),
         _auto_tokenizer(directory, max_length),
-        int(config.vision_config.image_size),
-        int(config.projection_dim),
+        int(image_size),
+        int(embed_dim),
         None,
         {"mean": mean, "std": std},
     )
+
+
+def _sub_configs(config: CLIPConfig) -> tuple[CLIPVisionConfig, CLIPTextConfig]:
+    """CLIPConfig's vision and text configs (typed `dict | ... | None`, but its __post_init__
+    always turns them into config objects)."""
+    from transformers import CLIPTextConfig, CLIPVisionConfig
+
+    vision_config, text_config = config.vision_config, config.text_config
+    assert isinstance(vision_config, CLIPVisionConfig), type(vision_config)
+    assert isinstance(text_config, CLIPTextConfig), type(text_config)
+    return vision_config, text_config
 
 
 def _open_clip_checkpoint(directory: Path) -> Checkpoint:

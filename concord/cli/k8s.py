@@ -11,11 +11,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from kubernetes import client as k8s
 
 from concord import __version__
+
+if TYPE_CHECKING:
+    from urllib3 import HTTPResponse
 
 DEFAULT_IMAGE = f"ghcr.io/concord-ai/concord:{__version__}"
 TORCHRUN_PORT = 29500
@@ -183,6 +186,7 @@ def build(spec: TrainJobSpec) -> list[k8s.V1Job | k8s.V1Service]:
     job = build_job(spec, name)
     if spec.nodes == 1:
         return [job]
+    assert job.metadata is not None  # build_job always sets it
     service = k8s.V1Service(
         api_version="v1",
         kind="Service",
@@ -225,7 +229,9 @@ def submit(
     kwargs: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
     created: list[Any] = []
     for obj in objects:
-        namespace = obj.metadata.namespace
+        namespace = obj.metadata.namespace if obj.metadata else None
+        if namespace is None:
+            raise ValueError(f"{obj.kind or type(obj).__name__} has no metadata.namespace")
         if isinstance(obj, k8s.V1Service):
             created.append(core.create_namespaced_service(namespace, obj, **kwargs))
         else:
@@ -262,6 +268,7 @@ def follow(
     streamed = False
     while time.monotonic() < deadline:
         job = batch.read_namespaced_job_status(name, namespace)
+        assert job.status is not None  # the API server always sets it on a read Job
         for condition in job.status.conditions or []:
             if condition.status == "True" and condition.type in ("Complete", "Failed"):
                 status: Literal["succeeded", "failed"] = (
@@ -272,14 +279,17 @@ def follow(
             pods = core.list_namespaced_pod(
                 namespace, label_selector=f"batch.kubernetes.io/job-name={name}"
             ).items
-            pods.sort(
-                key=lambda p: (p.metadata.annotations or {}).get(
-                    "batch.kubernetes.io/job-completion-index", "0"
-                )
-            )
-            if pods and pods[0].status.phase in ("Running", "Succeeded", "Failed"):
-                stream = core.read_namespaced_pod_log(
-                    pods[0].metadata.name, namespace, follow=True, _preload_content=False
+            pods.sort(key=_completion_index)
+            if pods and _phase(pods[0]) in ("Running", "Succeeded", "Failed"):
+                pod_name = pods[0].metadata.name if pods[0].metadata else None
+                assert pod_name is not None  # the API server always names a listed pod
+                # Typed as returning str, but with _preload_content=False the client returns
+                # the raw urllib3 response.
+                stream = cast(
+                    "HTTPResponse",
+                    core.read_namespaced_pod_log(
+                        pod_name, namespace, follow=True, _preload_content=False
+                    ),
                 )
                 pending = ""
                 for chunk in stream.stream():
@@ -295,6 +305,17 @@ def follow(
                 continue
         time.sleep(poll)
     return JobOutcome(name, "timeout", run_id, f"still running after {timeout:.0f} s")
+
+
+def _completion_index(pod: k8s.V1Pod) -> str:
+    """The pod's index in its Indexed Job ("0" when it has none), to find the first pod."""
+    assert pod.metadata is not None  # the API server always sets it on a listed pod
+    return (pod.metadata.annotations or {}).get("batch.kubernetes.io/job-completion-index", "0")
+
+
+def _phase(pod: k8s.V1Pod) -> str | None:
+    assert pod.status is not None  # the API server always sets it on a listed pod
+    return pod.status.phase
 
 
 def run_local(module: str, args: Sequence[str]) -> int:

@@ -91,7 +91,7 @@ def search(
                 collection=collection,
                 top_k=top_k,
                 target=target,
-                rerank=rerank,  # type: ignore[arg-type]
+                rerank=rerank,
             )
     except ConcordError as err:
         console.print(f"[red]{err.status}: {err.message}[/]")

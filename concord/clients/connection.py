@@ -4,7 +4,9 @@ reflection, `GetInfo`), `connect` to a service at the address the settings give 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -59,15 +61,21 @@ class Connection:
         return getattr(module, STUBS[service])(self.channel)
 
     def health(self, service: str = "", timeout: float = 2.0) -> str:
-        response = health_pb2_grpc.HealthStub(self.channel).Check(
+        # typeshed's HealthStub declares no methods; grpc adds Check per channel at run time.
+        stub = cast(Any, health_pb2_grpc.HealthStub(self.channel))
+        response: health_pb2.HealthCheckResponse = stub.Check(
             health_pb2.HealthCheckRequest(service=service), timeout=timeout
         )
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
     def reflected_services(self, timeout: float = 2.0) -> list[str]:
-        stub = reflection_pb2_grpc.ServerReflectionStub(self.channel)
+        # typeshed types ServerReflectionInfo as binascii.Incomplete (an exception class, imported
+        # by mistake for _typeshed.Incomplete); it is the stream-stream method.
+        stub = cast(Any, reflection_pb2_grpc.ServerReflectionStub(self.channel))
         request = reflection_pb2.ServerReflectionRequest(list_services="")
-        responses = stub.ServerReflectionInfo(iter([request]), timeout=timeout)
+        responses: Iterator[reflection_pb2.ServerReflectionResponse] = stub.ServerReflectionInfo(
+            iter([request]), timeout=timeout
+        )
         return sorted(s.name for r in responses for s in r.list_services_response.service)
 
     def info(self, service: str, timeout: float = 5.0) -> common_pb2.ServiceInfo:

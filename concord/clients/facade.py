@@ -39,7 +39,7 @@ class forward(Generic[C, P, R]):
 
     def __call__(self, concord: Any, *args: Any, **kwargs: Any) -> R:
         # `Concord.encode_texts(sdk, ...)`, as any unbound method can be called.
-        return self.__get__(concord)(*args, **kwargs)  # type: ignore[no-any-return]
+        return self.__get__(concord)(*args, **kwargs)
 
 
 class Concord:

@@ -8,7 +8,7 @@ import io
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import grpc
 import numpy as np
@@ -27,8 +27,9 @@ JobState = Literal["UNSPECIFIED", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "C
 TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
 # Sampler name -> proto enum value, read from the enum (SAMPLER_DDIM -> "ddim"), by name.
-SAMPLERS: dict[str, int] = {
-    key.removeprefix(SAMPLER_PREFIX).lower(): value
+# (The generated stub types the enum's items() as plain ints; they are its values.)
+SAMPLERS: dict[str, generator_pb2.Sampler] = {
+    key.removeprefix(SAMPLER_PREFIX).lower(): cast("generator_pb2.Sampler", value)
     for key, value in sorted(generator_pb2.Sampler.items())
     if value != generator_pb2.SAMPLER_UNSPECIFIED
 }
@@ -335,7 +336,7 @@ class GeneratorClient:
         info = self._call("GetInfo", common_pb2.GetInfoRequest())
         return model_id(info.models[0]) if info.ready and info.models else None
 
-    def _call(self, method: str, request: object):  # type: ignore[no-untyped-def]
+    def _call(self, method: str, request: object):
         try:
             return getattr(self._stub, method)(
                 request, timeout=self._timeout, metadata=self._metadata

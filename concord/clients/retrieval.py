@@ -123,7 +123,9 @@ class RetrievalClient:
         request.CopyFrom(query)
         request.collection = collection
         request.top_k = top_k
-        request.target = MODALITY_ENUMS.get("" if target == "any" else target, 0)
+        request.target = MODALITY_ENUMS.get(
+            "" if target == "any" else target, common_pb2.MODALITY_UNSPECIFIED
+        )
         request.rerank_late_interaction = rerank
         request.exact = exact
         request.with_payload = with_payload

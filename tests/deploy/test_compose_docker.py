@@ -193,3 +193,17 @@ def test_healthcheck_probe_against_a_running_service(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_gpu_overlay_puts_only_the_model_services_on_gpus() -> None:
+    overlay_file = ROOT / "docker-compose.gpu.yml"
+    cmd = [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec"]
+    result = subprocess.run([*cmd, str(overlay_file)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    overlay = yaml.safe_load(overlay_file.read_text())["services"]
+    base = yaml.safe_load(COMPOSE.read_text())["services"]
+    assert set(overlay) == {"train", "encoder", "scorer", "generator"} <= set(base)
+    for name, spec in overlay.items():
+        assert spec["environment"]["CONCORD_DEVICE__DEFAULT"] == "cuda", name
+        (device,) = spec["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and "gpu" in device["capabilities"], name
