@@ -21,6 +21,7 @@ import torch
 import typer
 
 from benchmarks.harness import rate, serve
+from concord.bus import topics
 from concord.bus.kafka import KafkaBus
 from concord.checkpoints import build_encoder, load_encoder, save_encoder
 from concord.models.config import load_config
@@ -79,12 +80,12 @@ def main(
                             done.set()
 
                 observer = bus.subscribe(
-                    "concord.indexed", f"obs-{collection}", on_indexed, events_pb2.Indexed
+                    topics.INDEXED, f"obs-{collection}", on_indexed, events_pb2.Indexed
                 ).start()
                 started = time.perf_counter()
                 for i in range(events):
                     bus.publish(
-                        "concord.ingest",
+                        topics.INGEST,
                         str(i),
                         events_pb2.IngestRequest(
                             collection=collection, item=common_pb2.Item(text=_text(i))

@@ -19,6 +19,7 @@ from concord.bus.records import (
     Reason,
     dlq_topic,
 )
+from concord.bus.worker import Worker
 
 __all__ = [
     "BatchHandler",
@@ -33,6 +34,7 @@ __all__ = [
     "RawHandler",
     "RawRecord",
     "Reason",
+    "Worker",
     "dlq_topic",
     "make_bus",
     "start_consumer",

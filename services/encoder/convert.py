@@ -6,38 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from concord.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from concord.proto.v1 import common_pb2, encoder_pb2
 from concord.wire import ModelId, model_ref, tensor_from_array
 from services.encoder.servable import ItemEncoding
-
-
-def check_count(count: int, field: str, limit: int) -> None:
-    """Raises: InvalidArgument when a request carries no items or more than `limit`."""
-    if count == 0:
-        raise InvalidArgument(field, "is empty; send at least one item")
-    if count > limit:
-        raise InvalidArgument(field, f"has {count} items; the limit per request is {limit}")
-
-
-def check_model(options: encoder_pb2.EncodeOptions, served: ModelId) -> None:
-    """Raises: FailedPrecondition when the caller asked for a model other than the served one."""
-    wanted = options.model
-    if not options.HasField("model") or not wanted.name:
-        return
-    if wanted.name != served.name or (wanted.version and wanted.version != served.version):
-        asked = f"{wanted.name}@{wanted.version or wanted.alias or 'any'}"
-        raise FailedPrecondition(f"this encoder serves {served}, not {asked}")
-
-
-def check_texts(texts: Sequence[str], field: str = "texts") -> list[str]:
-    """Returns: the texts. Raises: InvalidArgument naming every empty one (`texts[3]`)."""
-    violations = [
-        FieldViolation(f"{field}[{i}]", "is empty") for i, t in enumerate(texts) if not t.strip()
-    ]
-    if violations:
-        raise InvalidArgument.from_violations(violations)
-    return list(texts)
 
 
 def encoding_proto(

@@ -11,6 +11,7 @@ import grpc
 from concord.errors import FieldViolation, InvalidArgument
 from concord.media import decode_image, decode_images
 from concord.proto.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc
+from concord.serving import requests
 from concord.serving.definitions import servable_info
 from concord.wire import model_ref
 from services.encoder import convert
@@ -27,8 +28,8 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         self, request: encoder_pb2.EncodeImagesRequest, context: grpc.aio.ServicerContext
     ) -> encoder_pb2.EncodeResponse:
         loaded = self.servable.require()
-        convert.check_model(request.options, loaded.id)
-        convert.check_count(len(request.images), "images", self.servable.max_items)
+        requests.check_model(request.options.model, loaded.id, "encoder")
+        requests.check_count(len(request.images), "images", self.servable.max_items)
         images = await asyncio.to_thread(decode_images, request.images)
         items = await self.servable.encode_images(images)
         return convert.encode_response(items, request.options, loaded.id, self.servable.dim)
@@ -37,9 +38,9 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         self, request: encoder_pb2.EncodeTextsRequest, context: grpc.aio.ServicerContext
     ) -> encoder_pb2.EncodeResponse:
         loaded = self.servable.require()
-        convert.check_model(request.options, loaded.id)
-        convert.check_count(len(request.texts), "texts", self.servable.max_items)
-        items = await self.servable.encode_texts(convert.check_texts(request.texts))
+        requests.check_model(request.options.model, loaded.id, "encoder")
+        requests.check_count(len(request.texts), "texts", self.servable.max_items)
+        items = await self.servable.encode_texts(requests.check_texts(request.texts, "texts"))
         return convert.encode_response(items, request.options, loaded.id, self.servable.dim)
 
     async def EncodeStream(
@@ -77,14 +78,13 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         self, request: encoder_pb2.EncodeStreamRequest, index: int
     ) -> encoder_pb2.EncodeStreamResponse:
         loaded = self.servable.require()
-        convert.check_model(request.options, loaded.id)
+        requests.check_model(request.options.model, loaded.id, "encoder")
         item: ItemEncoding
         kind = request.item.WhichOneof("content")
         try:
             if kind == "text":
-                if not request.item.text.strip():
-                    raise InvalidArgument("item.text", "is empty")
-                (item,) = await self.servable.encode_texts([request.item.text])
+                text = requests.check_text(request.item.text, "item.text")
+                (item,) = await self.servable.encode_texts([text])
             elif kind == "image":
                 image = request.item.image
                 decoded = await asyncio.to_thread(

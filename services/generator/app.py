@@ -25,15 +25,6 @@ def build(platform: Platform) -> ServiceDefinition:
     servicer = GeneratorServicer(servable, jobs, lambda: platform.bus)
     definition = define("generator", servicer, generator_pb2_grpc)
     definition.model_ready = lambda: servable.ready
-
-    async def start() -> None:
-        await servable.start()
-        await worker.start()
-
-    async def stop() -> None:
-        await worker.stop()
-        await servable.stop()
-
-    definition.on_start.append(start)
-    definition.on_stop.append(stop)
+    definition.on_start += [servable.start, worker.start]
+    definition.on_stop += [worker.stop, servable.stop]
     return definition

@@ -9,7 +9,7 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from concord.config import GeneratorSettings
-from concord.errors import FailedPrecondition, InvalidArgument
+from concord.errors import InvalidArgument
 from concord.media import decode_images, encode_png
 from concord.models.diffusion.pipeline import Sample
 from concord.models.diffusion.samplers import SAMPLERS
@@ -40,15 +40,6 @@ JOB_STATES = {
 
 
 # ----------------------------------------------------------------------------- requests
-
-
-def check_model(wanted: common_pb2.ModelRef, served: ModelId) -> None:
-    """Raises: FailedPrecondition when the caller asked for a model other than the served one."""
-    if not wanted.name:
-        return
-    if wanted.name != served.name or (wanted.version and wanted.version != served.version):
-        asked = f"{wanted.name}@{wanted.version or wanted.alias or 'any'}"
-        raise FailedPrecondition(f"this generator serves {served}, not {asked}")
 
 
 def generate_request(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from concord.config import GeneratorSettings
 from concord.errors import FieldViolation, InvalidArgument
 from concord.models.diffusion.samplers import DEFAULT_SAMPLER, SAMPLERS
+from concord.serving.requests import count_violations, texts_violations
 
 MAX_UNWANTED = 16  # DECOR: unwanted tokens per request
 MAX_DIRECTIONS = 16  # DECOR: singular directions removed
@@ -71,28 +72,18 @@ class Violations:
     def add(self, field: str, description: str) -> None:
         self.found.append(FieldViolation(self.prefix + field, description))
 
+    def extend(self, found: Sequence[FieldViolation]) -> None:
+        for v in found:
+            self.add(v.field, v.description)
+
     def raise_any(self) -> None:
         if self.found:
             raise InvalidArgument.from_violations(self.found)
 
 
 def check_prompts(prompts: Sequence[str], limits: GeneratorSettings, bad: Violations) -> None:
-    if not prompts:
-        bad.add("prompts", "is empty; send at least one prompt")
-    elif len(prompts) > limits.max_prompts_per_request:
-        bad.add(
-            "prompts",
-            f"has {len(prompts)} prompts; the limit per request is "
-            f"{limits.max_prompts_per_request}",
-        )
-    for i, prompt in enumerate(prompts):
-        if not prompt.strip():
-            bad.add(f"prompts[{i}]", "is empty")
-        elif len(prompt) > limits.max_prompt_chars:
-            bad.add(
-                f"prompts[{i}]",
-                f"has {len(prompt)} characters; the limit is {limits.max_prompt_chars}",
-            )
+    bad.extend(count_violations(len(prompts), "prompts", limits.max_prompts_per_request, "prompts"))
+    bad.extend(texts_violations(prompts, "prompts", limits.max_prompt_chars))
 
 
 def check_steps(steps: int, limits: GeneratorSettings, bad: Violations) -> int:

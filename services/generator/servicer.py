@@ -16,17 +16,16 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from concord.bus import Bus
-from concord.errors import InvalidArgument, NotFound, Unavailable
+from concord.errors import NotFound, Unavailable
 from concord.media import encode_png
 from concord.proto.v1 import common_pb2, events_pb2, generator_pb2, generator_pb2_grpc
+from concord.serving import requests
 from concord.serving.definitions import servable_info
 from services.generator import convert
 from services.generator.jobs import JobRecord, JobTable
 from services.generator.servable import Generated, GeneratorServable
 from services.generator.worker import JOBS_TOPIC
 
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 _DONE = object()  # end of the progress queue
 
 
@@ -47,7 +46,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         self, request: generator_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[generator_pb2.GenerateEvent]:
         servable = self.servable
-        convert.check_model(request.model, servable.require().id)
+        requests.check_model(request.model, servable.require().id, "generator")
         params = convert.generate_request(request, servable.shape(), servable.limits)
         if params.concept:  # NOT_FOUND before any work is queued
             await asyncio.to_thread(servable.concept, params.concept)
@@ -135,8 +134,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
     async def GetJob(
         self, request: generator_pb2.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> generator_pb2.Job:
-        if not request.id:
-            raise InvalidArgument("id", "is empty")
+        requests.require(request.id, "id")
         record = self.jobs.get(request.id)
         if record is None:
             raise NotFound(f"job {request.id!r} is not known to this generator")
@@ -145,9 +143,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
     async def ListConcepts(
         self, request: generator_pb2.ListConceptsRequest, context: grpc.aio.ServicerContext
     ) -> generator_pb2.ListConceptsResponse:
-        size = request.page.page_size or DEFAULT_PAGE_SIZE
-        if not 1 <= size <= MAX_PAGE_SIZE:
-            raise InvalidArgument("page.page_size", f"must be between 1 and {MAX_PAGE_SIZE}")
+        size = requests.page_size(request.page)
         concepts = await asyncio.to_thread(self.servable.concepts.list)
         # The token is the last name of the previous page: stable while concepts come and go.
         after = [c for c in concepts if c.name > request.page.page_token]

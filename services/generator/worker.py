@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from concord.bus import Bus, Consumer, Delivery, start_consumer, stop_consumer
+from concord.bus import Bus, Delivery, Worker, topics
 from concord.errors import InvalidArgument
 from concord.proto.v1 import events_pb2
 from services.generator import convert
@@ -27,12 +27,11 @@ from services.generator.servable import GeneratorServable
 
 log = logging.getLogger(__name__)
 
-JOBS_TOPIC = "concord.generation.jobs"
-GENERATED_TOPIC = "concord.generated"
-GROUP = "generator"
+JOBS_TOPIC = topics.GENERATION_JOBS
+GENERATED_TOPIC = topics.GENERATED
 
 
-class JobWorker:
+class JobWorker(Worker):
     """Owns one consumer-group member on the jobs topic.
 
     Args:
@@ -42,6 +41,9 @@ class JobWorker:
         max_attempts: handler calls per job before the bus dead-letters it (the bus's
             max_retries + 1), so the job can be marked FAILED on its last attempt.
     """
+
+    group = "generator"
+    message_type = events_pb2.GenerationJob
 
     def __init__(
         self,
@@ -53,14 +55,12 @@ class JobWorker:
         topic: str = JOBS_TOPIC,
         generated_topic: str = GENERATED_TOPIC,
     ) -> None:
+        super().__init__(bus, topic)
         self.servable = servable
         self.jobs = jobs
-        self._bus = bus
-        self.topic = topic
         self.generated_topic = generated_topic
         self.max_attempts = max_attempts
         self._attempts: dict[str, int] = {}
-        self.consumer: Consumer | None = None
 
     # ----------------------------------------------------------------- handling
 
@@ -152,14 +152,3 @@ class JobWorker:
             self.jobs.update(
                 job_id, state="QUEUED", message=f"attempt {attempts} failed ({reason}); retrying"
             )
-
-    # ----------------------------------------------------------------- lifecycle
-
-    async def start(self) -> None:
-        self.consumer = await start_consumer(
-            lambda: self._bus().subscribe(self.topic, GROUP, self.handle, events_pb2.GenerationJob)
-        )
-
-    async def stop(self) -> None:
-        await stop_consumer(self.consumer)
-        self.consumer = None

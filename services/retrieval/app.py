@@ -20,15 +20,10 @@ def build(platform: Platform) -> ServiceDefinition:
     worker = IngestWorker(engine, events, lambda: platform.bus)
     definition = define("retrieval", RetrievalServicer(engine, events), retrieval_pb2_grpc)
 
-    async def start() -> None:
+    async def start_engine() -> None:
         await engine.start(platform.vectors)
-        await worker.start()
 
-    async def stop() -> None:
-        await worker.stop()
-        await engine.stop()
-
-    definition.on_start.append(start)
-    definition.on_stop.append(stop)
+    definition.on_start += [start_engine, worker.start]
+    definition.on_stop += [worker.stop, engine.stop]
     definition.dependencies = engine.dependencies
     return definition

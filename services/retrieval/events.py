@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from concord.bus import Bus
+from concord.bus import Bus, topics
 from concord.proto.v1 import events_pb2
 from concord.wire import MODALITY_ENUMS, model_ref
 from services.retrieval.engine import Indexed
 
-INDEXED_TOPIC = "concord.indexed"
+INDEXED_TOPIC = topics.INDEXED
 
 
 class IndexedPublisher:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from concord.clients.types import Embedding, Encoded
 from concord.errors import FieldViolation, InvalidArgument
+from concord.serving.requests import check_count
 from concord.vectors import Point, normalize_id, point_id
 from concord.vectors.errors import InvalidArgument as VectorInvalidArgument
 from concord.wire import ImageData, ModelId
@@ -46,12 +47,7 @@ class ItemIn:
 def validate(items: Sequence[ItemIn], field_name: str = "items") -> None:
     """Raises: InvalidArgument naming every bad item (empty text, no content, reserved keys,
     malformed id) or a batch that is empty or too large."""
-    if not items:
-        raise InvalidArgument(field_name, "is empty; send at least one item")
-    if len(items) > MAX_ITEMS_PER_REQUEST:
-        raise InvalidArgument(
-            field_name, f"has {len(items)} items; the limit is {MAX_ITEMS_PER_REQUEST}"
-        )
+    check_count(len(items), field_name, MAX_ITEMS_PER_REQUEST)
     violations: list[FieldViolation] = []
     for item in items:
         if item.text is None and item.image is None:

@@ -10,14 +10,12 @@ import numpy as np
 
 from concord.errors import InvalidArgument
 from concord.proto.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
+from concord.serving import requests
 from concord.serving.definitions import service_info
 from concord.wire import ImageData, model_ref
 from services.retrieval import convert
 from services.retrieval.engine import Query, Retrieval
 from services.retrieval.events import IndexedPublisher
-
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 
 
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
@@ -82,17 +80,14 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
     async def GetCollection(
         self, request: retrieval_pb2.GetCollectionRequest, context: grpc.aio.ServicerContext
     ) -> retrieval_pb2.CollectionInfo:
-        if not request.name:
-            raise InvalidArgument("name", "is empty")
+        requests.require(request.name, "name")
         entry, info = await asyncio.to_thread(self.engine.collections.info, request.name)
         return convert.collection_proto(entry, info)
 
     async def ListCollections(
         self, request: retrieval_pb2.ListCollectionsRequest, context: grpc.aio.ServicerContext
     ) -> retrieval_pb2.ListCollectionsResponse:
-        size = request.page.page_size or DEFAULT_PAGE_SIZE
-        if not 1 <= size <= MAX_PAGE_SIZE:
-            raise InvalidArgument("page.page_size", f"must be between 1 and {MAX_PAGE_SIZE}")
+        size = requests.page_size(request.page)
         collections = self.engine.collections
         names = await asyncio.to_thread(collections.names)
         # The token is the last name of the previous page: stable while collections come and go.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from concord.bus import Bus, Consumer, Delivery, start_consumer, stop_consumer
+from concord.bus import Bus, Delivery, Worker, topics
 from concord.proto.v1 import events_pb2
 from concord.wire import ImageData, payload_to_dict
 from services.retrieval.engine import Retrieval
@@ -20,8 +20,7 @@ from services.retrieval.indexing import ItemIn
 
 log = logging.getLogger(__name__)
 
-INGEST_TOPIC = "concord.ingest"
-GROUP = "retrieval"
+INGEST_TOPIC = topics.INGEST
 
 
 def item_from_event(event: events_pb2.IngestRequest) -> ItemIn:
@@ -36,7 +35,7 @@ def item_from_event(event: events_pb2.IngestRequest) -> ItemIn:
     )
 
 
-class IngestWorker:
+class IngestWorker(Worker):
     """Owns one consumer-group member on the ingest topic.
 
     Args:
@@ -46,6 +45,10 @@ class IngestWorker:
         topic: the topic to consume.
     """
 
+    group = "retrieval"
+    message_type = events_pb2.IngestRequest
+    batched = True
+
     def __init__(
         self,
         engine: Retrieval,
@@ -53,11 +56,9 @@ class IngestWorker:
         bus: Callable[[], Bus],
         topic: str = INGEST_TOPIC,
     ) -> None:
+        super().__init__(bus, topic)
         self._engine = engine
         self._events = events
-        self._bus = bus
-        self.topic = topic
-        self.consumer: Consumer | None = None
 
     def handle_batch(self, batch: list[tuple[events_pb2.IngestRequest, Delivery]]) -> None:
         """Index a poll's events: one encoder request and one upsert per collection, one
@@ -70,14 +71,3 @@ class IngestWorker:
             self._events.publish(done, flush=False)
         self._events.flush()
         log.debug("indexed %d events from %s", len(batch), self.topic)
-
-    async def start(self) -> None:
-        self.consumer = await start_consumer(
-            lambda: self._bus().subscribe_batch(
-                self.topic, GROUP, self.handle_batch, events_pb2.IngestRequest
-            )
-        )
-
-    async def stop(self) -> None:
-        await stop_consumer(self.consumer)
-        self.consumer = None

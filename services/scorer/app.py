@@ -4,8 +4,6 @@ bus; on_stop reverses that."""
 
 from __future__ import annotations
 
-import logging
-
 from concord.platform import Platform
 from concord.proto.v1 import scorer_pb2_grpc
 from concord.serving.definitions import define
@@ -14,8 +12,6 @@ from services.scorer.servable import ScorerServable
 from services.scorer.servicer import ScorerServicer
 from services.scorer.worker import Auditor
 
-log = logging.getLogger(__name__)
-
 
 def build(platform: Platform) -> ServiceDefinition:
     """Returns: the scorer's ServiceDefinition on the process's shared platform."""
@@ -23,18 +19,6 @@ def build(platform: Platform) -> ServiceDefinition:
     auditor = Auditor(servable, lambda: platform.bus)
     definition = define("scorer", ScorerServicer(servable), scorer_pb2_grpc)
     definition.model_ready = lambda: servable.ready
-
-    async def start() -> None:
-        await servable.start()
-        if servable.ready:  # without a model, audits would fail: leave the events queued
-            await auditor.start()
-        else:
-            log.warning("scorer auditor not started: no scorer model loaded")
-
-    async def stop() -> None:
-        await auditor.stop()
-        await servable.stop()
-
-    definition.on_start.append(start)
-    definition.on_stop.append(stop)
+    definition.on_start += [servable.start, auditor.start]  # the auditor needs the model
+    definition.on_stop += [auditor.stop, servable.stop]
     return definition

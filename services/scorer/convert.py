@@ -4,38 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from concord.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from concord.errors import FieldViolation, InvalidArgument
 from concord.media import decode_image
 from concord.models.alignment import PairScores, WordScore
 from concord.proto.v1 import common_pb2, events_pb2, scorer_pb2
+from concord.serving.requests import check_count, text_violations
 from concord.wire import ModelId, model_ref, tensor_from_array
 from services.scorer.servable import Explained, PairIn, Scored
-
-
-def check_model(wanted: common_pb2.ModelRef, served: ModelId) -> None:
-    """Raises: FailedPrecondition when the caller asked for a model other than the served one."""
-    if not wanted.name:
-        return
-    if wanted.name != served.name or (wanted.version and wanted.version != served.version):
-        asked = f"{wanted.name}@{wanted.version or wanted.alias or 'any'}"
-        raise FailedPrecondition(f"this scorer serves {served}, not {asked}")
-
-
-def text_violations(text: str, field: str, max_chars: int) -> list[FieldViolation]:
-    """The problems of one text: empty (or blank) or longer than `max_chars` characters."""
-    if not text.strip():
-        return [FieldViolation(field, "is empty")]
-    if len(text) > max_chars:
-        return [FieldViolation(field, f"is {len(text)} characters; the limit is {max_chars}")]
-    return []
-
-
-def check_text(text: str, field: str, max_chars: int) -> str:
-    """Returns: the text. Raises: InvalidArgument naming `field`."""
-    violations = text_violations(text, field, max_chars)
-    if violations:
-        raise InvalidArgument.from_violations(violations)
-    return text
 
 
 def decode_pairs(
@@ -49,12 +24,7 @@ def decode_pairs(
         InvalidArgument: no pairs or too many; naming every bad field otherwise
             (`pairs[3].text`, `pairs[0].image.data`, `pairs[1].references[2]`).
     """
-    if not pairs:
-        raise InvalidArgument("pairs", "is empty; send at least one pair")
-    if len(pairs) > max_pairs:
-        raise InvalidArgument(
-            "pairs", f"has {len(pairs)} pairs; the limit per request is {max_pairs}"
-        )
+    check_count(len(pairs), "pairs", max_pairs, "pairs")
     violations: list[FieldViolation] = []
     decoded: list[PairIn] = []
     for i, pair in enumerate(pairs):

@@ -10,6 +10,7 @@ import grpc
 from concord.errors import InvalidArgument
 from concord.media import decode_image
 from concord.proto.v1 import common_pb2, scorer_pb2, scorer_pb2_grpc
+from concord.serving import requests
 from concord.serving.definitions import servable_info
 from services.scorer import convert
 from services.scorer.servable import ScorerServable
@@ -23,7 +24,7 @@ class ScorerServicer(scorer_pb2_grpc.ScorerServiceServicer):
         self, request: scorer_pb2.ScoreRequest, context: grpc.aio.ServicerContext
     ) -> scorer_pb2.ScoreResponse:
         loaded = self.servable.require()
-        convert.check_model(request.model, loaded.id)
+        requests.check_model(request.model, loaded.id, "scorer")
         s = self.servable
         pairs = await asyncio.to_thread(
             convert.decode_pairs, request.pairs, s.max_pairs, s.max_text_chars
@@ -35,7 +36,7 @@ class ScorerServicer(scorer_pb2_grpc.ScorerServiceServicer):
         self, request: scorer_pb2.ExplainRequest, context: grpc.aio.ServicerContext
     ) -> scorer_pb2.ExplainResponse:
         loaded = self.servable.require()
-        text = convert.check_text(request.text, "text", self.servable.max_text_chars)
+        text = requests.check_text(request.text, "text", self.servable.max_text_chars)
         if request.threshold < 0:
             raise InvalidArgument("threshold", "must be >= 0 (0 = the service default)")
         image = await asyncio.to_thread(

@@ -16,19 +16,19 @@ from dataclasses import dataclass
 from google.protobuf.timestamp_pb2 import Timestamp
 from PIL import Image
 
-from concord.bus import Bus, Consumer, Delivery, start_consumer, stop_consumer
+from concord.bus import Bus, Delivery, Worker, topics
 from concord.errors import FieldViolation, InvalidArgument
 from concord.media import decode_image
 from concord.proto.v1 import events_pb2
+from concord.serving import requests
 from concord.wire import model_ref
 from services.scorer import convert
 from services.scorer.servable import ScorerServable
 
 log = logging.getLogger(__name__)
 
-GENERATED_TOPIC = "concord.generated"
-AUDIT_TOPIC = "concord.audit"
-GROUP = "scorer"
+GENERATED_TOPIC = topics.GENERATED
+AUDIT_TOPIC = topics.AUDIT
 
 
 def subject_id(event: events_pb2.Generated) -> str:
@@ -42,7 +42,7 @@ class _Checked:
     image: Image.Image
 
 
-class Auditor:
+class Auditor(Worker):
     """Owns one consumer-group member on the generated topic.
 
     Args:
@@ -51,6 +51,10 @@ class Auditor:
         topic: the topic to consume; results go to `audit_topic`.
     """
 
+    group = "scorer"
+    message_type = events_pb2.Generated
+    batched = True
+
     def __init__(
         self,
         servable: ScorerServable,
@@ -58,18 +62,18 @@ class Auditor:
         topic: str = GENERATED_TOPIC,
         audit_topic: str = AUDIT_TOPIC,
     ) -> None:
+        super().__init__(bus, topic)
         self._servable = servable
-        self._bus = bus
-        self.topic = topic
         self.audit_topic = audit_topic
-        self.consumer: Consumer | None = None
 
     def check(self, event: events_pb2.Generated) -> _Checked:
         """Returns: the event with its decoded image. Raises: InvalidArgument naming fields."""
         violations: list[FieldViolation] = []
         if not event.job_id.strip():
             violations.append(FieldViolation("job_id", "is empty"))
-        violations += convert.text_violations(event.prompt, "prompt", self._servable.max_text_chars)
+        violations += requests.text_violations(
+            event.prompt, "prompt", self._servable.max_text_chars
+        )
         image = None
         try:
             image = decode_image(event.image.data, event.image.media_type, field="image")
@@ -107,12 +111,9 @@ class Auditor:
         log.debug("audited %d events from %s", len(batch), self.topic)
 
     async def start(self) -> None:
-        self.consumer = await start_consumer(
-            lambda: self._bus().subscribe_batch(
-                self.topic, GROUP, self.handle_batch, events_pb2.Generated
-            )
-        )
-
-    async def stop(self) -> None:
-        await stop_consumer(self.consumer)
-        self.consumer = None
+        """Start auditing, only when the scorer loaded: without a model, audits would fail,
+        so the events are left queued."""
+        if self._servable.ready:
+            await super().start()
+        else:
+            log.warning("scorer auditor not started: no scorer model loaded")

@@ -37,7 +37,7 @@ import yaml
 from google.protobuf.message import Message
 from PIL import Image
 
-from concord.bus import Delivery, make_bus
+from concord.bus import Delivery, make_bus, topics
 from concord.clients import Concord, Connection, IndexItem, status_of
 from concord.config import Settings
 from concord.proto.v1 import common_pb2, events_pb2
@@ -358,10 +358,10 @@ def _ingest_over_kafka(settings: Settings, collection: str) -> None:
     )
     indexed = _publish_and_await(
         settings,
-        "concord.ingest",
+        topics.INGEST,
         collection,
         event,
-        "concord.indexed",
+        topics.INDEXED,
         events_pb2.Indexed,
         lambda m: m.collection == collection,
         "the Indexed event of a Kafka ingest",
@@ -378,10 +378,10 @@ def _audit_over_kafka(settings: Settings) -> None:
     )
     audit = _publish_and_await(
         settings,
-        "concord.generation.jobs",
+        topics.GENERATION_JOBS,
         job_id,
         job,
-        "concord.audit",
+        topics.AUDIT,
         events_pb2.AuditResult,
         lambda m: m.subject_id.startswith(f"{job_id}/"),
         "the AuditResult of a generation job",

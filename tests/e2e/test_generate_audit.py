@@ -23,7 +23,7 @@ import pytest
 import torch
 from PIL import Image
 
-from concord.bus import Delivery, make_bus
+from concord.bus import Delivery, make_bus, topics
 from concord.clients import Concord
 from concord.clients.generator import layout_from_tensor
 from concord.config import Settings
@@ -128,14 +128,14 @@ def test_a_generation_job_is_audited_with_its_flagged_words(
     with make_bus(settings) as bus:
         observers = [
             bus.subscribe(
-                "concord.generated", f"obs-g-{job_id}", on_generated, events_pb2.Generated
+                topics.GENERATED, f"obs-g-{job_id}", on_generated, events_pb2.Generated
             ).start(),
             bus.subscribe(
-                "concord.audit", f"obs-a-{job_id}", on_audit, events_pb2.AuditResult
+                topics.AUDIT, f"obs-a-{job_id}", on_audit, events_pb2.AuditResult
             ).start(),
         ]
         try:
-            bus.publish("concord.generation.jobs", job_id, job)
+            bus.publish(topics.GENERATION_JOBS, job_id, job)
             bus.flush()
             try:
                 wait_until(lambda: bool(generated), "the Generated event", WAIT)

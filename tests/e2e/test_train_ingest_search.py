@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from concord.bus import Delivery, make_bus
+from concord.bus import Delivery, make_bus, topics
 from concord.clients import Concord, status_of
 from concord.config import Settings
 from concord.proto.v1 import common_pb2, events_pb2
@@ -218,7 +218,7 @@ def test_kafka_ingest_then_text_search_finds_the_image(
 
     with make_bus(served.settings) as bus:
         observer = bus.subscribe(
-            "concord.indexed", f"e2e-obs-{collection}", on_indexed, events_pb2.Indexed
+            topics.INDEXED, f"e2e-obs-{collection}", on_indexed, events_pb2.Indexed
         ).start()
         try:
             for rec in records:
@@ -232,7 +232,7 @@ def test_kafka_ingest_then_text_search_finds_the_image(
                     ),
                     payload=payload_from_dict({"image_id": rec["id"]}),
                 )
-                bus.publish("concord.ingest", f"{collection}-{rec['id']}", event)
+                bus.publish(topics.INGEST, f"{collection}-{rec['id']}", event)
             bus.flush()
             deadline = time.monotonic() + INDEX_WAIT_S
             while True:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from concord.bus import Delivery, DlqHeaders, make_bus
+from concord.bus import Delivery, DlqHeaders, make_bus, topics
 from concord.clients import Concord
 from concord.clients.generator import layout_from_tensor
 from concord.config import Settings
@@ -28,7 +28,7 @@ from tools.kafka.broker import KafkaBroker
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 WAIT = 120.0
-JOBS, GENERATED = "concord.generation.jobs", "concord.generated"
+JOBS, GENERATED = topics.GENERATION_JOBS, topics.GENERATED
 
 
 def wait_until(cond: Callable[[], bool], what: str) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from concord.bus import Delivery, DlqHeaders, make_bus
+from concord.bus import Delivery, DlqHeaders, dlq_topic, make_bus, topics
 from concord.clients import Concord
 from concord.config import Settings
 from concord.proto.v1 import common_pb2, events_pb2
@@ -97,14 +97,14 @@ def test_kafka_ingest_indexes_emits_and_ignores_replays(
     with make_bus(settings) as bus:
         observers = [
             bus.subscribe(
-                "concord.indexed", f"obs-{collection}", on_indexed, events_pb2.Indexed
+                topics.INDEXED, f"obs-{collection}", on_indexed, events_pb2.Indexed
             ).start(),
-            bus.subscribe_raw("concord.ingest.dlq", f"dlq-{collection}", on_dead).start(),
+            bus.subscribe_raw(dlq_topic(topics.INGEST), f"dlq-{collection}", on_dead).start(),
         ]
         try:
             for i, event in enumerate(events):
-                bus.publish("concord.ingest", f"{collection}-{i}", event)
-            bus.publish("concord.ingest", f"{collection}-corrupt", corrupt)
+                bus.publish(topics.INGEST, f"{collection}-{i}", event)
+            bus.publish(topics.INGEST, f"{collection}-corrupt", corrupt)
             bus.flush()
             wait_until(lambda: len(indexed) >= len(events), "the first Indexed events")
             wait_until(lambda: bool(dead), "the corrupt image in the DLQ")
@@ -126,7 +126,7 @@ def test_kafka_ingest_indexes_emits_and_ignores_replays(
                 assert image_hit.payload == {"uri": "/data/2.png", "n": 2}
 
                 for i, event in enumerate(events):  # a replay of the same content
-                    bus.publish("concord.ingest", f"{collection}-{i}", event)
+                    bus.publish(topics.INGEST, f"{collection}-{i}", event)
                 bus.flush()
                 wait_until(lambda: len(indexed) >= 2 * len(events), "the replayed events")
                 assert sorted({e.id for e in indexed}) == first_ids

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from concord.bus import Delivery, DlqHeaders, make_bus
+from concord.bus import Delivery, DlqHeaders, dlq_topic, make_bus, topics
 from concord.clients import Concord
 from concord.config import Settings
 from concord.proto.v1 import common_pb2, events_pb2
@@ -89,12 +89,12 @@ def test_auditor_scores_generated_events_and_dead_letters_bad_ones(
 
     with make_bus(settings) as bus:
         observers = [
-            bus.subscribe("concord.audit", f"obs-{job}", on_audit, events_pb2.AuditResult).start(),
-            bus.subscribe_raw("concord.generated.dlq", f"dlq-{job}", on_dead).start(),
+            bus.subscribe(topics.AUDIT, f"obs-{job}", on_audit, events_pb2.AuditResult).start(),
+            bus.subscribe_raw(dlq_topic(topics.GENERATED), f"dlq-{job}", on_dead).start(),
         ]
         try:
             for event in (good[0], corrupt, good[1], no_prompt):
-                bus.publish("concord.generated", f"{job}/{event.prompt_index}", event)
+                bus.publish(topics.GENERATED, f"{job}/{event.prompt_index}", event)
             bus.flush()
             wait_until(lambda: len(audits) >= 2, "AuditResults of both good events")
             wait_until(lambda: len(dead) >= 2, "the corrupt image and empty prompt in the DLQ")
@@ -117,7 +117,7 @@ def test_auditor_scores_generated_events_and_dead_letters_bad_ones(
             assert dead[f"{job}/3".encode()].headers[DlqHeaders.ERROR] == "prompt: is empty"
 
             # The same verdict on a replay (deterministic scorer), and the API still answers.
-            bus.publish("concord.generated", f"{job}/0", good[0])
+            bus.publish(topics.GENERATED, f"{job}/0", good[0])
             bus.flush()
             before = first.alignment_score
             wait_until(lambda: audits[f"{job}/0"] is not first, "the replayed event's audit")

@@ -3,6 +3,7 @@ commit-after-success, retries, `<topic>.dlq`, clean stop and crash recovery."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 
@@ -13,8 +14,10 @@ from concord.bus import (
     DlqHeaders,
     MemoryBus,
     Reason,
+    Worker,
     dlq_topic,
     make_bus,
+    topics,
 )
 from concord.bus.memory import EMBEDDED_LOG
 from concord.config import Settings
@@ -269,3 +272,53 @@ def test_batch_handler_takes_whole_polls_and_isolates_bad_records(bus: MemoryBus
     assert ["bad"] in handled_alone
     (dead,) = bus.log.records(dlq_topic("t"))
     assert IngestRequest.FromString(dead.value).id == "bad"
+
+
+def test_topic_names_are_the_documented_wire_names() -> None:
+    """Every service, test and benchmark reads concord.bus.topics; these are the names the
+    README, the chart and other consumers of Concord's events know."""
+    assert topics.INGEST == "concord.ingest"
+    assert topics.INDEXED == "concord.indexed"
+    assert topics.GENERATION_JOBS == "concord.generation.jobs"
+    assert topics.GENERATED == "concord.generated"
+    assert topics.AUDIT == "concord.audit"
+    assert dlq_topic(topics.INGEST) == "concord.ingest.dlq"
+
+
+def test_worker_base_consumes_in_its_group_and_stops_idempotently() -> None:
+    class Counting(Worker):
+        group = "counting"
+        message_type = IngestRequest
+
+        def __init__(self, bus: MemoryBus) -> None:
+            super().__init__(lambda: bus, "t")
+            self.rec = Recorder()
+
+        def handle(self, message: IngestRequest, delivery: Delivery) -> None:
+            self.rec(message, delivery)
+
+    class Batching(Counting):
+        group = "batching"
+        batched = True
+
+        def handle_batch(self, batch: list[tuple[IngestRequest, Delivery]]) -> None:
+            for message, delivery in batch:
+                self.rec(message, delivery)
+
+    async def scenario() -> None:
+        bus = MemoryBus(partitions=1)
+        for i in range(5):
+            bus.publish("t", "k", ingest_event(i))
+        for worker in (Counting(bus), Batching(bus)):
+            await worker.stop()  # never started: a no-op
+            await worker.start()
+            consumer = worker.consumer
+            await worker.start()  # already running: the same consumer
+            assert worker.consumer is consumer and worker.running
+            await asyncio.to_thread(wait_until, lambda w=worker: len(w.rec.ids()) == 5, "5")
+            await worker.stop()
+            await worker.stop()
+            assert not worker.running
+            assert bus.committed("t", worker.group) == {0: 5}
+
+    asyncio.run(scenario())

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from concord.bus import MemoryBus
+from concord.bus import MemoryBus, topics
 from concord.clients import Concord, Connection, IndexItem
 from concord.config import Settings
 from concord.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -199,7 +199,7 @@ def test_index_publishes_indexed_events(
     ids = sdk.index([IndexItem(text="an event-worthy caption")], collection="events").ids
     seen: list[events_pb2.Indexed] = []
     consumer = bus.subscribe(
-        "concord.indexed", "test-events", lambda m, d: seen.append(m), events_pb2.Indexed
+        topics.INDEXED, "test-events", lambda m, d: seen.append(m), events_pb2.Indexed
     ).start()
     try:
         deadline = time.monotonic() + 10
