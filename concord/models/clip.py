@@ -4,7 +4,7 @@ public CLIP can stand in for our encoder (`encode_image` / `encode_text` -> Enco
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ class ClipAdapter(nn.Module):
     True); text = projected final states of every position (mask = attention_mask).
     """
 
+    text_pooling: ClassVar[str] = "eos"  # the pooled text embedding: the EOS token's state
     mean: Tensor  # buffers, registered in __init__
     std: Tensor
 
@@ -51,6 +52,16 @@ class ClipAdapter(nn.Module):
     def logit_scale(self) -> Tensor:
         """CLIP's learned multiplier for cosine logits."""
         return self.clip.logit_scale.exp()
+
+    @property
+    def text_backbone(self) -> Any:
+        """The transformers CLIP text model."""
+        return self.clip.text_model
+
+    @property
+    def text_depth(self) -> int:
+        """Number of transformer layers of the text model."""
+        return len(self.clip.text_model.encoder.layers)
 
     def encode_image(self, pixels: Tensor) -> Encoded:
         """Encode images.
@@ -90,3 +101,17 @@ class ClipAdapter(nn.Module):
         tokens = F.normalize(self.clip.text_projection(text.last_hidden_state), dim=-1)
         tokens = tokens * mask.unsqueeze(-1).to(tokens.dtype)
         return Encoded(F.normalize(pooled, dim=-1), tokens, mask)
+
+    def encode_text_with_attentions(
+        self, input_ids: Tensor, attention_mask: Tensor
+    ) -> tuple[Encoded, tuple[Tensor, ...]]:
+        """`encode_text` plus every text layer's attention probabilities (B, heads, T, T), as
+        graph tensors when the text model runs eager attention (concord.models.alignment)."""
+        out = self.clip.text_model(
+            input_ids=input_ids, attention_mask=attention_mask, output_attentions=True
+        )
+        proj = self.clip.text_projection
+        pooled, states = proj(out.pooler_output), out.last_hidden_state
+        mask = attention_mask.bool()
+        tokens = F.normalize(proj(states), dim=-1) * mask.unsqueeze(-1).to(states.dtype)
+        return Encoded(F.normalize(pooled, dim=-1), tokens, mask), tuple(out.attentions)

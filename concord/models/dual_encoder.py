@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from concord.models.config import EncoderConfig
-from concord.models.text_tower import TextTower
+from concord.models.text_tower import TextTower, mean_pool
 from concord.models.vit import ImageTower
 
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp: temperature never goes below 0.01
@@ -47,6 +48,8 @@ class DualEncoder(nn.Module):
     The same projection maps a tower's pooled output and its token states, so a text's pooled
     embedding is (before normalisation) the mean of its projected token states.
     """
+
+    text_pooling: ClassVar[str] = "mean"  # the pooled text embedding: mean of real token states
 
     def __init__(self, config: EncoderConfig, text_backbone: nn.Module) -> None:
         super().__init__()
@@ -95,6 +98,30 @@ class DualEncoder(nn.Module):
         """
         pooled, tokens = self.text_tower(input_ids, attention_mask)
         return _project(self.text_proj, pooled, tokens, attention_mask.bool())
+
+    @property
+    def text_backbone(self) -> Any:
+        """The transformers (BERT-like) text model under the text tower."""
+        return self.text_tower.backbone
+
+    @property
+    def text_depth(self) -> int:
+        """Number of transformer layers of the text backbone."""
+        return len(self.text_backbone.encoder.layer)
+
+    def encode_text_with_attentions(
+        self, input_ids: Tensor, attention_mask: Tensor
+    ) -> tuple[Encoded, tuple[Tensor, ...]]:
+        """`encode_text` plus every text layer's attention probabilities (B, heads, T, T), as
+        graph tensors when the backbone runs eager attention (concord.models.alignment)."""
+        out = self.text_backbone(
+            input_ids=input_ids, attention_mask=attention_mask, output_attentions=True
+        )
+        states = out.last_hidden_state
+        encoded = _project(
+            self.text_proj, mean_pool(states, attention_mask), states, attention_mask.bool()
+        )
+        return encoded, tuple(out.attentions)
 
     def forward(
         self, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor
