@@ -28,6 +28,13 @@ WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
 
 
+def check_service_name(service: str, where: str = "") -> None:
+    """Raises: ValueError naming `where` (a settings field, "" for none) and the known names."""
+    if service not in SERVICE_NAMES:
+        prefix = f"{where}: " if where else ""
+        raise ValueError(f"{prefix}unknown service {service!r}; known: {', '.join(SERVICE_NAMES)}")
+
+
 class ServingSettings(BaseModel):
     host: str = "127.0.0.1"  # bind address of every gRPC server
     base_port: int = Field(
@@ -50,8 +57,7 @@ class ServingSettings(BaseModel):
     def port_for(self, service: str) -> int:
         if service in self.ports:
             return self.ports[service]
-        if service not in SERVICE_NAMES:
-            raise ValueError(f"unknown service {service!r}; known: {', '.join(SERVICE_NAMES)}")
+        check_service_name(service)
         return self.base_port + SERVICE_NAMES.index(service)
 
     def address_for(self, service: str) -> str:
@@ -64,10 +70,7 @@ class ServingSettings(BaseModel):
     @model_validator(mode="after")
     def _check_addresses(self) -> ServingSettings:
         for service, address in self.addresses.items():
-            if service not in SERVICE_NAMES:
-                raise ValueError(
-                    f"addresses: unknown service {service!r}; known: {', '.join(SERVICE_NAMES)}"
-                )
+            check_service_name(service, "addresses")
             host, _, port = address.rpartition(":")
             if not host or not port.isdigit():
                 raise ValueError(f"addresses.{service}: expected host:port, got {address!r}")
@@ -93,10 +96,7 @@ class DeviceSettings(BaseModel):
     @model_validator(mode="after")
     def _check_services(self) -> DeviceSettings:
         for service, device in self.services.items():
-            if service not in SERVICE_NAMES:
-                raise ValueError(
-                    f"services: unknown service {service!r}; known: {', '.join(SERVICE_NAMES)}"
-                )
+            check_service_name(service, "services")
             if not re.match(DEVICE_PATTERN, device):
                 raise ValueError(f"services.{service}: {device!r} is not cpu, cuda, cuda:N or auto")
         return self

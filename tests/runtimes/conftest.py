@@ -124,6 +124,20 @@ def runtime_env(tmp: Path) -> dict[str, str]:
     }
 
 
+def kserve_command(model_dir: Path, http: int, grpc: int) -> list[str]:
+    """`python -m services.encoder.kserve` with the chart's flags, on the given ports."""
+    return [
+        sys.executable,
+        "-m",
+        "services.encoder.kserve",
+        "--model_name=encoder",
+        f"--http_port={http}",
+        f"--grpc_port={grpc}",
+        f"--model_uri={model_dir}",
+        "--enable_latency_logging=false",
+    ]
+
+
 @dataclass(frozen=True)
 class KServeEndpoint:
     http: str  # 127.0.0.1:PORT
@@ -166,16 +180,7 @@ def launched(
     build_home = tmp / "bentoml-build"
     if "kserve_endpoint" in needed:
         kserve = Subprocess(
-            [
-                sys.executable,
-                "-m",
-                "services.encoder.kserve",
-                "--model_name=encoder",
-                f"--http_port={http}",
-                f"--grpc_port={grpc}",
-                f"--model_uri={model_dir}",
-                "--enable_latency_logging=false",
-            ],
+            kserve_command(model_dir, http, grpc),
             runtime_env(tmp),
             tmp / "kserve.log",
         )
@@ -220,7 +225,8 @@ def bento_build(launched: Launched) -> tuple[int, str, Path]:
 TOKEN = "kserve-test-token"
 
 
-@pytest.fixture(scope="module")
+# Session scope: test_kserve and test_triton_backend share one guarded server.
+@pytest.fixture(scope="session")
 def kserve_with_token(
     model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[KServeEndpoint]:
@@ -228,16 +234,7 @@ def kserve_with_token(
     tmp = tmp_path_factory.mktemp("kserve-auth")
     http, grpc = free_ports(2)
     server = Subprocess(
-        [
-            sys.executable,
-            "-m",
-            "services.encoder.kserve",
-            "--model_name=encoder",
-            f"--http_port={http}",
-            f"--grpc_port={grpc}",
-            f"--model_uri={model_dir}",
-            "--enable_latency_logging=false",
-        ],
+        kserve_command(model_dir, http, grpc),
         {**runtime_env(tmp), "CONCORD_SERVING__AUTH_TOKEN": TOKEN},
         tmp / "kserve.log",
     )
