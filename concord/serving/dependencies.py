@@ -46,7 +46,7 @@ class Dependencies:
         self.addresses = {name: settings.serving.address_for(name) for name in services}
         self.interval = interval
         self.timeout = timeout
-        self.unreachable: dict[str, str] = dict.fromkeys(self.addresses, "not checked yet")
+        self.unreachable: dict[str, str] = dict.fromkeys(self.addresses, "is not checked yet")
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -58,7 +58,7 @@ class Dependencies:
     def reason(self) -> str:
         """Why the service is not ready ("" when every peer answers)."""
         return "; ".join(
-            f"{name} at {self.addresses[name]} is not reachable: {why}"
+            f"{name} at {self.addresses[name]} {why}"
             for name, why in sorted(self.unreachable.items())
         )
 
@@ -112,7 +112,8 @@ class Dependencies:
             )
             reply = await stub.Check(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as err:
-            return f"{err.code().name}: {err.details() or 'no details'}"
+            return f"is not reachable: {err.code().name}: {err.details() or 'no details'}"
         if reply.status != health_pb2.HealthCheckResponse.SERVING:
-            return f"health {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}"
+            status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            return f"answers but is not ready (health {status})"
         return ""
