@@ -148,6 +148,28 @@ class GeneratorSettings(BaseModel):
     default_guidance_scale: float = 3.0
 
 
+class LinkerSettings(BaseModel):
+    # A registered linker package (models:/NAME@ALIAS) or a local directory written by the
+    # linker pipeline: its linker.json names the encoder it featurizes with and the M3EL config.
+    model: str = "models:/concord-linker@production"
+    max_mentions_per_request: int = Field(default=64, ge=1)
+    max_entities_per_request: int = Field(default=1024, ge=1)
+    max_text_chars: int = Field(default=2000, ge=1)
+    max_top_k: int = Field(default=100, ge=1)
+    candidates: int = Field(default=32, ge=1)  # ANN candidates per modality before re-ranking
+    max_graph_entities: int = Field(default=5000, ge=2)  # per graph in one AlignGraphs call
+
+
+class BiasSettings(BaseModel):
+    # A registered bias package (models:/NAME@ALIAS) or a local directory written by the bias
+    # pipeline: its bias.json names the encoder, the classifier config and the calibration.
+    model: str = "models:/concord-bias@production"
+    max_pairs_per_request: int = Field(default=64, ge=1)
+    max_text_chars: int = Field(default=2000, ge=1)
+    max_counterfactuals: int = Field(default=32, ge=1)
+    threshold: float = Field(default=0.5, gt=0, lt=1)  # P(biased) at or above -> BIASED
+
+
 class Settings(BaseSettings):
     """Everything a Concord process can be told; defaults are the embedded laptop setup."""
 
@@ -174,6 +196,8 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     scorer: ScorerSettings = ScorerSettings()
     generator: GeneratorSettings = GeneratorSettings()
+    linker: LinkerSettings = LinkerSettings()
+    bias: BiasSettings = BiasSettings()
     qdrant: QdrantSettings = QdrantSettings()
 
     @model_validator(mode="after")

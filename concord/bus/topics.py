@@ -10,4 +10,11 @@ GENERATION_JOBS = "concord.generation.jobs"  # events_pb2.GenerationJob -> the g
 GENERATED = "concord.generated"  # events_pb2.Generated, generator -> the scorer's auditor
 AUDIT = "concord.audit"  # events_pb2.AuditResult, published by the scorer
 
-ALL = (INGEST, INDEXED, GENERATION_JOBS, GENERATED, AUDIT)
+ENTITIES = "concord.entities"  # linker_pb2.EntityEvent (upsert / delete), key = kb/entity id
+ALIGN_JOBS = "concord.align.jobs"  # linker_pb2.AlignJob -> the linker, key = job id
+ALIGNED = "concord.aligned"  # linker_pb2.AlignJobStatus, published by the linker
+BIAS_REQUESTS = "concord.bias.requests"  # bias_pb2.BiasRequestEvent -> the bias detector
+BIAS_VERDICTS = "concord.bias.verdicts"  # bias_pb2.BiasVerdictEvent, published by bias
+
+ALL = (INGEST, INDEXED, GENERATION_JOBS, GENERATED, AUDIT, ENTITIES, ALIGN_JOBS, ALIGNED,
+       BIAS_REQUESTS, BIAS_VERDICTS)
