@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from concord.errors import FieldViolation, InvalidArgument
 
@@ -54,6 +54,28 @@ class ImageLimits:
 
 
 DEFAULT_LIMITS = ImageLimits()
+# Decoded pixels one request may hold at once: 4 images at the per-image maximum, about 200 MB
+# of RGB. Without it, one 60 MB request of small-file, large-canvas PNGs could decode ~1,000
+# images of 4096x4096 (~65 GB) before any limit applied.
+MAX_REQUEST_PIXELS = 4 * 4096 * 4096
+
+
+class PixelBudget:
+    """The decoded pixels one request may use, spent image by image from their headers."""
+
+    def __init__(self, limit: int = MAX_REQUEST_PIXELS) -> None:
+        self.limit = limit
+        self.spent = 0
+
+    def charge(self, pixels: int, field: str) -> None:
+        """Raises: InvalidArgument naming `field` when `pixels` more would exceed the limit."""
+        if self.spent + pixels > self.limit:
+            raise InvalidArgument(
+                field,
+                f"the request's images total more than {self.limit} pixels "
+                f"({self.spent} before this one, which has {pixels})",
+            )
+        self.spent += pixels
 
 
 def decode_image(
@@ -62,6 +84,7 @@ def decode_image(
     *,
     field: str = "image",
     limits: ImageLimits = DEFAULT_LIMITS,
+    budget: PixelBudget | None = None,
 ) -> Image.Image:
     """Decode untrusted bytes into an RGB PIL image.
 
@@ -70,6 +93,7 @@ def decode_image(
         media_type: the declared type ("image/png"); checked against the bytes when given.
         field: the request field path, used in error messages ("items[2].image").
         limits: size, pixel and format limits.
+        budget: the request's decoded-pixel budget, charged from the header before decoding.
     Returns:
         A fully loaded RGB image.
     Raises:
@@ -87,7 +111,11 @@ def decode_image(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except MemoryError:
+        raise
+    except Exception:  # any decoder error on untrusted bytes is bad input
+        # PIL's plugins raise what their parsers hit (SyntaxError for a bad PLTE length,
+        # struct.error, EOFError, ValueError, ...): all of them mean "not a readable image".
         raise InvalidArgument(f"{field}.data", "is not a readable image") from None
     fmt = image.format or ""
     if fmt not in limits.formats:
@@ -97,7 +125,8 @@ def decode_image(
         )
     if media_type and FORMATS.get(fmt) != media_type.lower():
         raise InvalidArgument(
-            f"{field}.media_type", f"says {media_type!r} but the bytes are {FORMATS.get(fmt, fmt)}"
+            f"{field}.media_type",
+            f"says {media_type[:64]!r} but the bytes are {FORMATS.get(fmt, fmt)}",
         )
     width, height = image.size
     if width < 1 or height < 1 or max(width, height) > limits.max_side:
@@ -109,11 +138,16 @@ def decode_image(
             f"{field}.data",
             f"{width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}",
         )
+    if budget is not None:
+        budget.charge(width * height, f"{field}.data")
     try:
         image.load()  # truncated or corrupt data fails here, not later inside a model
-    except (OSError, SyntaxError, ValueError) as err:
-        raise InvalidArgument(f"{field}.data", f"is corrupt or truncated ({err})") from None
-    return image.convert("RGB")
+        return image.convert("RGB")
+    except MemoryError:
+        raise
+    except Exception as err:  # as above: a decoder error is bad input
+        reason = str(err)[:200] or type(err).__name__
+        raise InvalidArgument(f"{field}.data", f"is corrupt or truncated ({reason})") from None
 
 
 def encode_png(image: Image.Image | np.ndarray) -> bytes:
@@ -132,8 +166,10 @@ class EncodedImage(Protocol):
     media_type: str
 
 
-def decode_images(images: Sequence[EncodedImage], field: str = "images") -> list[Image.Image]:
-    """Decode every image safely.
+def decode_images(
+    images: Sequence[EncodedImage], field: str = "images", budget: PixelBudget | None = None
+) -> list[Image.Image]:
+    """Decode every image safely, within one request's pixel budget (a new one by default).
 
     Raises:
         InvalidArgument: naming each bad one (`images[2].data`, `images[0].media_type`), all
@@ -141,9 +177,12 @@ def decode_images(images: Sequence[EncodedImage], field: str = "images") -> list
     """
     decoded: list[Image.Image] = []
     violations: list[FieldViolation] = []
+    budget = budget if budget is not None else PixelBudget()
     for i, image in enumerate(images):
         try:
-            decoded.append(decode_image(image.data, image.media_type, field=f"{field}[{i}]"))
+            decoded.append(
+                decode_image(image.data, image.media_type, field=f"{field}[{i}]", budget=budget)
+            )
         except InvalidArgument as err:
             violations.extend(err.violations)
     if violations:

@@ -3,6 +3,11 @@
 One interceptor wraps each handler so that all four RPC kinds (unary/streaming in/out)
 share one guard. Health and reflection stay open without a token: Kubernetes probes and
 grpcurl must work before a caller has credentials.
+
+The token is checked on the call's metadata before the body is parsed: an unauthenticated
+caller gets a handler that never deserializes its bytes. A body that does not parse as the
+request message is INVALID_ARGUMENT (a caller's mistake, logged at DEBUG), not UNKNOWN or
+INTERNAL with a traceback per call.
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeAlias, cast
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from concord.errors import ConcordError
+from concord.errors import ConcordError, InvalidArgument
 from concord.serving import metrics
-from concord.serving.errors import to_grpc_status
+from concord.serving.errors import bounded, to_grpc_status
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +62,24 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
+        if not self._authorized(handler_call_details.invocation_metadata):
+            return _refuse(handler, self._service, method)
         return _wrap(handler, lambda context: self._guard(method, context))
 
-    def _authorized(self, context: grpc.aio.ServicerContext) -> bool:
+    def _authorized(self, metadata: Any) -> bool:
+        """True when no token is set, or when exactly one `authorization` header carries it
+        (a repeated header is refused: proxies disagree on which one counts)."""
         if not self._token:
             return True
-        metadata = dict(context.invocation_metadata() or ())
-        expected = f"Bearer {self._token}"
-        return hmac.compare_digest(str(metadata.get("authorization", "")), expected)
+        values = [v for k, v in (metadata or ()) if k == "authorization"]
+        if len(values) != 1:
+            return False
+        presented = values[0] if isinstance(values[0], str) else values[0].decode("latin-1")
+        return hmac.compare_digest(presented.encode(), f"Bearer {self._token}".encode())
 
     @asynccontextmanager
     async def _guard(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
         name = method.rsplit("/", 1)[-1]
-        if not self._authorized(context):
-            metrics.REQUESTS.labels(self._service, name, "UNAUTHENTICATED").inc()
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         code = "OK"
         started = time.perf_counter()
         metrics.IN_FLIGHT.labels(self._service).inc()
@@ -91,6 +100,13 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         except ConcordError as err:
             code = err.status
             status = to_grpc_status(err)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        except _Unparseable as err:
+            code = "INVALID_ARGUMENT"
+            log.debug("%s: unparseable request body (%s)", method, err.reason)
+            status = to_grpc_status(
+                InvalidArgument("request", f"the body is not a valid {err.message_name}")
+            )
             await context.abort(status.code, status.details, status.trailing_metadata)
         except Exception:
             # Never a stack trace to the caller: log it with an id the caller can quote.
@@ -114,10 +130,81 @@ Guard = Callable[[grpc.aio.ServicerContext], Any]
 Behaviour = Callable[..., Any]
 
 
+class _Unparseable(Exception):
+    """A request body that is not the RPC's request message (raised inside the guard)."""
+
+    def __init__(self, message_name: str, reason: str) -> None:
+        super().__init__(message_name)
+        self.message_name = message_name
+        self.reason = bounded(reason, 200)
+
+
+class _BadBody:
+    """What the lenient deserializer returns for bytes that do not parse: the behaviour
+    raises it inside the guard, where it becomes INVALID_ARGUMENT like any bad input."""
+
+    def __init__(self, error: _Unparseable) -> None:
+        self.error = error
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """Wrap a request deserializer so that a parse failure is a value, not a grpc error
+    (grpc would answer UNKNOWN / INTERNAL and log a traceback per call)."""
+    if deserializer is None:
+        return None
+    owner = getattr(deserializer, "__self__", None)
+    name = str(getattr(owner, "__name__", None) or getattr(deserializer, "__qualname__", "message"))
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except (DecodeError, ValueError, TypeError, RecursionError) as err:
+            return _BadBody(_Unparseable(name.split(".")[0], str(err)))
+
+    return parse
+
+
+def _checked(request: Any) -> Any:
+    if isinstance(request, _BadBody):
+        raise request.error
+    return request
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield _checked(request)
+
+
+def _refuse(handler: Handler, service: str, method: str) -> Handler:
+    """A handler of the same kind that answers UNAUTHENTICATED without parsing the body."""
+    name = method.rsplit("/", 1)[-1]
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        metrics.REQUESTS.labels(service, name, "UNAUTHENTICATED").inc()
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+    codec: dict[str, Any] = {
+        "request_deserializer": None,  # the bytes stay bytes: nothing is parsed
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(refuse, **codec)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(refuse, **codec)
+
+    async def refuse_streamed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await refuse(request, context)
+        yield  # pragma: no cover - abort raised above; this makes it an async generator
+
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(refuse_streamed, **codec)
+    return grpc.stream_stream_rpc_method_handler(refuse_streamed, **codec)
+
+
 def _wrap(handler: Handler, guard: Guard) -> Handler:
     """Return a handler of the same kind whose behaviour runs inside `guard(context)`."""
     codec = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": _lenient(handler.request_deserializer),
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:
@@ -125,7 +212,7 @@ def _wrap(handler: Handler, guard: Guard) -> Handler:
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             async with guard(context):
-                return await inner(request, context)
+                return await inner(_checked(request), context)
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
     if handler.stream_unary:
@@ -133,7 +220,7 @@ def _wrap(handler: Handler, guard: Guard) -> Handler:
 
         async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
             async with guard(context):
-                return await inner_streamed(requests, context)
+                return await inner_streamed(_checked_stream(requests), context)
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
     streaming = cast(Behaviour, handler.unary_stream or handler.stream_stream)
@@ -143,9 +230,11 @@ def _wrap(handler: Handler, guard: Guard) -> Handler:
         else grpc.stream_stream_rpc_method_handler
     )
 
+    checked = _checked_stream if handler.stream_stream else _checked
+
     async def streamed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         async with guard(context):
-            result = streaming(request, context)
+            result = streaming(checked(request), context)
             if inspect.isasyncgen(result):
                 async for item in result:
                     yield item

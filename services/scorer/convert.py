@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from concord.errors import FieldViolation, InvalidArgument
-from concord.media import decode_image
+from concord.media import PixelBudget, decode_image
 from concord.models.alignment import PairScores, WordScore
 from concord.proto.v1 import common_pb2, events_pb2, scorer_pb2
 from concord.serving.requests import check_count, text_violations
@@ -27,13 +27,16 @@ def decode_pairs(
     check_count(len(pairs), "pairs", max_pairs, "pairs")
     violations: list[FieldViolation] = []
     decoded: list[PairIn] = []
+    budget = PixelBudget()  # decoded pixels of the whole request, charged before decoding
     for i, pair in enumerate(pairs):
         where = f"pairs[{i}]"
         violations += text_violations(pair.text, f"{where}.text", max_chars)
         for j, ref in enumerate(pair.references):
             violations += text_violations(ref, f"{where}.references[{j}]", max_chars)
         try:
-            image = decode_image(pair.image.data, pair.image.media_type, field=f"{where}.image")
+            image = decode_image(
+                pair.image.data, pair.image.media_type, field=f"{where}.image", budget=budget
+            )
         except InvalidArgument as err:
             violations.extend(err.violations)
             continue

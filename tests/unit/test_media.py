@@ -97,3 +97,87 @@ def test_one_layout_palette_paints_class_ids_and_cycles() -> None:
     assert (rgb[1, 1] == rgb[0, 1]).all()  # ids past the palette wrap around
     assert layout_colour(2) == tuple(int(c) for c in rgb[1, 0])
     assert len({tuple(c) for c in LAYOUT_PALETTE.tolist()}) == len(LAYOUT_PALETTE)
+
+
+# ------------------------------------------------ crafted and mutated files (issue 18)
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _palette_png_with_bad_plte() -> bytes:
+    """A paletted PNG whose PLTE length is not a multiple of 3: PIL raises SyntaxError in
+    Image.open, before the guarded load()."""
+    ihdr = struct.pack(">IIBBBBB", 4, 4, 8, 3, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"PLTE", b"\x00" * 7)
+        + _chunk(b"IDAT", zlib.compress(b"\x00" * 20))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def _encoded(fmt: str) -> bytes:
+    rng = np.random.default_rng(1)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+CRAFTED = {
+    "png with a bad PLTE length": _palette_png_with_bad_plte(),
+    "webp magic then garbage": b"RIFF\x20\x00\x00\x00WEBPVP8 " + b"\xff" * 40,
+    "bmp header only": b"BM" + b"\x00" * 60,
+    "dds header": b"DDS " + b"\x7c\x00\x00\x00" + b"\xff" * 120,
+    "png with a 2 MiB zTXt chunk": _png()[:-12] + _chunk(b"zTXt", b"k\x00\x00" + b"\x00" * (2 << 20))
+    + _chunk(b"IEND", b""),
+    "jpeg soi then eof": b"\xff\xd8\xff",
+    "gif (not allowed)": _encoded("GIF"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CRAFTED))
+def test_crafted_files_are_invalid_argument(name: str) -> None:
+    """Each decodes or is refused with InvalidArgument naming the field; nothing else."""
+    try:
+        decode_image(CRAFTED[name], field="items[0].image")
+    except InvalidArgument as err:
+        assert err.violations[0].field.startswith("items[0].image")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_mutated_files_never_escape_invalid_argument(fmt: str) -> None:
+    """1-4 byte mutations of valid files (a small seeded fuzz; `make fuzz` runs longer):
+    they decode to an RGB image or raise InvalidArgument, never anything else."""
+    base = _encoded(fmt)
+    rng = np.random.default_rng(7)
+    outcomes = {"decoded": 0, "refused": 0}
+    for _ in range(300):
+        data = bytearray(base)
+        for _ in range(int(rng.integers(1, 5))):
+            data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+        try:
+            image = decode_image(bytes(data))
+            assert image.mode == "RGB"
+            outcomes["decoded"] += 1
+        except InvalidArgument:
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 0  # the mutations did reach the error paths
+
+
+def test_a_request_pixel_budget_is_charged_from_headers() -> None:
+    from concord.media import PixelBudget, decode_images
+
+    class Encoded:
+        def __init__(self, data: bytes) -> None:
+            self.data, self.media_type = data, ""
+
+    budget = PixelBudget(limit=3 * 8 * 6)
+    images = [Encoded(_png()) for _ in range(4)]  # 4 images of 8x6: one over the budget
+    with pytest.raises(InvalidArgument) as caught:
+        decode_images(images, "images", budget)
+    assert [v.field for v in caught.value.violations] == ["images[3].data"]
+    assert "total more than 144 pixels" in caught.value.violations[0].description
+    assert len(decode_images(images[:3], "images")) == 3  # the default budget is per call

@@ -44,6 +44,8 @@ class LengthEncoderDouble(encoder_pb2_grpc.EncoderServiceServicer):
                 raise InvalidArgument(f"texts[{i}]", "is empty")
             if text == "precondition":
                 raise FailedPrecondition("no model is loaded")
+            if text.startswith("echo:"):  # an error that quotes the caller's input back
+                raise InvalidArgument(f"texts[{i}]", f"unknown value {text!r}")
             if text == "boom":
                 raise RuntimeError("secret internal detail")
             if text.startswith("slow:"):
@@ -292,3 +294,103 @@ async def test_metrics_endpoint_counts_calls(served, unused_tcp_port: int) -> No
     assert 'code="INVALID_ARGUMENT",method="EncodeTexts"' in body
     assert 'concord_batch_size_count{batcher="length-double"}' in body
     assert "concord_grpc_latency_seconds_bucket" in body
+
+
+# ------------------------------------------------------- hostile bodies and headers (issue 18)
+
+GARBAGE = b"\xff\xff\xff\xff\x0f\x12"  # a varint that never ends: not any protobuf message
+
+
+async def test_unparseable_body_is_invalid_argument_without_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server, _ = await _serve(load_settings())
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            raw = channel.unary_unary("/concord.v1.EncoderService/EncodeTexts")
+            with caplog.at_level("WARNING"), pytest.raises(grpc.aio.AioRpcError) as caught:
+                await raw(GARBAGE)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "not a valid EncodeTextsRequest" in (caught.value.details() or "")
+            assert field_violations(caught.value) == {
+                "request": "the body is not a valid EncodeTextsRequest"
+            }
+            assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+            # A streaming RPC's bad message is answered the same way.
+            stream = channel.stream_stream("/concord.v1.EncoderService/EncodeStream")
+            call = stream(iter([GARBAGE]))
+            with pytest.raises(grpc.aio.AioRpcError) as streamed:
+                async for _ in call:
+                    pass
+            assert streamed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            # ...and the service keeps serving well-formed calls.
+            stub = encoder_pb2_grpc.EncoderServiceStub(channel)
+            reply = await stub.EncodeTexts(_texts("abc"))
+            assert reply.encodings[0].embedding.values[0] == 3.0
+    finally:
+        await server.stop()
+
+
+async def test_auth_is_checked_before_the_body_is_parsed() -> None:
+    server, _ = await _serve(load_settings(serving={"auth_token": "t0ken"}))
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            raw = channel.unary_unary("/concord.v1.EncoderService/EncodeTexts")
+            # Garbage from an unauthenticated caller: refused for auth, never parsed (parsing
+            # would have answered INVALID_ARGUMENT).
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await raw(GARBAGE)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            stream = channel.unary_stream("/concord.v1.LinkerService/AlignGraphs")
+            with pytest.raises(grpc.aio.AioRpcError) as unknown_method:
+                async for _ in stream(GARBAGE):
+                    pass
+            assert unknown_method.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            with pytest.raises(grpc.aio.AioRpcError) as authed_garbage:
+                await raw(GARBAGE, metadata=(("authorization", "Bearer t0ken"),))
+            assert authed_garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        await server.stop()
+
+
+async def test_a_repeated_authorization_header_is_refused() -> None:
+    server, _ = await _serve(load_settings(serving={"auth_token": "t0ken"}))
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = encoder_pb2_grpc.EncoderServiceStub(channel)
+            twice = (("authorization", "Bearer t0ken"), ("authorization", "Bearer other"))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.EncodeTexts(_texts("a"), metadata=twice)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        await server.stop()
+
+
+async def test_error_text_is_bounded_so_the_code_survives() -> None:
+    server, _ = await _serve(load_settings())
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = encoder_pb2_grpc.EncoderServiceStub(channel)
+            # The error quotes a 1 MB input: uncut, the trailer would exceed grpc's 16 KiB and
+            # the caller would see RESOURCE_EXHAUSTED "metadata size" instead.
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.EncodeTexts(_texts("echo:" + "q" * 1_000_000))
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "more characters" in (caught.value.details() or "")
+    finally:
+        await server.stop()
+
+
+def test_bounded_cuts_long_text_and_says_how_much() -> None:
+    from concord.errors import FieldViolation
+    from concord.serving.errors import MAX_MESSAGE_CHARS, MAX_VIOLATIONS, bounded, to_grpc_status
+
+    assert bounded("short") == "short"
+    cut = bounded("x" * 5000)
+    assert len(cut) < MAX_MESSAGE_CHARS + 50 and cut.endswith("(3976 more characters)")
+    many = [FieldViolation(f"ids[{i}]" + "y" * 10_000, "z" * 10_000) for i in range(200)]
+    status = to_grpc_status(InvalidArgument.from_violations(many))
+    assert len(status.details) <= MAX_MESSAGE_CHARS + 50
+    size = sum(len(k) + len(v) for k, v in status.trailing_metadata)
+    assert size < 16 * 1024, size
+    assert MAX_VIOLATIONS < 200
