@@ -60,6 +60,13 @@ class ResourceExhausted(ConcordError):
     retryable = True
 
 
+class DeadlineExceeded(ConcordError):
+    """The caller's deadline cannot be met: said before any work is spent on the call."""
+
+    status = "DEADLINE_EXCEEDED"
+    retryable = True
+
+
 class Unavailable(ConcordError):
     """A dependency (broker, vector store, registry) cannot be reached right now."""
 

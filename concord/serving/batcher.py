@@ -4,18 +4,27 @@ Callers `await batcher.submit(item)`; a background task takes up to `max_batch_s
 items, waiting at most `max_delay_ms` after the first for company, and runs the model
 function once for all. The queue is bounded: beyond `max_queue` waiting items, submit
 raises ResourceExhausted at once (load shedding) instead of letting latency grow.
+
+Deadline-aware admission: the interceptor puts each call's deadline in `CALL_DEADLINE`; an
+item whose deadline falls before the queue ahead of it can be served (estimated from the
+measured time per batch) is refused at submit with DeadlineExceeded, and an item whose
+deadline passed while it waited is dropped before the model call. Under overload the
+model's time then goes to callers who will still be there for the answer (goodput), not to
+a FIFO of callers who already gave up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
-from concord.errors import ConcordError, FailedPrecondition, ResourceExhausted
+from concord.errors import ConcordError, DeadlineExceeded, FailedPrecondition, ResourceExhausted
 from concord.serving import metrics
 
 log = logging.getLogger(__name__)
@@ -26,10 +35,19 @@ Out = TypeVar("Out")
 BatchFn = Callable[[list[In]], Awaitable[Sequence[Out]]] | Callable[[list[In]], Sequence[Out]]
 
 
+# time.monotonic() by which the current call must be answered; None: no deadline. Set by
+# the serving interceptor per call, read by every batcher the call submits to.
+CALL_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "concord_call_deadline", default=None
+)
+EWMA_WEIGHT = 0.2  # of the newest batch in the running estimate of seconds per batch
+
+
 @dataclass
 class _Pending(Generic[In, Out]):
     item: In
     future: asyncio.Future[Out]
+    deadline: float | None = None  # time.monotonic()
 
 
 class DynamicBatcher(Generic[In, Out]):
@@ -62,6 +80,8 @@ class DynamicBatcher(Generic[In, Out]):
         self._queue: asyncio.Queue[_Pending[In, Out]] = asyncio.Queue(maxsize=max_queue)
         self._task: asyncio.Task[None] | None = None
         self.batch_sizes: list[int] = []  # sizes of the calls made, for tests and benchmarks
+        self.batch_seconds: float | None = None  # running estimate of one model call
+        self.expired = 0  # items dropped because their deadline passed while queued
 
     async def submit(self, item: In) -> Out:
         """Queue one item and wait for its result.
@@ -72,9 +92,18 @@ class DynamicBatcher(Generic[In, Out]):
         """
         if self._task is None or self._task.done():
             raise FailedPrecondition(f"batcher {self.name!r} is not running")
+        deadline = CALL_DEADLINE.get()
+        if deadline is not None:
+            wait = self.expected_wait()
+            if time.monotonic() + wait > deadline:
+                metrics.SHED.labels(self.name).inc()
+                raise DeadlineExceeded(
+                    f"{self.name} cannot answer before the deadline: about {wait * 1000:.0f} ms"
+                    f" of queued work ({self._queue.qsize()} items) is ahead of this call"
+                )
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait(_Pending(item, future))
+            self._queue.put_nowait(_Pending(item, future, deadline))
         except asyncio.QueueFull:
             metrics.SHED.labels(self.name).inc()
             raise ResourceExhausted(
@@ -82,6 +111,14 @@ class DynamicBatcher(Generic[In, Out]):
             ) from None
         metrics.QUEUE_DEPTH.labels(self.name).set(self._queue.qsize())
         return await future
+
+    def expected_wait(self) -> float:
+        """Seconds a new item would wait for its result: the batches queued ahead of it plus
+        its own, at the measured time per batch (0 before the first batch is measured)."""
+        if self.batch_seconds is None:
+            return 0.0
+        batches_ahead = self._queue.qsize() // self.max_batch_size + 1
+        return batches_ahead * self.batch_seconds
 
     async def submit_many(self, items: Sequence[In]) -> list[Out]:
         """Submit several items (e.g. one request's batch); results keep their order."""
@@ -121,8 +158,22 @@ class DynamicBatcher(Generic[In, Out]):
             except TimeoutError:
                 break
         metrics.QUEUE_DEPTH.labels(self.name).set(self._queue.qsize())
-        # Callers that gave up (deadline, cancellation) are not worth model time.
-        return [p for p in batch if not p.future.done()]
+        # Callers that gave up (deadline, cancellation) are not worth model time, nor are those
+        # whose deadline passes before this batch can finish.
+        finish = time.monotonic() + (self.batch_seconds or 0.0)
+        live = []
+        for p in batch:
+            if p.future.done():
+                continue
+            if p.deadline is not None and p.deadline < finish:
+                self.expired += 1
+                metrics.SHED.labels(self.name).inc()
+                p.future.set_exception(
+                    DeadlineExceeded(f"{self.name}: the deadline passed while the call was queued")
+                )
+                continue
+            live.append(p)
+        return live
 
     async def _run(self) -> None:
         while True:
@@ -131,6 +182,7 @@ class DynamicBatcher(Generic[In, Out]):
                 continue
             self.batch_sizes.append(len(batch))
             metrics.BATCH_SIZE.labels(self.name).observe(len(batch))
+            started = time.monotonic()
             try:
                 outputs = await self._call([p.item for p in batch])
                 if len(outputs) != len(batch):
@@ -144,9 +196,16 @@ class DynamicBatcher(Generic[In, Out]):
                 log.exception("batch call of %s failed", self.name)
                 self._fail(batch, err)
                 continue
+            self._measured(time.monotonic() - started)
             for pending, output in zip(batch, outputs, strict=True):
                 if not pending.future.done():
                     pending.future.set_result(output)
+
+    def _measured(self, seconds: float) -> None:
+        previous = self.batch_seconds
+        self.batch_seconds = (
+            seconds if previous is None else (1 - EWMA_WEIGHT) * previous + EWMA_WEIGHT * seconds
+        )
 
     async def _call(self, items: list[In]) -> Sequence[Out]:
         if asyncio.iscoroutinefunction(self._fn):

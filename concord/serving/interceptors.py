@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError
 
 from concord.errors import ConcordError, InvalidArgument
 from concord.serving import metrics
+from concord.serving.batcher import CALL_DEADLINE
 from concord.serving.errors import bounded, to_grpc_status
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,11 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         code = "OK"
         started = time.perf_counter()
         metrics.IN_FLIGHT.labels(self._service).inc()
-        deadline = self._default_deadline if context.time_remaining() is None else None
+        remaining = context.time_remaining()
+        deadline = self._default_deadline if remaining is None else None
+        # The batchers this call submits to read it (deadline-aware admission).
+        budget = remaining if remaining is not None else deadline
+        token = CALL_DEADLINE.set(time.monotonic() + budget if budget is not None else None)
         try:
             async with asyncio.timeout(deadline):
                 yield
@@ -115,6 +120,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
             code = "INTERNAL"
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident})")
         finally:
+            CALL_DEADLINE.reset(token)
             metrics.IN_FLIGHT.labels(self._service).dec()
             metrics.REQUESTS.labels(self._service, name, code).inc()
             metrics.LATENCY.labels(self._service, name).observe(time.perf_counter() - started)

@@ -120,3 +120,61 @@ async def test_full_queue_sheds_and_stop_fails_what_is_queued() -> None:
 def test_invalid_limits_are_refused() -> None:
     with pytest.raises(ValueError):
         DynamicBatcher(_double, name="t-bad", max_batch_size=0)
+
+
+async def _caller(batcher: DynamicBatcher[int, int], item: int, deadline_s: float) -> str:
+    """One caller with a deadline, as the interceptor sets it: 'ok' only when the answer
+    arrives within the deadline."""
+    import time
+
+    from concord.errors import DeadlineExceeded
+    from concord.serving.batcher import CALL_DEADLINE
+
+    started = time.monotonic()
+    CALL_DEADLINE.set(started + deadline_s)
+    try:
+        await asyncio.wait_for(batcher.submit(item), deadline_s)
+    except DeadlineExceeded:
+        return "shed" if time.monotonic() - started < deadline_s / 2 else "expired"
+    except TimeoutError:
+        return "late"
+    return "ok"
+
+
+async def test_overload_with_deadlines_keeps_goodput() -> None:
+    """Twice the capacity, every caller with a deadline: the batcher refuses at once what it
+    cannot finish in time, so the model serves callers who are still waiting (a FIFO that
+    admitted everyone served mostly callers that had already given up)."""
+    import time
+
+    def slow(items: list[int]) -> list[int]:
+        time.sleep(0.02)  # 20 ms per batch of <= 4: capacity 200 items/s
+        return items
+
+    batcher = DynamicBatcher(slow, name="t-goodput", max_batch_size=4, max_queue=10_000)
+    batcher.start()
+    try:
+        await _caller(batcher, 0, 1.0)  # measures the batch time
+        tasks = []
+        for i in range(160):  # 400 items/s for 0.4 s: 2x capacity
+            tasks.append(asyncio.create_task(_caller(batcher, i, 0.2)))
+            await asyncio.sleep(0.0025)
+        outcomes = await asyncio.gather(*tasks)
+    finally:
+        await batcher.stop()
+    ok, late = outcomes.count("ok"), outcomes.count("late")
+    shed = outcomes.count("shed") + outcomes.count("expired")
+    served_capacity = 0.6 * 200  # items the model could finish in the 0.6 s the test ran
+    assert ok >= 0.5 * min(served_capacity, len(outcomes)), outcomes
+    assert late <= 0.1 * len(outcomes), outcomes  # admitted calls finished within the deadline
+    assert shed > 0
+
+
+async def test_a_call_without_deadline_is_admitted_whatever_the_queue() -> None:
+    batcher = DynamicBatcher(_double, name="t-nodeadline", max_batch_size=2)
+    batcher.start()
+    try:
+        batcher.batch_seconds = 10.0  # a queue that could never meet any deadline
+        assert await batcher.submit(3) == 6
+    finally:
+        await batcher.stop()
