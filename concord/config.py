@@ -35,6 +35,27 @@ def check_service_name(service: str, where: str = "") -> None:
         raise ValueError(f"{prefix}unknown service {service!r}; known: {', '.join(SERVICE_NAMES)}")
 
 
+class TLSSettings(BaseModel):
+    """TLS for every gRPC server and client of a process (`CONCORD_SERVING__TLS__CERT_FILE`...).
+    One certificate serves both roles: a service presents it to callers, and to its peers
+    when they require client certificates (mutual TLS)."""
+
+    cert_file: Path  # PEM certificate (chain) this process presents
+    key_file: Path  # its PEM private key
+    ca_file: Path | None = None  # PEM CAs that verify servers (and, with client_auth, callers)
+    client_auth: bool = False  # servers require a client certificate signed by ca_file (mTLS)
+    server_name: str | None = None  # name checked on servers' certificates instead of the host
+    # Kubernetes' gRPC probes cannot speak TLS: health (only health) is also served in plain
+    # text on port + health_port_offset. 0: not at all.
+    health_port_offset: int = Field(1000, ge=0, le=60000)
+
+    @model_validator(mode="after")
+    def _check_client_auth(self) -> TLSSettings:
+        if self.client_auth and self.ca_file is None:
+            raise ValueError("tls.client_auth needs tls.ca_file (the CA that signs callers)")
+        return self
+
+
 class ServingSettings(BaseModel):
     host: str = "127.0.0.1"  # bind address of every gRPC server
     base_port: int = Field(
@@ -46,6 +67,10 @@ class ServingSettings(BaseModel):
     grace_seconds: float = Field(5.0, ge=0)  # how long shutdown waits for in-flight calls
     auth_token: SecretStr | None = None  # bearer token; auth is off when unset
     default_deadline_seconds: float | None = Field(None, gt=0)  # applied when the caller sets none
+    # Longest text (characters) an encoder or retrieval request may carry; longer ones are
+    # refused (INVALID_ARGUMENT naming the text) before any tokenizing: the model reads 256
+    # tokens at most, and a 1 MB text cost 2 s of tokenizer time in the shared batcher.
+    max_text_chars: int = Field(10_000, ge=1)
     # Where this process dials the other services, e.g. {"encoder": "encoder:50051"} (compose
     # and the Helm chart set it to their service names). A service not named here is dialled
     # on this process's own host at its port: right for `concord up`, wrong across containers.
@@ -53,6 +78,7 @@ class ServingSettings(BaseModel):
     # Servers send GOAWAY to connections older than this, so long-lived gRPC clients
     # reconnect and spread over new replicas behind a Kubernetes Service. None: never.
     max_connection_age_seconds: float | None = Field(None, gt=0)
+    tls: TLSSettings | None = None  # None: plaintext gRPC (inside a trusted network only)
 
     def port_for(self, service: str) -> int:
         if service in self.ports:
@@ -120,6 +146,15 @@ class KafkaSettings(BaseModel):
     # Longest a handler may run between polls before Kafka evicts the member. A generator
     # customization job fine-tunes for minutes inside one handler, hence 30 min, not 5.
     max_poll_interval_ms: int = Field(30 * 60 * 1000, ge=1000)
+    # A member that dies without leaving (SIGKILL, a lost node) holds its partitions until
+    # the broker misses its heartbeats this long; kafka-python's default is 45 s. The broker
+    # refuses values below its group.min.session.timeout.ms (6 s by default).
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(1_000, ge=100)  # under a third of the session timeout
+    # A dependency that is down (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED) is not
+    # bad content: its record is retried with backoff, uncommitted, for this long before it
+    # goes to the DLQ (reason "dependency-unavailable", to be replayed).
+    outage_retry_seconds: float = Field(300.0, ge=0)
 
 
 class QdrantSettings(BaseModel):
@@ -158,6 +193,9 @@ class LinkerSettings(BaseModel):
     max_top_k: int = Field(default=100, ge=1)
     candidates: int = Field(default=32, ge=1)  # ANN candidates per modality before re-ranking
     max_graph_entities: int = Field(default=5000, ge=2)  # per graph in one AlignGraphs call
+    max_images_per_entity: int = Field(default=16, ge=1)
+    # per graph in one align job (SubmitAlignJob / concord.align.jobs); larger than a call's
+    max_job_graph_entities: int = Field(default=200_000, ge=2)
 
 
 class BiasSettings(BaseModel):

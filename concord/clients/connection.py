@@ -12,8 +12,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from concord.config import SERVICE_NAMES, Settings
+from concord.config import SERVICE_NAMES, ServingSettings, Settings
 from concord.proto.v1 import common_pb2
+from concord.transport import open_channel
 
 STUBS = {name: f"{name.capitalize()}ServiceStub" for name in SERVICE_NAMES}
 
@@ -36,15 +37,21 @@ class Connection:
         address: host:port.
         token: bearer token (None: no auth metadata).
         max_message_bytes: the largest message either side may send.
+        serving: the transport settings (TLS); None: plaintext.
     """
 
     def __init__(
-        self, address: str, token: str | None = None, max_message_bytes: int = 64 * 1024 * 1024
+        self,
+        address: str,
+        token: str | None = None,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        serving: ServingSettings | None = None,
     ) -> None:
         self.address = address
-        self.channel = grpc.insecure_channel(
+        self.channel = open_channel(
             address,
-            options=[
+            serving or ServingSettings(),
+            [
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
             ],
@@ -99,7 +106,10 @@ def connect(service: str, settings: Settings, host: str | None = None) -> Connec
     serving = settings.serving
     address = f"{host}:{serving.port_for(service)}" if host else serving.address_for(service)
     return Connection(
-        address, token.get_secret_value() if token else None, settings.serving.max_message_bytes
+        address,
+        token.get_secret_value() if token else None,
+        settings.serving.max_message_bytes,
+        settings.serving,
     )
 
 

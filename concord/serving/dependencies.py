@@ -20,6 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from concord.config import Settings
+from concord.transport import open_channel
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class Dependencies:
         timeout: float = 1.0,
     ) -> None:
         self.addresses = {name: settings.serving.address_for(name) for name in services}
+        self._serving = settings.serving
         self.interval = interval
         self.timeout = timeout
         self.unreachable: dict[str, str] = dict.fromkeys(self.addresses, "is not checked yet")
@@ -102,7 +104,9 @@ class Dependencies:
         """Returns: "" when the peer reports SERVING, else what went wrong."""
         channel = self._channels.get(name)
         if channel is None:
-            channel = self._channels[name] = grpc.aio.insecure_channel(self.addresses[name])
+            channel = self._channels[name] = open_channel(
+                self.addresses[name], self._serving, aio=True
+            )
         # typeshed's HealthStub declares no methods; Check is added per channel at run time.
         stub: Any = health_pb2_grpc.HealthStub(channel)
         try:

@@ -21,7 +21,7 @@ def check(services: list[str], host: str = "127.0.0.1", timeout: float = 3.0) ->
     statuses: dict[str, str] = {}
     for service in services:
         address = f"{host}:{settings.serving.port_for(service)}"
-        with Connection(address) as connection:
+        with Connection(address, serving=settings.serving) as connection:
             try:
                 statuses[service] = connection.health(timeout=timeout)
             except grpc.RpcError as err:

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from concord.config import Settings
 from concord.serving.interceptors import ServingInterceptor
+from concord.transport import add_port
 
 if TYPE_CHECKING:
     from concord.serving.dependencies import Dependencies
@@ -101,16 +102,30 @@ class ServiceServer:
             self._server,
         )
         wanted = serving.port_for(definition.name) if port is None else port
-        self.port = self._server.add_insecure_port(f"{serving.host}:{wanted}")
+        self.port = add_port(self._server, f"{serving.host}:{wanted}", serving)
         if self.port == 0:
             raise OSError(f"{definition.name}: cannot bind {serving.host}:{wanted}")
         self.address = f"{serving.host}:{self.port}"
+        # Under TLS, health alone is also served in plain text for probes that cannot speak
+        # TLS (Kubernetes' gRPC probes): the same HealthServicer, no other service.
+        self._health_server: grpc.aio.Server | None = None
+        self.health_port: int | None = None
+        if serving.tls is not None and serving.tls.health_port_offset:
+            self._health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+            offset = serving.tls.health_port_offset
+            health_address = f"{serving.host}:{self.port + offset}"
+            self.health_port = self._health_server.add_insecure_port(health_address)
+            if self.health_port == 0:
+                raise OSError(f"{definition.name}: cannot bind health port {health_address}")
 
     async def start(self) -> None:
         """Run the start hooks, open the port, then report SERVING."""
         for hook in self.definition.on_start:
             await hook()
         await self._server.start()
+        if self._health_server is not None:
+            await self._health_server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         if self.definition.dependencies is None:
             await self._set_ready(True)
@@ -132,6 +147,8 @@ class ServiceServer:
             await self.definition.dependencies.stop()
         await self.health.enter_graceful_shutdown()
         await self._server.stop(self._grace)
+        if self._health_server is not None:
+            await self._health_server.stop(0)
         for hook in self.definition.on_stop:
             await hook()
         log.info("%s stopped", self.definition.name)

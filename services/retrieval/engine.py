@@ -15,6 +15,7 @@ from concord.clients.types import Embedding
 from concord.config import Settings
 from concord.errors import FailedPrecondition, InvalidArgument
 from concord.serving.dependencies import Dependencies
+from concord.transport import open_channel
 from concord.vectors import Filter, ScoredPoint, VectorStore, normalize_id
 from concord.wire import ImageData, ModelId
 from services.retrieval import indexing, search
@@ -47,9 +48,19 @@ def _metadata(settings: Settings) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token.get_secret_value()}"),) if token else ()
 
 
+# After the encoder went away, gRPC redials with a backoff that grows to 120 s by default:
+# an ingest worker waiting out a short outage would then idle long after the encoder is back.
+MAX_RECONNECT_BACKOFF_MS = 2000
+
+
 def _channel_options(settings: Settings) -> list[tuple[str, int]]:
     size = settings.serving.max_message_bytes
-    return [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size)]
+    return [
+        ("grpc.max_receive_message_length", size),
+        ("grpc.max_send_message_length", size),
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+    ]
 
 
 class Retrieval:
@@ -72,8 +83,8 @@ class Retrieval:
     async def start(self, store: VectorStore) -> None:
         self._collections = await asyncio.to_thread(Collections, store)
         address, options = encoder_address(self.settings), _channel_options(self.settings)
-        self._aio_channel = grpc.aio.insecure_channel(address, options=options)
-        self._channel = grpc.insecure_channel(address, options=options)
+        self._aio_channel = open_channel(address, self.settings.serving, options, aio=True)
+        self._channel = open_channel(address, self.settings.serving, options)
         self.encoder = AsyncEncoderClient(self._aio_channel, _metadata(self.settings))
         self.encoder_sync = EncoderClient(self._channel, _metadata(self.settings))
 

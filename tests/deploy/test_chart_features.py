@@ -483,3 +483,40 @@ def test_helm_test_pod_makes_an_authenticated_call(render: Any, tmp_path: Path) 
         open_server.wait(20)
     down = run(_free_port(), "right")
     assert down.returncode == 1 and "UNAVAILABLE" in down.stdout
+
+
+# ---------------------------------------------------------------- TLS (issue 18)
+
+
+def test_tls_mounts_the_secret_points_settings_at_it_and_probes_the_health_port() -> None:
+    from concord.config import Settings
+
+    objects = _objects(
+        "--set", "tls.enabled=true", "--set", "tls.secretName=concord-tls",
+        "--set", "tls.clientAuth=true",
+    )
+    config = _config(objects)
+    tls = {k: v for k, v in config.items() if k.startswith("CONCORD_SERVING__TLS__")}
+    assert tls["CONCORD_SERVING__TLS__CERT_FILE"] == "/etc/concord/tls/tls.crt"
+    assert tls["CONCORD_SERVING__TLS__CLIENT_AUTH"] == "true"
+    # What the pods read is valid Settings (pydantic parses the env the ConfigMap sets).
+    parsed = Settings(**{"serving": {"tls": {k.split("__")[-1].lower(): v for k, v in tls.items()}}})
+    assert parsed.serving.tls is not None and parsed.serving.tls.client_auth
+    for name, port in PORTS.items():
+        deployment = by_kind(objects, "Deployment")[f"concord-{name}"]
+        pod = deployment["spec"]["template"]["spec"]
+        assert {"name": "tls", "secret": {"secretName": "concord-tls"}} in pod["volumes"]
+        container = pod["containers"][0]
+        assert any(m["mountPath"] == "/etc/concord/tls" for m in container["volumeMounts"])
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["grpc"]["port"] == port + 1000, (name, probe)
+    test_pod = by_kind(objects, "Pod")["concord-test-health"]["spec"]
+    assert any(v["name"] == "tls" for v in test_pod["volumes"])
+    plain = _objects()
+    assert not any(k.startswith("CONCORD_SERVING__TLS__") for k in _config(plain))
+    encoder = _container(plain, "concord-encoder")
+    assert encoder["readinessProbe"]["grpc"]["port"] == PORTS["encoder"]
+
+
+def test_tls_without_a_secret_fails_the_render() -> None:
+    assert "tls.enabled needs tls.secretName" in _fails("--set", "tls.enabled=true")

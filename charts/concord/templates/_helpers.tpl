@@ -268,6 +268,11 @@ volumes:
       sizeLimit: {{ $s.scratchSizeLimit }}
   - name: tmp
     emptyDir: {}
+  {{- if $root.Values.tls.enabled }}
+  - name: tls
+    secret:
+      secretName: {{ $root.Values.tls.secretName }}
+  {{- end }}
 {{- end }}
 
 {{/* Container resources with the GPU count added as an nvidia.com/gpu limit: (list $s) */}}
@@ -282,12 +287,23 @@ volumes:
 {{- toYaml $resources }}
 {{- end }}
 
+{{/* The port probes ask: the gRPC port, or under TLS its plaintext health-only twin: (list $ port) */}}
+{{- define "concord.probePort" -}}
+{{- $root := index . 0 }}{{- $port := index . 1 }}
+{{- if $root.Values.tls.enabled }}{{ add $port $root.Values.tls.healthPortOffset }}{{ else }}{{ $port }}{{ end }}
+{{- end }}
+
 {{- define "concord.volumeMounts" -}}
 volumeMounts:
   - name: home
     mountPath: /var/lib/concord
   - name: tmp
     mountPath: /tmp
+  {{- if .Values.tls.enabled }}
+  - name: tls
+    mountPath: /etc/concord/tls
+    readOnly: true
+  {{- end }}
 {{- end }}
 
 {{/* Init container that waits until the encoder's model resolves in MLflow: (list $ $s name) */}}
@@ -306,6 +322,6 @@ initContainers:
     resources:
       requests: {cpu: 50m, memory: 256Mi}
       limits: {memory: 1Gi}
-    {{- include "concord.volumeMounts" . | nindent 4 }}
+    {{- include "concord.volumeMounts" $root | nindent 4 }}
 {{- end }}
 {{- end }}
