@@ -63,6 +63,7 @@ class ServingSettings(BaseModel):
     )  # service i listens on base_port + i (SERVICE_NAMES order)
     ports: dict[str, int] = Field(default_factory=dict)  # explicit per-service overrides
     metrics_port: int = Field(9464, ge=0, le=65535)  # Prometheus HTTP port; 0 disables it
+    metrics_auth: bool = False  # /metrics needs the bearer token too (when auth_token is set)
     max_message_bytes: int = Field(64 * 1024 * 1024, gt=0)  # max gRPC request/response size
     grace_seconds: float = Field(5.0, ge=0)  # how long shutdown waits for in-flight calls
     auth_token: SecretStr | None = None  # bearer token; auth is off when unset

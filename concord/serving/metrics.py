@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from wsgiref.simple_server import WSGIServer
+import hmac
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app, start_http_server
 
 REQUESTS = Counter(
     "concord_grpc_requests_total", "gRPC calls handled", ["service", "method", "code"]
@@ -28,9 +33,46 @@ SHED = Counter(
 )
 
 
-def serve_metrics(port: int, host: str = "127.0.0.1") -> WSGIServer | None:
-    """Start the Prometheus HTTP endpoint (port 0 disables it); returns the server to shut down."""
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
+        return
+
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def bearer_guard(app: WsgiApp, token: str) -> WsgiApp:
+    """Wrap a WSGI app so that only requests with `Authorization: Bearer <token>` reach it."""
+    expected = f"Bearer {token}".encode()
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        presented = str(environ.get("HTTP_AUTHORIZATION", "")).encode()
+        if not hmac.compare_digest(presented, expected):
+            start_response("401 Unauthorized", [("WWW-Authenticate", "Bearer")])
+            return [b"missing or wrong bearer token\n"]
+        return app(environ, start_response)
+
+    return guarded
+
+
+def serve_metrics(
+    port: int, host: str = "127.0.0.1", token: str | None = None
+) -> WSGIServer | None:
+    """Start the Prometheus HTTP endpoint (port 0 disables it); with `token`, scrapes must
+    carry it as a bearer token (Prometheus: `authorization: {credentials: ...}`).
+
+    Returns: the server to shut down."""
     if port == 0:
         return None
-    server, _thread = start_http_server(port, addr=host)
-    return server
+    if token is None:
+        server, _thread = start_http_server(port, addr=host)
+        return server
+    httpd = make_server(
+        host, port, bearer_guard(make_wsgi_app(), token), _ThreadingServer, _QuietHandler
+    )
+    threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True).start()
+    return httpd

@@ -56,8 +56,10 @@ class Deployment:
         from concord.devices import configure_torch_threads
 
         configure_torch_threads(self.settings.device)
+        serving = self.settings.serving
+        token = serving.auth_token.get_secret_value() if serving.auth_token else None
         self._metrics = serve_metrics(
-            self.settings.serving.metrics_port, self.settings.serving.host
+            serving.metrics_port, serving.host, token if serving.metrics_auth else None
         )
         for definition in self.definitions:
             server = ServiceServer(definition, self.settings)

@@ -520,3 +520,16 @@ def test_tls_mounts_the_secret_points_settings_at_it_and_probes_the_health_port(
 
 def test_tls_without_a_secret_fails_the_render() -> None:
     assert "tls.enabled needs tls.secretName" in _fails("--set", "tls.enabled=true")
+
+
+def test_metrics_behind_the_token_and_the_service_monitor_sends_it() -> None:
+    objects = _objects(
+        "--set", "metrics.requireToken=true", "--set", "metrics.serviceMonitor.enabled=true"
+    )
+    assert _config(objects)["CONCORD_SERVING__METRICS_AUTH"] == "true"
+    endpoint = by_kind(objects, "ServiceMonitor")["concord"]["spec"]["endpoints"][0]
+    secret = by_kind(objects, "Secret")
+    assert endpoint["authorization"]["type"] == "Bearer"
+    credentials = endpoint["authorization"]["credentials"]
+    assert credentials["name"] in secret and credentials["key"] in secret[credentials["name"]]["data"]
+    assert _config(_objects())["CONCORD_SERVING__METRICS_AUTH"] == "false"

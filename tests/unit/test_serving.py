@@ -8,6 +8,8 @@ server, interceptors, batcher and client stack are the real ones every service u
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import urllib.request
 from collections.abc import AsyncIterator
 
@@ -394,3 +396,50 @@ def test_bounded_cuts_long_text_and_says_how_much() -> None:
     size = sum(len(k) + len(v) for k, v in status.trailing_metadata)
     assert size < 16 * 1024, size
     assert MAX_VIOLATIONS < 200
+
+
+def test_metrics_can_require_the_bearer_token(unused_tcp_port: int) -> None:
+    import urllib.error
+
+    http = serve_metrics(unused_tcp_port, token="t0ken")
+    url = f"http://127.0.0.1:{unused_tcp_port}/metrics"
+    try:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(urllib.request.Request(url, headers=headers))
+            assert refused.value.code == 401
+        ok = urllib.request.urlopen(
+            urllib.request.Request(url, headers={"Authorization": "Bearer t0ken"})
+        )
+        assert "concord_grpc_requests_total" in ok.read().decode()
+    finally:
+        http.shutdown()  # type: ignore[union-attr]
+
+
+async def test_secrets_never_reach_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """With DEBUG logging, a service with a token, callers with right and wrong tokens, bad
+    bodies and a failing handler: the token appears in no log record (nor does the Qdrant
+    key of the same settings when they are logged)."""
+    secret, qdrant_key = "s3cr3t-token-value", "qdrant-k3y-value"
+    settings = load_settings(
+        serving={"auth_token": secret}, qdrant={"api_key": qdrant_key}, log_level="DEBUG"
+    )
+    with caplog.at_level("DEBUG"):
+        logging.getLogger("concord").debug("settings: %s / %r", settings, settings)
+        server, _ = await _serve(settings)
+        try:
+            async with grpc.aio.insecure_channel(server.address) as channel:
+                stub = encoder_pb2_grpc.EncoderServiceStub(channel)
+                right, wrong = f"Bearer {secret}", f"Bearer {secret}x"
+                for metadata in ((("authorization", right),), (("authorization", wrong),)):
+                    for texts in (["ok"], ["boom"], [""]):
+                        with contextlib.suppress(grpc.aio.AioRpcError):
+                            await stub.EncodeTexts(_texts(*texts), metadata=metadata)
+                raw = channel.unary_unary("/concord.v1.EncoderService/EncodeTexts")
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await raw(GARBAGE, metadata=(("authorization", f"Bearer {secret}"),))
+        finally:
+            await server.stop()
+    assert caplog.records, "nothing was logged: the check would prove nothing"
+    logged = "\n".join(r.getMessage() + str(r.exc_info or "") for r in caplog.records)
+    assert secret not in logged and qdrant_key not in logged
