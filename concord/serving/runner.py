@@ -67,8 +67,12 @@ class Deployment:
             self.servers.append(server)
 
     async def stop(self) -> None:
-        # Drain all services at once so total shutdown time stays within one grace period.
-        await asyncio.gather(*(server.stop() for server in reversed(self.servers)))
+        # Services that call peers drain first (their in-flight calls still need the peers,
+        # e.g. retrieval's Index encodes through the encoder), then the peers; each phase
+        # drains its services at once, so shutdown takes at most two grace periods.
+        callers = [s for s in self.servers if s.definition.dependencies is not None]
+        for phase in (callers, [s for s in self.servers if s not in callers]):
+            await asyncio.gather(*(server.stop() for server in reversed(phase)))
         self.servers = []
         self.platform.close()
         if self._metrics is not None:
