@@ -186,6 +186,9 @@ def decode_images(
         except InvalidArgument as err:
             violations.extend(err.violations)
     if violations:
+        # The error's traceback keeps this frame alive until a gc cycle: drop the decoded
+        # images now, or a refused request pins up to its whole pixel budget.
+        decoded.clear()
         raise InvalidArgument.from_violations(violations)
     return decoded
 

@@ -178,28 +178,33 @@ class DynamicBatcher(Generic[In, Out]):
     async def _run(self) -> None:
         while True:
             batch = await self._collect()
-            if not batch:
-                continue
-            self.batch_sizes.append(len(batch))
-            metrics.BATCH_SIZE.labels(self.name).observe(len(batch))
-            started = time.monotonic()
-            try:
-                outputs = await self._call([p.item for p in batch])
-                if len(outputs) != len(batch):
-                    raise RuntimeError(
-                        f"{self.name}: model returned {len(outputs)} results for {len(batch)} inputs"
-                    )
-            except ConcordError as err:
-                self._fail(batch, err)
-                continue
-            except Exception as err:
-                log.exception("batch call of %s failed", self.name)
-                self._fail(batch, err)
-                continue
-            self._measured(time.monotonic() - started)
-            for pending, output in zip(batch, outputs, strict=True):
-                if not pending.future.done():
-                    pending.future.set_result(output)
+            if batch:
+                await self._process(batch)
+            # Nothing of the batch stays referenced while the loop waits for the next one:
+            # a finished batch of decoded images would otherwise pin hundreds of MB when idle.
+            del batch
+
+    async def _process(self, batch: list[_Pending[In, Out]]) -> None:
+        self.batch_sizes.append(len(batch))
+        metrics.BATCH_SIZE.labels(self.name).observe(len(batch))
+        started = time.monotonic()
+        try:
+            outputs = await self._call([p.item for p in batch])
+            if len(outputs) != len(batch):
+                raise RuntimeError(
+                    f"{self.name}: model returned {len(outputs)} results for {len(batch)} inputs"
+                )
+        except ConcordError as err:
+            self._fail(batch, err)
+            return
+        except Exception as err:
+            log.exception("batch call of %s failed", self.name)
+            self._fail(batch, err)
+            return
+        self._measured(time.monotonic() - started)
+        for pending, output in zip(batch, outputs, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(output)
 
     def _measured(self, seconds: float) -> None:
         previous = self.batch_seconds

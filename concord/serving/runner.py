@@ -15,6 +15,7 @@ from wsgiref.simple_server import WSGIServer
 
 from concord.config import SERVICE_NAMES, Settings, load_settings
 from concord.platform import Platform
+from concord.serving.memory import trim_periodically
 from concord.serving.metrics import serve_metrics
 from concord.serving.server import ServiceDefinition, ServiceServer
 
@@ -43,6 +44,7 @@ class Deployment:
         self.definitions = [load_definition(n, self.platform) for n in names]
         self.servers: list[ServiceServer] = []
         self._metrics: WSGIServer | None = None
+        self._trimmer: asyncio.Task[None] | None = None
 
     @property
     def addresses(self) -> dict[str, str]:
@@ -65,11 +67,17 @@ class Deployment:
             server = ServiceServer(definition, self.settings)
             await server.start()
             self.servers.append(server)
+        self._trimmer = asyncio.get_running_loop().create_task(
+            trim_periodically(), name="malloc-trim"
+        )
 
     async def stop(self) -> None:
         # Services that call peers drain first (their in-flight calls still need the peers,
         # e.g. retrieval's Index encodes through the encoder), then the peers; each phase
         # drains its services at once, so shutdown takes at most two grace periods.
+        if self._trimmer is not None:
+            self._trimmer.cancel()
+            self._trimmer = None
         callers = [s for s in self.servers if s.definition.dependencies is not None]
         for phase in (callers, [s for s in self.servers if s not in callers]):
             await asyncio.gather(*(server.stop() for server in reversed(phase)))

@@ -42,6 +42,7 @@ def decode_pairs(
             continue
         decoded.append(PairIn(image, pair.text, tuple(pair.references)))
     if violations:
+        decoded.clear()  # not pinned by the error's traceback until a gc cycle
         raise InvalidArgument.from_violations(violations)
     return decoded
 
