@@ -136,6 +136,10 @@ class BatchingSettings(BaseModel):
     # a 5 ms wait cost single callers 5-10 ms and gave lower throughput on 2 cores.
     max_delay_ms: float = Field(0.0, ge=0)
     max_queue: int = Field(1024, ge=1)  # queued items beyond this are shed (RESOURCE_EXHAUSTED)
+    # Refuse at once (DEADLINE_EXCEEDED) a call whose deadline the queued work cannot meet, and
+    # drop one whose deadline passed while queued. False: serve every admitted call in order
+    # (the baseline benchmarks/overload.py compares against).
+    deadline_admission: bool = True
 
 
 class KafkaSettings(BaseModel):

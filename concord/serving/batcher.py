@@ -60,6 +60,7 @@ class DynamicBatcher(Generic[In, Out]):
         max_batch_size: most items per call.
         max_delay_ms: longest wait for more items once one is queued.
         max_queue: most items waiting; more are refused with ResourceExhausted.
+        deadline_admission: refuse calls whose deadline the queue cannot meet (module doc).
     """
 
     def __init__(
@@ -70,11 +71,13 @@ class DynamicBatcher(Generic[In, Out]):
         max_batch_size: int = 32,
         max_delay_ms: float = 0.0,
         max_queue: int = 1024,
+        deadline_admission: bool = True,
     ) -> None:
         if max_batch_size < 1 or max_queue < 1 or max_delay_ms < 0:
             raise ValueError("max_batch_size and max_queue must be >= 1, max_delay_ms >= 0")
         self._fn = fn
         self.name = name
+        self.deadline_admission = deadline_admission
         self.max_batch_size = max_batch_size
         self._max_delay = max_delay_ms / 1000.0
         self._queue: asyncio.Queue[_Pending[In, Out]] = asyncio.Queue(maxsize=max_queue)
@@ -92,7 +95,7 @@ class DynamicBatcher(Generic[In, Out]):
         """
         if self._task is None or self._task.done():
             raise FailedPrecondition(f"batcher {self.name!r} is not running")
-        deadline = CALL_DEADLINE.get()
+        deadline = CALL_DEADLINE.get() if self.deadline_admission else None
         if deadline is not None:
             wait = self.expected_wait()
             if time.monotonic() + wait > deadline:
