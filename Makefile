@@ -57,6 +57,23 @@ bench: install kafka
 	$(BIN)/python -m benchmarks.kafka_ingest
 	$(BIN)/python -m benchmarks.scorer_serving
 	$(BIN)/python -m benchmarks.generator_serving
+	$(BIN)/python -m benchmarks.overload
+
+# Minutes of mixed traffic with bad input through the services (tiny models): RSS, open files,
+# threads and status codes -> reports/soak.md.
+.PHONY: soak
+SOAK_MINUTES ?= 5
+soak: install
+	$(BIN)/python -m benchmarks.soak --minutes $(SOAK_MINUTES)
+
+# Random requests from the proto descriptors (plus corrupted and random bytes) against the
+# services on tiny models: FUZZ_EXAMPLES per RPC and mode (the test suite runs 12), fresh
+# examples each run; the tally goes to reports/fuzz.md.
+.PHONY: fuzz
+FUZZ_EXAMPLES ?= 400
+fuzz: install
+	CONCORD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) CONCORD_FUZZ_REPORT=reports/fuzz.md \
+		$(BIN)/python -m pytest tests/fuzz -q -p no:cacheprovider
 
 freeze: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt

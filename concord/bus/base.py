@@ -21,14 +21,23 @@ class Bus(ABC):
         group_prefix: consumer group ids are `<group_prefix>.<group>`.
         max_retries: handler attempts beyond the first before a record goes to the DLQ.
         retry_backoff_seconds: first backoff between attempts; doubles per attempt.
+        outage_retry_seconds: how long a record whose handler fails because a dependency is
+            down (see `concord.bus.consumer.dependency_down`) is put back and fetched again
+            before it goes to the DLQ.
     """
 
     def __init__(
-        self, *, group_prefix: str = "", max_retries: int = 3, retry_backoff_seconds: float = 0.2
+        self,
+        *,
+        group_prefix: str = "",
+        max_retries: int = 3,
+        retry_backoff_seconds: float = 0.2,
+        outage_retry_seconds: float = 300.0,
     ) -> None:
         self.group_prefix = group_prefix
         self.max_retries = max_retries
         self.retry_backoff_seconds = retry_backoff_seconds
+        self.outage_retry_seconds = outage_retry_seconds
 
     def group_id(self, group: str) -> str:
         """Return the broker-side consumer group id for a service-level `group` name."""

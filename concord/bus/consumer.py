@@ -2,12 +2,19 @@
 
 Delivery is at-least-once: an offset is committed only after its handler returned (or the
 message went to `<topic>.dlq`). Backends implement the `_open`/`_poll`/... hooks.
+
+The DLQ is for bad content. A handler that fails because a dependency is down (the encoder
+answers UNAVAILABLE, a call runs out of its deadline, the broker refuses a publish) says
+nothing about the record: the consumer puts the record back (uncommitted), waits with a
+growing backoff and fetches it again, for as long as `outage_retry_seconds`. Only an outage
+longer than that dead-letters records, with the reason `dependency-unavailable`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
@@ -15,18 +22,53 @@ from typing import Generic, TypeVar
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from concord.bus.decoding import PoisonError
-from concord.bus.records import BatchHandler, Delivery, DlqHeaders, RawRecord, Reason
-from concord.errors import InvalidArgument
+from concord.bus.records import BatchHandler, BusError, Delivery, DlqHeaders, RawRecord, Reason
+from concord.errors import ConcordError, InvalidArgument
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 30.0
+# Longest wait between two tries of a record while a dependency is down: short, so work
+# resumes within seconds of the dependency's return.
+OUTAGE_MAX_BACKOFF_SECONDS = 5.0
+OUTAGE_LOG_EVERY_SECONDS = 30.0
+# Status codes (gRPC names, or a ConcordError's status) that mean "a dependency is down or
+# overloaded right now", never "this record is bad".
+OUTAGE_STATUSES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
 
 T = TypeVar("T")  # what a consumer decodes each record into: a message, or bytes
 
 
 class _Abandoned(Exception):
     """The consumer was aborted while handling: leave the record uncommitted."""
+
+
+class _Outage(Exception):
+    """A dependency is down: put the records back and try them again after a backoff."""
+
+
+def dependency_down(exc: BaseException) -> bool:
+    """Whether `exc` says a dependency is unavailable (not that the record is bad).
+
+    True for Concord's UNAVAILABLE / DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED errors (what a
+    Concord client raises for those gRPC codes), a raw `grpc.RpcError` with one of those
+    codes, a bus that could not publish (`BusError`: the broker is down), and connection
+    or timeout errors.
+    """
+    if isinstance(exc, InvalidArgument):
+        return False
+    if isinstance(exc, ConcordError):
+        return exc.status in OUTAGE_STATUSES
+    if isinstance(exc, BusError | ConnectionError | TimeoutError):
+        return True
+    code = getattr(exc, "code", None)  # grpc.RpcError, without importing grpc here
+    if callable(code):
+        try:
+            name = getattr(code(), "name", None)
+        except Exception:
+            return False
+        return name in OUTAGE_STATUSES
+    return False
 
 
 class Consumer(ABC, Generic[T]):
@@ -46,6 +88,7 @@ class Consumer(ABC, Generic[T]):
         *,
         max_retries: int,
         retry_backoff_seconds: float,
+        outage_retry_seconds: float = 300.0,
     ) -> None:
         self.topic = topic
         self.group = group
@@ -53,6 +96,10 @@ class Consumer(ABC, Generic[T]):
         self._decode = decode
         self._max_retries = max_retries
         self._backoff = retry_backoff_seconds
+        self._outage_bound = outage_retry_seconds
+        self._outage_since: float | None = None  # monotonic time the current outage began
+        self._outage_tries = 0
+        self._outage_logged = 0.0
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._thread: threading.Thread | None = None
@@ -61,6 +108,7 @@ class Consumer(ABC, Generic[T]):
         # Set by Bus.subscribe_batch: handles a whole poll at once, per-record on failure.
         self.batch_handler: BatchHandler | None = None
         self.dead_lettered = 0  # records sent to the DLQ
+        self.outage_waits = 0  # times records were put back because a dependency was down
         self.error: BaseException | None = None  # set when the loop died on an unexpected error
 
     # -- backend hooks ----------------------------------------------------------------------
@@ -171,8 +219,14 @@ class Consumer(ABC, Generic[T]):
             self._close(commit=True)
 
     def _process_batch(self, batch: Sequence[RawRecord]) -> None:
-        if self.batch_handler is not None and len(batch) > 1 and self._process_together(batch):
-            return
+        if self.batch_handler is not None and len(batch) > 1:
+            try:
+                if self._process_together(batch):
+                    return
+            except _Outage as outage:
+                self._rewind(batch)
+                self._wait_out(outage)
+                return
         for i, record in enumerate(batch):
             if self._stop.is_set():
                 return  # the rest stays uncommitted: the next owner reads it again
@@ -180,6 +234,11 @@ class Consumer(ABC, Generic[T]):
                 self._process(record)
             except _Abandoned:
                 raise
+            except _Outage as outage:
+                # Not done, not dead-lettered: fetched again (with the rest) after a backoff.
+                self._rewind(batch[i:])
+                self._wait_out(outage)
+                return
             except Exception:
                 # Only a failed DLQ write gets here: the record is not done, so fetch it again.
                 log.exception(
@@ -202,6 +261,8 @@ class Consumer(ABC, Generic[T]):
         try:
             self.batch_handler(items)
         except Exception as exc:
+            if self._in_outage(exc):
+                raise _Outage(exc) from exc
             log.info(
                 "batch of %d on %s failed (%r); handling records one by one",
                 len(batch),
@@ -214,6 +275,7 @@ class Consumer(ABC, Generic[T]):
         for record in batch:
             self._mark_done(record)
         self.handled += len(batch)
+        self._outage_over()
         return True
 
     def _process(self, record: RawRecord) -> None:
@@ -245,6 +307,8 @@ class Consumer(ABC, Generic[T]):
         except _Abandoned:
             raise
         except Exception as exc:
+            if self._in_outage(exc):
+                raise _Outage(exc) from exc
             log.warning(
                 "handler failed %d times on %s[%d]@%d: %r; dead-lettering",
                 attempts,
@@ -253,9 +317,56 @@ class Consumer(ABC, Generic[T]):
                 record.offset,
                 exc,
             )
-            self._dead_letter(record, Reason.HANDLER_FAILED, exc, attempts)
+            reason = (
+                Reason.DEPENDENCY_UNAVAILABLE if dependency_down(exc) else Reason.HANDLER_FAILED
+            )
+            self._dead_letter(record, reason, exc, attempts)
             return
         self.handled += 1
+        self._outage_over()
+
+    # -- dependency outages ------------------------------------------------------------------
+    def _in_outage(self, exc: BaseException) -> bool:
+        """True when `exc` means a dependency is down and the outage has not yet lasted
+        `outage_retry_seconds` (the clock starts at the first such failure and stops at the
+        next record that succeeds)."""
+        if not dependency_down(exc):
+            return False
+        now = time.monotonic()
+        if self._outage_since is None:
+            self._outage_since, self._outage_tries, self._outage_logged = now, 0, 0.0
+        return now - self._outage_since < self._outage_bound
+
+    def _wait_out(self, outage: _Outage) -> None:
+        """Back off before the put-back records are fetched again; a stop ends the wait at
+        once (the records stay uncommitted for the next owner)."""
+        delay = min(OUTAGE_MAX_BACKOFF_SECONDS, max(self._backoff, 0.05) * 2**self._outage_tries)
+        self._outage_tries += 1
+        self.outage_waits += 1
+        now = time.monotonic()
+        if now - self._outage_logged >= OUTAGE_LOG_EVERY_SECONDS:
+            self._outage_logged = now
+            since = now - (self._outage_since or now)
+            log.warning(
+                "a dependency of %s/%s is down (%r) for %.1f s; records wait uncommitted "
+                "(dead-lettered only after %.0f s)",
+                self.topic,
+                self.group,
+                outage.__cause__,
+                since,
+                self._outage_bound,
+            )
+        self._stop.wait(delay)  # an abort sets stop too
+
+    def _outage_over(self) -> None:
+        if self._outage_since is not None:
+            log.info(
+                "%s/%s resumed after a dependency outage of %.1f s",
+                self.topic,
+                self.group,
+                time.monotonic() - self._outage_since,
+            )
+            self._outage_since = None
 
     def _interruptible_sleep(self, seconds: float) -> None:
         # An abort must not wait out the backoff; a plain stop lets the retries finish.
@@ -285,5 +396,10 @@ class Consumer(ABC, Generic[T]):
 def _retryable(exc: BaseException) -> bool:
     # KeyboardInterrupt/SystemExit and an abort end the record's handling at once; bad
     # content (InvalidArgument: a corrupt image, an empty text) fails the same way every
-    # time, so it goes to the DLQ without waiting out the retries.
-    return isinstance(exc, Exception) and not isinstance(exc, _Abandoned | InvalidArgument)
+    # time, so it goes to the DLQ without waiting out the retries; a dependency outage is
+    # waited out by the batch loop (put back, fetched again), not by in-place retries.
+    return (
+        isinstance(exc, Exception)
+        and not isinstance(exc, _Abandoned | InvalidArgument)
+        and not dependency_down(exc)
+    )

@@ -27,6 +27,7 @@ def make_bus(settings: Settings) -> Bus:
         "group_prefix": k.group_prefix,
         "max_retries": k.max_retries,
         "retry_backoff_seconds": k.retry_backoff_seconds,
+        "outage_retry_seconds": k.outage_retry_seconds,
         "partitions": k.partitions,
     }
     if settings.bus == "kafka":
@@ -34,7 +35,11 @@ def make_bus(settings: Settings) -> Bus:
 
         return KafkaBus(
             k.bootstrap_servers,
-            consumer_config={"max_poll_interval_ms": k.max_poll_interval_ms},
+            consumer_config={
+                "max_poll_interval_ms": k.max_poll_interval_ms,
+                "session_timeout_ms": k.session_timeout_ms,
+                "heartbeat_interval_ms": k.heartbeat_interval_ms,
+            },
             **common,
         )
     from concord.bus.memory import EMBEDDED_LOG, MemoryBus

@@ -34,6 +34,8 @@ from concord.bus.records import (
 log = logging.getLogger(__name__)
 
 DLQ_SEND_TIMEOUT_SECONDS = 30.0
+SESSION_TIMEOUT_MS = 10_000  # defaults of settings.kafka (consumer_config overrides them)
+HEARTBEAT_INTERVAL_MS = 1_000
 
 
 def _headers_out(headers: dict[str, str]) -> list[tuple[str, bytes]]:
@@ -64,6 +66,7 @@ class KafkaConsumerMember(Consumer[T]):
             decode,
             max_retries=bus.max_retries,
             retry_backoff_seconds=bus.retry_backoff_seconds,
+            outage_retry_seconds=bus.outage_retry_seconds,
         )
         self._bus = bus
         self._config = config
@@ -76,6 +79,10 @@ class KafkaConsumerMember(Consumer[T]):
             # A member that joined before it saw a new topic's partitions is assigned nothing
             # until its metadata refreshes (5 min by default): refresh within seconds.
             "metadata_max_age_ms": 5000,
+            # A member that died without leaving holds its partitions until its session
+            # expires: kafka-python's 45 s default kept a replacement idle for 48 s.
+            "session_timeout_ms": SESSION_TIMEOUT_MS,
+            "heartbeat_interval_ms": HEARTBEAT_INTERVAL_MS,
             **self._config,
         }
         self._consumer = KafkaConsumer(
@@ -188,7 +195,7 @@ class KafkaBus(Bus):
         replication_factor: replication of topics this bus creates.
         producer_config / consumer_config / admin_config: extra kafka-python settings
             (e.g. shorter `session_timeout_ms` in tests).
-        group_prefix, max_retries, retry_backoff_seconds: see Bus.
+        group_prefix, max_retries, retry_backoff_seconds, outage_retry_seconds: see Bus.
     """
 
     def __init__(
@@ -200,6 +207,7 @@ class KafkaBus(Bus):
         group_prefix: str = "",
         max_retries: int = 3,
         retry_backoff_seconds: float = 0.2,
+        outage_retry_seconds: float = 300.0,
         client_id: str = "concord",
         producer_config: dict[str, Any] | None = None,
         consumer_config: dict[str, Any] | None = None,
@@ -209,6 +217,7 @@ class KafkaBus(Bus):
             group_prefix=group_prefix,
             max_retries=max_retries,
             retry_backoff_seconds=retry_backoff_seconds,
+            outage_retry_seconds=outage_retry_seconds,
         )
         self.bootstrap_servers = bootstrap_servers
         self.partitions = partitions

@@ -184,6 +184,7 @@ class MemoryConsumer(Consumer[T]):
         *,
         max_retries: int,
         retry_backoff_seconds: float,
+        outage_retry_seconds: float = 300.0,
         max_poll_records: int = 100,
     ) -> None:
         super().__init__(
@@ -193,6 +194,7 @@ class MemoryConsumer(Consumer[T]):
             decode,
             max_retries=max_retries,
             retry_backoff_seconds=retry_backoff_seconds,
+            outage_retry_seconds=outage_retry_seconds,
         )
         self._log = log
         self._member: str | None = None
@@ -250,7 +252,7 @@ class MemoryBus(Bus):
     Args:
         log: where records live (a fresh MemoryLog when None).
         partitions: partition count for topics this bus creates.
-        group_prefix, max_retries, retry_backoff_seconds: see Bus.
+        group_prefix, max_retries, retry_backoff_seconds, outage_retry_seconds: see Bus.
     """
 
     def __init__(
@@ -261,11 +263,13 @@ class MemoryBus(Bus):
         group_prefix: str = "",
         max_retries: int = 3,
         retry_backoff_seconds: float = 0.2,
+        outage_retry_seconds: float = 300.0,
     ) -> None:
         super().__init__(
             group_prefix=group_prefix,
             max_retries=max_retries,
             retry_backoff_seconds=retry_backoff_seconds,
+            outage_retry_seconds=outage_retry_seconds,
         )
         self.log = log if log is not None else MemoryLog(partitions)
         self.partitions = partitions
@@ -305,6 +309,7 @@ class MemoryBus(Bus):
             decode,
             max_retries=self.max_retries,
             retry_backoff_seconds=self.retry_backoff_seconds,
+            outage_retry_seconds=self.outage_retry_seconds,
         )
 
     def subscribe(

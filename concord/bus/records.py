@@ -40,6 +40,9 @@ class Reason:
     UNDECODABLE = "undecodable"  # bytes are not a valid message_type (or no value at all)
     WRONG_TYPE = "wrong-type"  # the message-type header names another message
     HANDLER_FAILED = "handler-failed"  # the handler raised on every attempt
+    # a dependency (encoder, vector store, broker) stayed down longer than the outage bound
+    # (settings.kafka.outage_retry_seconds): the content may be fine, so replay it later
+    DEPENDENCY_UNAVAILABLE = "dependency-unavailable"
 
 
 def dlq_topic(topic: str) -> str:

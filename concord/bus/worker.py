@@ -40,7 +40,9 @@ class Worker:
         self.consumer: Consumer | None = None
 
     def handle(self, message: Any, delivery: Delivery) -> None:
-        """Handle one event; raising hands it back to the bus (retry, then the DLQ)."""
+        """Handle one event; raising hands it back to the bus: InvalidArgument goes to the DLQ
+        at once, a dependency outage (Unavailable, a deadline, a refused publish) is waited
+        out with the record uncommitted, anything else is retried, then dead-lettered."""
         raise NotImplementedError
 
     def handle_batch(self, batch: list[tuple[Any, Delivery]]) -> None:

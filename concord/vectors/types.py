@@ -31,6 +31,15 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")  # collection names 
 _VECTOR_NAME_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _DISTANCES: tuple[str, ...] = ("cosine", "dot", "euclid")
 _PAYLOAD_TYPES: tuple[str, ...] = ("keyword", "integer", "float", "bool")
+MAX_INT_ID = 2**64 - 1  # Qdrant's integer ids are unsigned 64-bit
+# A payload key as a filter names it (Qdrant's JSON path): dot-separated segments, each a
+# word (letters, digits, _ and -) or a "quoted" name (no quote or backslash inside), each
+# optionally followed by `[]` or `[N]`. Qdrant refuses anything else ("invalid JSON path")
+# with an untyped error; checked against qdrant-edge with thousands of random keys.
+_KEY_SEGMENT = r'(?:[\w\-]+|"[^"\\]+")(?:\[[0-9]*\])*'
+_KEY_RE = re.compile(rf"^{_KEY_SEGMENT}(?:\.{_KEY_SEGMENT})*$")
+MAX_KEY_CHARS = 256
+MAX_PAYLOAD_DEPTH = 32
 # Fixed namespace so `point_id` is stable across processes, machines and releases.
 _CONCORD_NS = uuid.UUID("6f1d3c1e-1c55-5b8e-9c7a-8a0f3e2d4b61")
 
@@ -69,8 +78,10 @@ def normalize_id(value: object, field_name: str = "id") -> PointId:
             field_name, "a point id is a UUID or a non-negative integer, not bool"
         )
     if isinstance(value, int):
-        if value < 0:
-            raise InvalidArgument(field_name, f"integer point ids must be >= 0, got {value}")
+        if not 0 <= value <= MAX_INT_ID:
+            raise InvalidArgument(
+                field_name, f"integer point ids must be between 0 and 2^64-1, got {value}"
+            )
         return value
     if isinstance(value, uuid.UUID):
         return str(value)
@@ -79,9 +90,69 @@ def normalize_id(value: object, field_name: str = "id") -> PointId:
             return str(uuid.UUID(value))
         except ValueError:
             raise InvalidArgument(
-                field_name, f"{value!r} is not a UUID (use concord.vectors.point_id)"
+                field_name, f"{value[:64]!r} is not a UUID (use concord.vectors.point_id)"
             ) from None
     raise InvalidArgument(field_name, f"a point id is a UUID or an int, got {type(value).__name__}")
+
+
+def parse_point_id(raw: str, field_name: str = "id") -> PointId:
+    """A point id as the wire carries it (a string): ASCII digits are an integer id (0 to
+    2^64-1), anything else must be a UUID. `str.isdigit` alone would take '²' or '①'.
+
+    Returns:
+        The canonical id. Raises: InvalidArgument naming `field_name`.
+    """
+    if raw.isascii() and raw.isdigit():
+        if len(raw) > 20:  # longer than 2^64-1 (and int() refuses > 4300 digits)
+            raise InvalidArgument(field_name, "integer point ids must be between 0 and 2^64-1")
+        return normalize_id(int(raw), field_name)
+    return normalize_id(raw, field_name)
+
+
+def valid_payload_key(key: object) -> bool:
+    """Returns: whether a filter can name payload field `key` (see `_KEY_RE`)."""
+    return isinstance(key, str) and len(key) <= MAX_KEY_CHARS and _KEY_RE.match(key) is not None
+
+
+def check_key(key: object, field_name: str) -> None:
+    """Raises: InvalidArgument naming `field_name` when `key` is not a payload path."""
+    if not valid_payload_key(key):
+        shown = key[:64] if isinstance(key, str) else key
+        raise InvalidArgument(
+            field_name,
+            f"{shown!r} is not a payload field path (dot-separated names of letters, digits, "
+            '_ and -, each optionally followed by [] or [N]; quote other names: "a b")',
+        )
+
+
+def check_payload(payload: Mapping[str, Any], field_name: str = "payload") -> None:
+    """Check a JSON payload: string keys, finite numbers, nesting within MAX_PAYLOAD_DEPTH.
+
+    Raises:
+        InvalidArgument: naming the first bad value, e.g. `payload.scores[2]`.
+    """
+    _check_value(payload, field_name, 0)
+
+
+def _check_value(value: object, where: str, depth: int) -> None:
+    if depth > MAX_PAYLOAD_DEPTH:
+        raise InvalidArgument(where, f"nests deeper than {MAX_PAYLOAD_DEPTH} levels")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidArgument(where, f"is {value}; payload numbers must be finite")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidArgument(where, f"has a key of type {type(key).__name__}")
+            _check_value(item, f"{where}.{key[:64]}", depth + 1)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_value(item, f"{where}[{i}]", depth + 1)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if not -(2**63) <= value < 2**64:
+            raise InvalidArgument(where, f"is {value}; payload integers must fit in 64 bits")
+    elif value is not None and not isinstance(value, str | bool):
+        raise InvalidArgument(where, f"a {type(value).__name__} is not a JSON value")
 
 
 # --------------------------------------------------------------------------- spec
@@ -201,7 +272,9 @@ class Point:
             "vectors",
             {vname: as_vector(value, f"vectors.{vname}") for vname, value in vectors.items()},
         )
-        object.__setattr__(self, "payload", dict(payload or {}))
+        payload = dict(payload or {})
+        check_payload(payload)
+        object.__setattr__(self, "payload", payload)
 
 
 def named_vectors(value: object) -> dict[str, DenseVector | MultiVector]:
@@ -255,6 +328,9 @@ class Match:
     key: str
     value: str | int | bool
 
+    def __post_init__(self) -> None:
+        check_key(self.key, "filter.key")
+
 
 @dataclass(frozen=True)
 class MatchAny:
@@ -264,6 +340,7 @@ class MatchAny:
     values: Sequence[str] | Sequence[int]
 
     def __post_init__(self) -> None:
+        check_key(self.key, "filter.key")
         values = tuple(self.values)
         if not values:
             raise InvalidArgument(f"filter.{self.key}", "match-any needs at least one value")
@@ -292,6 +369,7 @@ class Range:
     lt: float | None = None
 
     def __post_init__(self) -> None:
+        check_key(self.key, "filter.key")
         bounds = (self.gte, self.gt, self.lte, self.lt)
         if all(b is None for b in bounds):
             raise InvalidArgument(f"filter.{self.key}", "a range needs at least one bound")

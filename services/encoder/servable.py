@@ -52,6 +52,7 @@ class EncoderServable(Servable[LoadedModel]):
         self._settings = settings
         self.remote: TritonEncoderBackend | None = None  # set when the backend is triton
         self.max_items = min(MAX_ITEMS_PER_REQUEST, settings.batching.max_queue)
+        self.max_text_chars = settings.serving.max_text_chars  # checked before tokenizing
         self.precision = settings.device.precision
         self.images: DynamicBatcher[Image.Image, ItemEncoding] = batcher(
             self._encode_images, "encoder-images", settings.batching

@@ -40,7 +40,8 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         loaded = self.servable.require()
         requests.check_model(request.options.model, loaded.id, "encoder")
         requests.check_count(len(request.texts), "texts", self.servable.max_items)
-        items = await self.servable.encode_texts(requests.check_texts(request.texts, "texts"))
+        texts = requests.check_texts(request.texts, "texts", self.servable.max_text_chars)
+        items = await self.servable.encode_texts(texts)
         return convert.encode_response(items, request.options, loaded.id, self.servable.dim)
 
     async def EncodeStream(
@@ -83,7 +84,9 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         kind = request.item.WhichOneof("content")
         try:
             if kind == "text":
-                text = requests.check_text(request.item.text, "item.text")
+                text = requests.check_text(
+                    request.item.text, "item.text", self.servable.max_text_chars
+                )
                 (item,) = await self.servable.encode_texts([text])
             elif kind == "image":
                 image = request.item.image

@@ -18,6 +18,7 @@ from concord.wire import ModelId, model_ref, sampler_value
 from services.generator.concepts import ConceptInfo
 from services.generator.jobs import JobRecord
 from services.generator.params import (
+    MAX_REFERENCES,
     CustomizeParams,
     GenerateParams,
     ModelShape,
@@ -103,6 +104,11 @@ def customize_request(
         InvalidArgument: naming every bad field, `references[i].data` for a bad image.
     """
     name = request.concept.strip()
+    if len(request.references) > MAX_REFERENCES:  # counted before a single image is decoded
+        raise InvalidArgument(
+            f"{prefix}references",
+            f"has {len(request.references)} images; the limit is {MAX_REFERENCES}",
+        )
     try:
         references = decode_images(request.references, f"{prefix}references")
     except InvalidArgument as bad_images:

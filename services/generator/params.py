@@ -14,6 +14,7 @@ from concord.models.diffusion.samplers import DEFAULT_SAMPLER, SAMPLERS
 from concord.serving.requests import count_violations, texts_violations
 
 MAX_UNWANTED = 16  # DECOR: unwanted tokens per request
+INT64_MAX = 2**63 - 1  # seeds are int64 on the wire; image i is drawn with seed + i
 MAX_DIRECTIONS = 16  # DECOR: singular directions removed
 # Customization (no settings of their own yet: constants the lead may move into config.py).
 DEFAULT_CUSTOMIZE_STEPS = 100
@@ -84,6 +85,14 @@ class Violations:
 def check_prompts(prompts: Sequence[str], limits: GeneratorSettings, bad: Violations) -> None:
     bad.extend(count_violations(len(prompts), "prompts", limits.max_prompts_per_request, "prompts"))
     bad.extend(texts_violations(prompts, "prompts", limits.max_prompt_chars))
+
+
+def check_seed(seed: int, prompts: int, bad: Violations) -> None:
+    """Image i carries seed + i in its int64 result field: refuse a seed that would overflow
+    it before any work (it used to fail as INTERNAL after the images were made)."""
+    last = INT64_MAX - max(prompts - 1, 0)
+    if seed > last:
+        bad.add("seed", f"is {seed}; with {prompts} prompts it must be at most {last}")
 
 
 def check_steps(steps: int, limits: GeneratorSettings, bad: Violations) -> int:
@@ -179,6 +188,7 @@ def generate_params(
     """
     bad = Violations(prefix)
     check_prompts(prompts, limits, bad)
+    check_seed(seed, len(prompts), bad)
     steps = check_steps(steps, limits, bad)
     scale = check_guidance(guidance_scale, limits, bad)
     check_size(width, height, model, limits, bad)

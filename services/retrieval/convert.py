@@ -3,12 +3,17 @@ options, hits and collection info. Field names in errors follow the request's pa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf import struct_pb2
 
 from concord.errors import FieldViolation, InvalidArgument
-from concord.proto.v1 import retrieval_pb2
+from concord.proto.v1 import common_pb2, retrieval_pb2
 from concord.vectors import CollectionInfo, Filter, Match, MatchAny, Range, ScoredPoint
 from concord.vectors.errors import InvalidArgument as VectorInvalidArgument
+from concord.vectors.types import check_key
 from concord.wire import (
     MODALITY_ENUMS,
     MODALITY_NAMES,
@@ -32,11 +37,34 @@ def items_from_proto(items: Sequence[retrieval_pb2.IndexItem]) -> list[ItemIn]:
                 where=f"items[{i}]",
                 text=item.item.text if kind == "text" else None,
                 image=ImageData(image.data, image.media_type) if image is not None else None,
-                payload=payload_to_dict(item.payload),
+                payload=payload_dict(item.payload, f"items[{i}].payload"),
                 id=item.id,
             )
         )
     return out
+
+
+def payload_dict(payload: common_pb2.Payload, where: str = "payload") -> dict[str, Any]:
+    """Returns: the payload as plain JSON values. Raises: InvalidArgument naming the first
+    number that is NaN or infinite (JSON cannot hold it; it used to surface as INTERNAL)."""
+    _check_finite(payload.fields, where)
+    return payload_to_dict(payload)
+
+
+def _check_finite(value: struct_pb2.Struct | struct_pb2.ListValue, where: str) -> None:
+    pairs = (
+        ((f"{where}.{k[:64]}", v) for k, v in value.fields.items())
+        if isinstance(value, struct_pb2.Struct)
+        else ((f"{where}[{i}]", v) for i, v in enumerate(value.values))
+    )
+    for path, item in pairs:
+        kind = item.WhichOneof("kind")
+        if kind == "number_value" and not math.isfinite(item.number_value):
+            raise InvalidArgument(path, f"is {item.number_value}; payload numbers must be finite")
+        if kind == "struct_value":
+            _check_finite(item.struct_value, path)
+        elif kind == "list_value":
+            _check_finite(item.list_value, path)
 
 
 def filter_from_proto(proto: retrieval_pb2.Filter, field: str = "filter") -> Filter:
@@ -59,6 +87,10 @@ def filter_from_proto(proto: retrieval_pb2.Filter, field: str = "filter") -> Fil
 def _condition(cond: retrieval_pb2.Condition, where: str) -> Match | MatchAny | Range:
     if not cond.field:
         raise InvalidArgument(f"{where}.field", "is empty")
+    try:
+        check_key(cond.field, f"{where}.field")
+    except VectorInvalidArgument as err:
+        raise InvalidArgument.from_violations(list(err.violations)) from None
     kind = cond.WhichOneof("match")
     try:
         if kind == "keyword":

@@ -15,8 +15,10 @@ from concord.clients.types import Embedding
 from concord.config import Settings
 from concord.errors import FailedPrecondition, InvalidArgument
 from concord.serving.dependencies import Dependencies
+from concord.serving.requests import check_text
 from concord.transport import open_channel
-from concord.vectors import Filter, ScoredPoint, VectorStore, normalize_id
+from concord.vectors import Filter, ScoredPoint, VectorStore
+from concord.vectors.types import parse_point_id
 from concord.wire import ImageData, ModelId
 from services.retrieval import indexing, search
 from services.retrieval.collections import Collections, Entry, default_collection
@@ -72,6 +74,7 @@ class Retrieval:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.max_text_chars = settings.serving.max_text_chars  # index items and text queries
         self._collections: Collections | None = None
         self._aio_channel: grpc.aio.Channel | None = None
         self._channel: grpc.Channel | None = None
@@ -106,7 +109,7 @@ class Retrieval:
         self, items: Sequence[indexing.ItemIn], collection: str, tokens: bool
     ) -> Indexed:
         """Encode and upsert items (async path of the RPCs)."""
-        indexing.validate(items)
+        indexing.validate(items, max_text_chars=self.max_text_chars)
         assert self.encoder is not None
         calls = indexing.EncodeCalls(
             lambda t: self.encoder.encode_texts(t, include_tokens=tokens),  # type: ignore[union-attr]
@@ -121,7 +124,7 @@ class Retrieval:
         self, items: Sequence[indexing.ItemIn], collection: str, tokens: bool
     ) -> Indexed:
         """Encode and upsert items with blocking calls (the bus worker's thread)."""
-        indexing.validate(items)
+        indexing.validate(items, max_text_chars=self.max_text_chars)
         assert self.encoder_sync is not None
         enc = self.encoder_sync
         calls = indexing.EncodeCalls(
@@ -157,8 +160,8 @@ class Retrieval:
         self, query: Query, spec: search.SearchSpec, collection: str
     ) -> tuple[list[ScoredPoint], Entry]:
         """Encode the query if needed and search. Returns: hits and the collection searched."""
-        if query.text is not None and not query.text.strip():
-            raise InvalidArgument("text", "is empty")
+        if query.text is not None:
+            check_text(query.text, "text", self.max_text_chars)
         entry = await asyncio.to_thread(self.collections.entry, collection) if collection else None
         tokens: np.ndarray | None = None
         if query.vector is not None:
@@ -217,11 +220,9 @@ class Retrieval:
         """Delete by ids and/or filter. Returns: how many points went away."""
         if not ids and (where is None or where.empty):
             raise InvalidArgument("ids", "give ids or a non-empty filter")
+        wanted = [parse_point_id(i, f"ids[{n}]") for n, i in enumerate(ids)]
         entry = self.collections.entry(collection)
         store = self.collections.store
-        wanted = [
-            normalize_id(int(i) if i.isdigit() else i, f"ids[{n}]") for n, i in enumerate(ids)
-        ]
         before = store.count(entry.name)
         if wanted:
             store.delete(entry.name, wanted)

@@ -9,9 +9,10 @@ from typing import Any, Literal
 
 from concord.clients.types import Embedding, Encoded
 from concord.errors import FieldViolation, InvalidArgument
-from concord.serving.requests import check_count
-from concord.vectors import Point, normalize_id, point_id
+from concord.serving.requests import check_count, text_violations
+from concord.vectors import Point, point_id
 from concord.vectors.errors import InvalidArgument as VectorInvalidArgument
+from concord.vectors.types import PointId, check_payload, parse_point_id
 from concord.wire import ImageData, ModelId
 from services.retrieval.collections import DENSE, TOKENS
 
@@ -44,16 +45,19 @@ class ItemIn:
         return self.text.encode() if self.text is not None else self.image.data  # type: ignore[union-attr]
 
 
-def validate(items: Sequence[ItemIn], field_name: str = "items") -> None:
-    """Raises: InvalidArgument naming every bad item (empty text, no content, reserved keys,
-    malformed id) or a batch that is empty or too large."""
+def validate(
+    items: Sequence[ItemIn], field_name: str = "items", max_text_chars: int | None = None
+) -> None:
+    """Raises: InvalidArgument naming every bad item (empty or too long text, no content,
+    reserved keys, payload values Qdrant cannot hold, malformed id) or a batch that is empty
+    or too large."""
     check_count(len(items), field_name, MAX_ITEMS_PER_REQUEST)
     violations: list[FieldViolation] = []
     for item in items:
         if item.text is None and item.image is None:
             violations.append(FieldViolation(at(item.where, "item"), "needs an image or a text"))
-        elif item.text is not None and not item.text.strip():
-            violations.append(FieldViolation(at(item.where, "item.text"), "is empty"))
+        elif item.text is not None:
+            violations += text_violations(item.text, at(item.where, "item.text"), max_text_chars)
         elif item.image is not None and not item.image.data:
             violations.append(FieldViolation(at(item.where, "item.image.data"), "is empty"))
         for key in RESERVED_PAYLOAD:
@@ -61,17 +65,18 @@ def validate(items: Sequence[ItemIn], field_name: str = "items") -> None:
                 violations.append(
                     FieldViolation(at(item.where, f"payload.{key}"), "is reserved (set by Concord)")
                 )
-        if item.id:
-            try:
-                normalize_id(_id_value(item.id), at(item.where, "id"))
-            except VectorInvalidArgument as err:
-                violations.extend(err.violations)
+        try:
+            check_payload(item.payload, at(item.where, "payload"))
+            if item.id:
+                parse_point_id(item.id, at(item.where, "id"))
+        except VectorInvalidArgument as err:
+            violations.extend(err.violations)
     if violations:
         raise InvalidArgument.from_violations(violations)
 
 
-def _id_value(raw: str) -> str | int:
-    return int(raw) if raw.isdigit() else raw
+def _id_value(raw: str) -> PointId:
+    return parse_point_id(raw)
 
 
 @dataclass(frozen=True)

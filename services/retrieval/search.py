@@ -15,6 +15,7 @@ from services.retrieval.collections import DENSE, TOKENS, Entry
 DEFAULT_TOP_K = 10
 MAX_TOP_K = 1000
 MIN_PREFETCH = 100  # dense candidates a rerank considers (at least 4 x top_k)
+MAX_SEARCHES_PER_BATCH = 128  # searches in one SearchBatch
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from concord.wire import ImageData, model_ref
 from services.retrieval import convert
 from services.retrieval.engine import Query, Retrieval
 from services.retrieval.events import IndexedPublisher
+from services.retrieval.search import MAX_SEARCHES_PER_BATCH
 
 
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
@@ -57,8 +58,16 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
     async def SearchBatch(
         self, request: retrieval_pb2.SearchBatchRequest, context: grpc.aio.ServicerContext
     ) -> retrieval_pb2.SearchBatchResponse:
+        # Counted before any work: 1,100 searches kept the server encoding long after the
+        # caller had given up (CANCELLED).
         if not request.searches:
             raise InvalidArgument("searches", "is empty")
+        if len(request.searches) > MAX_SEARCHES_PER_BATCH:
+            raise InvalidArgument(
+                "searches",
+                f"has {len(request.searches)} searches; the limit per request is "
+                f"{MAX_SEARCHES_PER_BATCH}",
+            )
 
         async def one(i: int, search: retrieval_pb2.SearchRequest) -> retrieval_pb2.SearchResponse:
             try:

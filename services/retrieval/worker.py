@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 from concord.bus import Bus, Delivery, Worker, topics
 from concord.proto.v1 import events_pb2
-from concord.wire import ImageData, payload_to_dict
+from concord.wire import ImageData
+from services.retrieval.convert import payload_dict
 from services.retrieval.engine import Retrieval
 from services.retrieval.events import IndexedPublisher
 from services.retrieval.indexing import ItemIn
@@ -30,7 +31,7 @@ def item_from_event(event: events_pb2.IngestRequest) -> ItemIn:
         where="",
         text=event.item.text if kind == "text" else None,
         image=ImageData(image.data, image.media_type) if kind == "image" else None,
-        payload=payload_to_dict(event.payload),
+        payload=payload_dict(event.payload),
         id=event.id,
     )
 
