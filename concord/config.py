@@ -176,6 +176,10 @@ class ScorerSettings(BaseModel):
     threshold: float = 5e-5
     max_pairs_per_request: int = Field(default=256, ge=1)
     max_text_chars: int = Field(default=2000, ge=1)
+    # RefCLIPScore references: per pair, and in all of one request (each is encoded, and
+    # 1,000 long references in one Score held the model for 22 s).
+    max_references_per_pair: int = Field(default=8, ge=1)
+    max_references_per_request: int = Field(default=256, ge=1)
 
 
 class GeneratorSettings(BaseModel):

@@ -13,8 +13,33 @@ from concord.wire import ModelId, model_ref, tensor_from_array
 from services.scorer.servable import Explained, PairIn, Scored
 
 
+def check_references(
+    pairs: Sequence[scorer_pb2.ScorePair], limits: tuple[int, int] | None
+) -> None:
+    """Raises: InvalidArgument when a pair, or the request, carries more references than
+    `limits` (per pair, per request) allow; counted before anything is decoded or encoded."""
+    if limits is None:
+        return
+    per_pair, per_request = limits
+    violations = [
+        FieldViolation(f"pairs[{i}].references", f"has {n}; the limit is {per_pair}")
+        for i, pair in enumerate(pairs)
+        if (n := len(pair.references)) > per_pair
+    ]
+    total = sum(len(pair.references) for pair in pairs)
+    if total > per_request:
+        violations.append(
+            FieldViolation("pairs", f"carry {total} references; the limit is {per_request}")
+        )
+    if violations:
+        raise InvalidArgument.from_violations(violations)
+
+
 def decode_pairs(
-    pairs: Sequence[scorer_pb2.ScorePair], max_pairs: int, max_chars: int
+    pairs: Sequence[scorer_pb2.ScorePair],
+    max_pairs: int,
+    max_chars: int,
+    max_references: tuple[int, int] | None = None,
 ) -> list[PairIn]:
     """Validate and decode a Score request's pairs.
 
@@ -25,6 +50,7 @@ def decode_pairs(
             (`pairs[3].text`, `pairs[0].image.data`, `pairs[1].references[2]`).
     """
     check_count(len(pairs), "pairs", max_pairs, "pairs")
+    check_references(pairs, max_references)
     violations: list[FieldViolation] = []
     decoded: list[PairIn] = []
     budget = PixelBudget()  # decoded pixels of the whole request, charged before decoding

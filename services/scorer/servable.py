@@ -69,6 +69,10 @@ class ScorerServable(Servable[LoadedScorer]):
         self._threshold_setting = settings.scorer.threshold if explicit else None
         self.max_pairs = settings.scorer.max_pairs_per_request
         self.max_text_chars = settings.scorer.max_text_chars
+        self.max_references = (
+            settings.scorer.max_references_per_pair,
+            settings.scorer.max_references_per_request,
+        )
         self._registry = registry
         self._device_settings = settings.device
         # One model call at a time: Score batches, explanations and the auditor share the

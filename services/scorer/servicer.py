@@ -27,7 +27,7 @@ class ScorerServicer(scorer_pb2_grpc.ScorerServiceServicer):
         requests.check_model(request.model, loaded.id, "scorer")
         s = self.servable
         pairs = await asyncio.to_thread(
-            convert.decode_pairs, request.pairs, s.max_pairs, s.max_text_chars
+            convert.decode_pairs, request.pairs, s.max_pairs, s.max_text_chars, s.max_references
         )
         scored = await s.score(pairs)
         return convert.score_response(scored, loaded.id)

@@ -170,6 +170,14 @@ def test_errors_name_fields_and_service_keeps_serving(
         stub.Score(scorer_pb2.ScoreRequest(pairs=[pair] * (SCORER_MAX_PAIRS + 1)), timeout=10)
     assert too_many.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "limit" in field_violations(too_many.value)["pairs"]
+    # References are counted before anything is decoded or encoded (default: 8 per pair).
+    loaded = scorer_pb2.ScorePair(
+        image=common_pb2.Image(data=b"not decoded"), text="a red circle", references=["r"] * 9
+    )
+    with pytest.raises(grpc.RpcError) as refs:
+        stub.Score(scorer_pb2.ScoreRequest(pairs=[loaded]), timeout=10)
+    assert refs.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(field_violations(refs.value)) == {"pairs[0].references"}
     with pytest.raises(grpc.RpcError) as other_model:
         stub.Score(
             scorer_pb2.ScoreRequest(pairs=[pair], model=common_pb2.ModelRef(name="other")),
