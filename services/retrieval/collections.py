@@ -132,8 +132,12 @@ class Collections:
         return entry, self.store.collection_info(name)
 
     def names(self) -> list[str]:
-        """Returns: every retrieval collection, sorted (the catalog itself is hidden)."""
-        return [n for n in self.store.list_collections() if n != CATALOG]
+        """Returns: every retrieval collection, sorted: those in the catalog. The store is
+        shared (the linker keeps its knowledge bases there too), so a collection that
+        retrieval did not create is not listed, and neither is the catalog itself."""
+        names = [n for n in self.store.list_collections() if n != CATALOG]
+        known = {p.id for p in self.store.retrieve(CATALOG, [_catalog_id(n) for n in names])}
+        return [n for n in names if _catalog_id(n) in known]
 
 
 def _catalog_id(name: str) -> str:

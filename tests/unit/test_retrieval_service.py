@@ -216,3 +216,19 @@ def test_info_reports_the_encoder_model(served: tuple[InProcessDeployment, Setti
     with Connection(f"127.0.0.1:{served[1].serving.port_for('retrieval')}") as conn:
         info = conn.info("retrieval")
     assert info.ready and info.models[0].name == "tiny-encoder"
+
+
+def test_collections_of_other_services_in_the_shared_store_are_not_listed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The linker keeps its knowledge bases in the same store (`concord up`): retrieval lists
+    only the collections it created, not `kb-*` nor the linker's catalog."""
+    from concord.vectors.edge import EdgeVectorStore
+    from concord.vectors.types import CollectionSpec
+    from concord.wire import ModelId
+    from services.retrieval.collections import Collections
+
+    with EdgeVectorStore(tmp_path / "vectors") as store:
+        collections = Collections(store)
+        collections.ensure("enc-v1", ModelId("enc", "1"), 4, tokens=False)
+        store.create_collection(CollectionSpec("kb-shapes", dense={"text": 4}))
+        store.create_collection(CollectionSpec("linker-catalog", dense={"marker": 1}))
+        assert collections.names() == ["enc-v1"]
