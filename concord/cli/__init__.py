@@ -11,7 +11,7 @@ from importlib.metadata import entry_points
 
 import typer
 
-from concord.cli import export, generate, score, search, services, train
+from concord.cli import bias, export, generate, link, score, search, services, train
 
 ENTRY_POINT_GROUP = "concord.cli"  # NAME = "module:typer_app" -> `concord NAME ...`
 
@@ -22,6 +22,8 @@ services.register(app)
 search.register(app)
 score.register(app)
 generate.register(app)
+bias.register(app)
+link.register(app)
 train.register(app)
 export.register(app)
 

@@ -2,6 +2,7 @@
 status (`connection`), one typed client per service (sync for product teams, async for
 services calling services), the result dataclasses (`types`) and their proto converters."""
 
+from concord.clients.bias import BiasClient, BiasVerdict, Detection, TextReliance
 from concord.clients.connection import Connection, ServiceStatus, connect, status_of
 from concord.clients.encoder import EncoderClient
 from concord.clients.facade import Concord
@@ -12,6 +13,17 @@ from concord.clients.generator import (
     GeneratorClient,
     Job,
     Progress,
+)
+from concord.clients.linker import (
+    AlignedPair,
+    AlignJob,
+    Candidate,
+    Entity,
+    Graph,
+    KnowledgeBase,
+    LinkerClient,
+    Links,
+    Mention,
 )
 from concord.clients.retrieval import RetrievalClient
 from concord.clients.scorer import (
@@ -36,21 +48,33 @@ from concord.clients.types import (
 )
 
 __all__ = [
+    "AlignJob",
+    "AlignedPair",
+    "BiasClient",
+    "BiasVerdict",
+    "Candidate",
     "CollectionSummary",
     "Concept",
     "Concord",
     "Connection",
+    "Detection",
     "Embedding",
     "Encoded",
     "EncoderClient",
+    "Entity",
     "GeneratedImage",
     "GenerationCancelled",
     "GeneratorClient",
+    "Graph",
     "Hit",
     "ImageData",
     "IndexItem",
     "IndexResult",
     "Job",
+    "KnowledgeBase",
+    "LinkerClient",
+    "Links",
+    "Mention",
     "Misalignment",
     "ModelId",
     "PairScore",
@@ -61,6 +85,7 @@ __all__ = [
     "Scores",
     "SearchResult",
     "ServiceStatus",
+    "TextReliance",
     "TokenVectors",
     "WordAlignment",
     "connect",

@@ -1,5 +1,6 @@
 """`Concord`, the SDK's one entry point: a connection and a typed client per service
-(`.encoder`, `.retrieval`, `.scorer`, `.generator`) and their calls as its own methods."""
+(`.encoder`, `.retrieval`, `.scorer`, `.generator`, `.bias`, `.linker`) and their calls as its
+own methods."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import functools
 from collections.abc import Callable
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from concord.clients.bias import BiasClient
 from concord.clients.connection import Connection, connect
 from concord.clients.encoder import EncoderClient
 from concord.clients.generator import GeneratorClient
+from concord.clients.linker import LinkerClient
 from concord.clients.retrieval import RetrievalClient
 from concord.clients.scorer import ScorerClient
 from concord.config import Settings
@@ -59,6 +62,8 @@ class Concord:
     retrieval: RetrievalClient
     scorer: ScorerClient
     generator: GeneratorClient
+    bias: BiasClient
+    linker: LinkerClient
 
     def __init__(
         self, settings: Settings, host: str | None = None, timeout: float | None = 60.0
@@ -74,6 +79,8 @@ class Concord:
         self.retrieval = open_client("retrieval", RetrievalClient)
         self.scorer = open_client("scorer", ScorerClient)
         self.generator = open_client("generator", GeneratorClient)
+        self.bias = open_client("bias", BiasClient)
+        self.linker = open_client("linker", LinkerClient)
 
     encode_texts = forward("encoder", EncoderClient.encode_texts)
     encode_images = forward("encoder", EncoderClient.encode_images)
@@ -86,6 +93,18 @@ class Concord:
     customize = forward("generator", GeneratorClient.customize)
     get_job = forward("generator", GeneratorClient.get_job)
     list_concepts = forward("generator", GeneratorClient.list_concepts)
+    detect_bias = forward("bias", BiasClient.detect)
+    probe_text_reliance = forward("bias", BiasClient.probe)
+    upsert_entities = forward("linker", LinkerClient.upsert_entities)
+    delete_entities = forward("linker", LinkerClient.delete_entities)
+    list_knowledge_bases = forward("linker", LinkerClient.list_knowledge_bases)
+    delete_knowledge_base = forward("linker", LinkerClient.delete_knowledge_base)
+    link = forward("linker", LinkerClient.link)
+    align = forward("linker", LinkerClient.align)
+    submit_align_job = forward("linker", LinkerClient.submit_align_job)
+    get_align_job = forward("linker", LinkerClient.get_align_job)
+    wait_align_job = forward("linker", LinkerClient.wait_align_job)
+    align_result = forward("linker", LinkerClient.align_result)
 
     def close(self) -> None:
         for conn in self._connections:

@@ -117,7 +117,7 @@ def test_bias_labels_agree_with_their_cues(tmp_path: Path) -> None:
     recs = read_jsonl(tmp_path / "test.jsonl")
     assert 0 < sum(r["label"] for r in recs) < len(recs)
     for r in recs:
-        assert r["label"] == int(r["loaded"] or r["inconsistent"])
+        assert r["true_label"] == int(r["loaded"] or r["inconsistent"])
         assert bool(r["cue_spans"]) == r["loaded"] and bool(r["inconsistent_spans"]) == r["inconsistent"]
         for s, e in r["inconsistent_spans"]:
             assert r["caption"][s:e] != r["scene"]["objects"][0]["colour"]

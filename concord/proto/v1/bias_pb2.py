@@ -23,33 +23,42 @@ _sym_db = _symbol_database.Default()
 
 
 from concord.proto.v1 import common_pb2 as concord_dot_v1_dot_common__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63oncord/v1/bias.proto\x12\nconcord.v1\x1a\x17\x63oncord/v1/common.proto\":\n\x08\x42iasPair\x12 \n\x05image\x18\x01 \x01(\x0b\x32\x11.concord.v1.Image\x12\x0c\n\x04text\x18\x02 \x01(\t\"4\n\rDetectRequest\x12#\n\x05pairs\x18\x01 \x03(\x0b\x32\x14.concord.v1.BiasPair\"\xca\x01\n\x03\x43ue\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.concord.v1.Cue.Kind\x12\x1e\n\x04span\x18\x02 \x01(\x0b\x32\x10.concord.v1.Span\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0e\n\x06weight\x18\x04 \x01(\x02\"Z\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fKIND_LINGUISTIC\x10\x01\x12\x0f\n\x0bKIND_VISUAL\x10\x02\x12\x16\n\x12KIND_INCONSISTENCY\x10\x03\"\x91\x01\n\x0b\x42iasVerdict\x12$\n\x05label\x18\x01 \x01(\x0e\x32\x15.concord.v1.BiasLabel\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\x12\x1d\n\x04\x63ues\x18\x03 \x03(\x0b\x32\x0f.concord.v1.Cue\x12\x11\n\trationale\x18\x04 \x01(\t\x12\x15\n\rinconsistency\x18\x05 \x01(\x02\"`\n\x0e\x44\x65tectResponse\x12)\n\x08verdicts\x18\x01 \x03(\x0b\x32\x17.concord.v1.BiasVerdict\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x14.concord.v1.ModelRef\"P\n\x0cProbeRequest\x12\"\n\x04pair\x18\x01 \x01(\x0b\x32\x14.concord.v1.BiasPair\x12\x1c\n\x14\x63ounterfactual_texts\x18\x02 \x03(\t\"\x83\x01\n\rProbeResponse\x12)\n\x08original\x18\x01 \x01(\x0b\x32\x17.concord.v1.BiasVerdict\x12\x30\n\x0f\x63ounterfactuals\x18\x02 \x03(\x0b\x32\x17.concord.v1.BiasVerdict\x12\x15\n\rtext_reliance\x18\x03 \x01(\x02*V\n\tBiasLabel\x12\x1a\n\x16\x42IAS_LABEL_UNSPECIFIED\x10\x00\x12\x16\n\x12\x42IAS_LABEL_NEUTRAL\x10\x01\x12\x15\n\x11\x42IAS_LABEL_BIASED\x10\x02\x32\xd8\x01\n\x0b\x42iasService\x12?\n\x06\x44\x65tect\x12\x19.concord.v1.DetectRequest\x1a\x1a.concord.v1.DetectResponse\x12H\n\x11ProbeTextReliance\x12\x18.concord.v1.ProbeRequest\x1a\x19.concord.v1.ProbeResponse\x12>\n\x07GetInfo\x12\x1a.concord.v1.GetInfoRequest\x1a\x17.concord.v1.ServiceInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63oncord/v1/bias.proto\x12\nconcord.v1\x1a\x17\x63oncord/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\":\n\x08\x42iasPair\x12 \n\x05image\x18\x01 \x01(\x0b\x32\x11.concord.v1.Image\x12\x0c\n\x04text\x18\x02 \x01(\t\"n\n\rDetectRequest\x12#\n\x05pairs\x18\x01 \x03(\x0b\x32\x14.concord.v1.BiasPair\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x14.concord.v1.ModelRef\x12\x13\n\x0blabels_only\x18\x03 \x01(\x08\"8\n\x06Region\x12\n\n\x02x0\x18\x01 \x01(\x02\x12\n\n\x02y0\x18\x02 \x01(\x02\x12\n\n\x02x1\x18\x03 \x01(\x02\x12\n\n\x02y1\x18\x04 \x01(\x02\"\xfc\x01\n\x03\x43ue\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.concord.v1.Cue.Kind\x12\x1e\n\x04span\x18\x02 \x01(\x0b\x32\x10.concord.v1.Span\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0e\n\x06weight\x18\x04 \x01(\x02\x12\"\n\x06region\x18\x05 \x01(\x0b\x32\x12.concord.v1.Region\x12\x0c\n\x04text\x18\x06 \x01(\t\"Z\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fKIND_LINGUISTIC\x10\x01\x12\x0f\n\x0bKIND_VISUAL\x10\x02\x12\x16\n\x12KIND_INCONSISTENCY\x10\x03\"\xa4\x01\n\x0b\x42iasVerdict\x12$\n\x05label\x18\x01 \x01(\x0e\x32\x15.concord.v1.BiasLabel\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\x12\x1d\n\x04\x63ues\x18\x03 \x03(\x0b\x32\x0f.concord.v1.Cue\x12\x11\n\trationale\x18\x04 \x01(\t\x12\x15\n\rinconsistency\x18\x05 \x01(\x02\x12\x11\n\tthreshold\x18\x06 \x01(\x02\"`\n\x0e\x44\x65tectResponse\x12)\n\x08verdicts\x18\x01 \x03(\x0b\x32\x17.concord.v1.BiasVerdict\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x14.concord.v1.ModelRef\"u\n\x0cProbeRequest\x12\"\n\x04pair\x18\x01 \x01(\x0b\x32\x14.concord.v1.BiasPair\x12\x1c\n\x14\x63ounterfactual_texts\x18\x02 \x03(\t\x12#\n\x05model\x18\x03 \x01(\x0b\x32\x14.concord.v1.ModelRef\"\xe6\x01\n\rProbeResponse\x12)\n\x08original\x18\x01 \x01(\x0b\x32\x17.concord.v1.BiasVerdict\x12\x30\n\x0f\x63ounterfactuals\x18\x02 \x03(\x0b\x32\x17.concord.v1.BiasVerdict\x12\x15\n\rtext_reliance\x18\x03 \x01(\x02\x12#\n\x05model\x18\x04 \x01(\x0b\x32\x14.concord.v1.ModelRef\x12\x13\n\x0btext_effect\x18\x05 \x01(\x02\x12\x14\n\x0cimage_effect\x18\x06 \x01(\x02\x12\x11\n\tflip_rate\x18\x07 \x01(\x02\"r\n\x10\x42iasRequestEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x04pair\x18\x02 \x01(\x0b\x32\x14.concord.v1.BiasPair\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xca\x02\n\x10\x42iasVerdictEvent\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12(\n\x07verdict\x18\x02 \x01(\x0b\x32\x17.concord.v1.BiasVerdict\x12#\n\x05model\x18\x03 \x01(\x0b\x32\x14.concord.v1.ModelRef\x12.\n\nchecked_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x33\n\x06source\x18\x06 \x01(\x0e\x32#.concord.v1.BiasVerdictEvent.Source\x12\x14\n\x0c\x63ontent_hash\x18\x07 \x01(\t\"J\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x14\n\x10SOURCE_GENERATED\x10\x01\x12\x12\n\x0eSOURCE_REQUEST\x10\x02*V\n\tBiasLabel\x12\x1a\n\x16\x42IAS_LABEL_UNSPECIFIED\x10\x00\x12\x16\n\x12\x42IAS_LABEL_NEUTRAL\x10\x01\x12\x15\n\x11\x42IAS_LABEL_BIASED\x10\x02\x32\xd8\x01\n\x0b\x42iasService\x12?\n\x06\x44\x65tect\x12\x19.concord.v1.DetectRequest\x1a\x1a.concord.v1.DetectResponse\x12H\n\x11ProbeTextReliance\x12\x18.concord.v1.ProbeRequest\x1a\x19.concord.v1.ProbeResponse\x12>\n\x07GetInfo\x12\x1a.concord.v1.GetInfoRequest\x1a\x17.concord.v1.ServiceInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'concord.v1.bias_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BIASLABEL']._serialized_start=843
-  _globals['_BIASLABEL']._serialized_end=929
-  _globals['_BIASPAIR']._serialized_start=62
-  _globals['_BIASPAIR']._serialized_end=120
-  _globals['_DETECTREQUEST']._serialized_start=122
-  _globals['_DETECTREQUEST']._serialized_end=174
-  _globals['_CUE']._serialized_start=177
-  _globals['_CUE']._serialized_end=379
-  _globals['_CUE_KIND']._serialized_start=289
-  _globals['_CUE_KIND']._serialized_end=379
-  _globals['_BIASVERDICT']._serialized_start=382
-  _globals['_BIASVERDICT']._serialized_end=527
-  _globals['_DETECTRESPONSE']._serialized_start=529
-  _globals['_DETECTRESPONSE']._serialized_end=625
-  _globals['_PROBEREQUEST']._serialized_start=627
-  _globals['_PROBEREQUEST']._serialized_end=707
-  _globals['_PROBERESPONSE']._serialized_start=710
-  _globals['_PROBERESPONSE']._serialized_end=841
-  _globals['_BIASSERVICE']._serialized_start=932
-  _globals['_BIASSERVICE']._serialized_end=1148
+  _globals['_BIASLABEL']._serialized_start=1646
+  _globals['_BIASLABEL']._serialized_end=1732
+  _globals['_BIASPAIR']._serialized_start=95
+  _globals['_BIASPAIR']._serialized_end=153
+  _globals['_DETECTREQUEST']._serialized_start=155
+  _globals['_DETECTREQUEST']._serialized_end=265
+  _globals['_REGION']._serialized_start=267
+  _globals['_REGION']._serialized_end=323
+  _globals['_CUE']._serialized_start=326
+  _globals['_CUE']._serialized_end=578
+  _globals['_CUE_KIND']._serialized_start=488
+  _globals['_CUE_KIND']._serialized_end=578
+  _globals['_BIASVERDICT']._serialized_start=581
+  _globals['_BIASVERDICT']._serialized_end=745
+  _globals['_DETECTRESPONSE']._serialized_start=747
+  _globals['_DETECTRESPONSE']._serialized_end=843
+  _globals['_PROBEREQUEST']._serialized_start=845
+  _globals['_PROBEREQUEST']._serialized_end=962
+  _globals['_PROBERESPONSE']._serialized_start=965
+  _globals['_PROBERESPONSE']._serialized_end=1195
+  _globals['_BIASREQUESTEVENT']._serialized_start=1197
+  _globals['_BIASREQUESTEVENT']._serialized_end=1311
+  _globals['_BIASVERDICTEVENT']._serialized_start=1314
+  _globals['_BIASVERDICTEVENT']._serialized_end=1644
+  _globals['_BIASVERDICTEVENT_SOURCE']._serialized_start=1570
+  _globals['_BIASVERDICTEVENT_SOURCE']._serialized_end=1644
+  _globals['_BIASSERVICE']._serialized_start=1735
+  _globals['_BIASSERVICE']._serialized_end=1951
 # @@protoc_insertion_point(module_scope)

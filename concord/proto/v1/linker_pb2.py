@@ -23,39 +23,70 @@ _sym_db = _symbol_database.Default()
 
 
 from concord.proto.v1 import common_pb2 as concord_dot_v1_dot_common__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63oncord/v1/linker.proto\x12\nconcord.v1\x1a\x17\x63oncord/v1/common.proto\"\x83\x01\n\x06\x45ntity\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12!\n\x06images\x18\x04 \x03(\x0b\x32\x11.concord.v1.Image\x12\'\n\nattributes\x18\x05 \x01(\x0b\x32\x13.concord.v1.Payload\"U\n\x15UpsertEntitiesRequest\x12\x16\n\x0eknowledge_base\x18\x01 \x01(\t\x12$\n\x08\x65ntities\x18\x02 \x03(\x0b\x32\x12.concord.v1.Entity\"*\n\x16UpsertEntitiesResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\"Y\n\x07Mention\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x1e\n\x04span\x18\x02 \x01(\x0b\x32\x10.concord.v1.Span\x12 \n\x05image\x18\x03 \x01(\x0b\x32\x11.concord.v1.Image\"c\n\x13LinkMentionsRequest\x12\x16\n\x0eknowledge_base\x18\x01 \x01(\t\x12%\n\x08mentions\x18\x02 \x03(\x0b\x32\x13.concord.v1.Mention\x12\r\n\x05top_k\x18\x03 \x01(\x05\";\n\tCandidate\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\"9\n\x0cMentionLinks\x12)\n\ncandidates\x18\x01 \x03(\x0b\x32\x15.concord.v1.Candidate\"d\n\x14LinkMentionsResponse\x12\'\n\x05links\x18\x01 \x03(\x0b\x32\x18.concord.v1.MentionLinks\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x14.concord.v1.ModelRef\"6\n\x06Triple\x12\x0c\n\x04head\x18\x01 \x01(\t\x12\x10\n\x08relation\x18\x02 \x01(\t\x12\x0c\n\x04tail\x18\x03 \x01(\t\"R\n\x05Graph\x12$\n\x08\x65ntities\x18\x01 \x03(\x0b\x32\x12.concord.v1.Entity\x12#\n\x07triples\x18\x02 \x03(\x0b\x32\x12.concord.v1.Triple\"\x91\x01\n\x12\x41lignGraphsRequest\x12!\n\x06source\x18\x01 \x01(\x0b\x32\x11.concord.v1.Graph\x12!\n\x06target\x18\x02 \x01(\x0b\x32\x11.concord.v1.Graph\x12&\n\x05seeds\x18\x03 \x03(\x0b\x32\x17.concord.v1.AlignedPair\x12\r\n\x05top_k\x18\x04 \x01(\x05\"B\n\x0b\x41lignedPair\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x11\n\ttarget_id\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x32\xc5\x02\n\rLinkerService\x12W\n\x0eUpsertEntities\x12!.concord.v1.UpsertEntitiesRequest\x1a\".concord.v1.UpsertEntitiesResponse\x12Q\n\x0cLinkMentions\x12\x1f.concord.v1.LinkMentionsRequest\x1a .concord.v1.LinkMentionsResponse\x12H\n\x0b\x41lignGraphs\x12\x1e.concord.v1.AlignGraphsRequest\x1a\x17.concord.v1.AlignedPair0\x01\x12>\n\x07GetInfo\x12\x1a.concord.v1.GetInfoRequest\x1a\x17.concord.v1.ServiceInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63oncord/v1/linker.proto\x12\nconcord.v1\x1a\x17\x63oncord/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x01\n\x06\x45ntity\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12!\n\x06images\x18\x04 \x03(\x0b\x32\x11.concord.v1.Image\x12\'\n\nattributes\x18\x05 \x01(\x0b\x32\x13.concord.v1.Payload\"U\n\x15UpsertEntitiesRequest\x12\x16\n\x0eknowledge_base\x18\x01 \x01(\t\x12$\n\x08\x65ntities\x18\x02 \x03(\x0b\x32\x12.concord.v1.Entity\"O\n\x16UpsertEntitiesResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x14.concord.v1.ModelRef\"<\n\x15\x44\x65leteEntitiesRequest\x12\x16\n\x0eknowledge_base\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\")\n\x16\x44\x65leteEntitiesResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"\x1b\n\x19ListKnowledgeBasesRequest\"T\n\rKnowledgeBase\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65ntities\x18\x02 \x01(\x03\x12#\n\x05model\x18\x03 \x01(\x0b\x32\x14.concord.v1.ModelRef\"P\n\x1aListKnowledgeBasesResponse\x12\x32\n\x0fknowledge_bases\x18\x01 \x03(\x0b\x32\x19.concord.v1.KnowledgeBase\"*\n\x1a\x44\x65leteKnowledgeBaseRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\".\n\x1b\x44\x65leteKnowledgeBaseResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"Y\n\x07Mention\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x1e\n\x04span\x18\x02 \x01(\x0b\x32\x10.concord.v1.Span\x12 \n\x05image\x18\x03 \x01(\x0b\x32\x11.concord.v1.Image\"c\n\x13LinkMentionsRequest\x12\x16\n\x0eknowledge_base\x18\x01 \x01(\t\x12%\n\x08mentions\x18\x02 \x03(\x0b\x32\x13.concord.v1.Mention\x12\r\n\x05top_k\x18\x03 \x01(\x05\"\xea\x01\n\tCandidate\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x18\n\x0btext_coarse\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x16\n\ttext_fine\x18\x05 \x01(\x02H\x01\x88\x01\x01\x12\x13\n\x06visual\x18\x06 \x01(\x02H\x02\x88\x01\x01\x12\x18\n\x0b\x63ross_modal\x18\x07 \x01(\x02H\x03\x88\x01\x01\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\tB\x0e\n\x0c_text_coarseB\x0c\n\n_text_fineB\t\n\x07_visualB\x0e\n\x0c_cross_modal\"9\n\x0cMentionLinks\x12)\n\ncandidates\x18\x01 \x03(\x0b\x32\x15.concord.v1.Candidate\"d\n\x14LinkMentionsResponse\x12\'\n\x05links\x18\x01 \x03(\x0b\x32\x18.concord.v1.MentionLinks\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x14.concord.v1.ModelRef\"6\n\x06Triple\x12\x0c\n\x04head\x18\x01 \x01(\t\x12\x10\n\x08relation\x18\x02 \x01(\t\x12\x0c\n\x04tail\x18\x03 \x01(\t\"R\n\x05Graph\x12$\n\x08\x65ntities\x18\x01 \x03(\x0b\x32\x12.concord.v1.Entity\x12#\n\x07triples\x18\x02 \x03(\x0b\x32\x12.concord.v1.Triple\"\x91\x01\n\x12\x41lignGraphsRequest\x12!\n\x06source\x18\x01 \x01(\x0b\x32\x11.concord.v1.Graph\x12!\n\x06target\x18\x02 \x01(\x0b\x32\x11.concord.v1.Graph\x12&\n\x05seeds\x18\x03 \x03(\x0b\x32\x17.concord.v1.AlignedPair\x12\r\n\x05top_k\x18\x04 \x01(\x05\"B\n\x0b\x41lignedPair\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x11\n\ttarget_id\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\"W\n\x15SubmitAlignJobRequest\x12.\n\x06graphs\x18\x01 \x01(\x0b\x32\x1e.concord.v1.AlignGraphsRequest\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"$\n\x12GetAlignJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"N\n\x15GetAlignResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12%\n\x04page\x18\x02 \x01(\x0b\x32\x17.concord.v1.PageRequest\"\x89\x01\n\x0b\x41lignResult\x12&\n\x05pairs\x18\x01 \x03(\x0b\x32\x17.concord.v1.AlignedPair\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.concord.v1.PageResponse\x12*\n\x06status\x18\x03 \x01(\x0b\x32\x1a.concord.v1.AlignJobStatus\"m\n\x0b\x45ntityEvent\x12\x16\n\x0eknowledge_base\x18\x01 \x01(\t\x12&\n\x08upserted\x18\x02 \x01(\x0b\x32\x12.concord.v1.EntityH\x00\x12\x14\n\ndeleted_id\x18\x03 \x01(\tH\x00\x42\x08\n\x06\x63hange\"\xa1\x01\n\x08\x41lignJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x31\n\x07request\x18\x02 \x01(\x0b\x32\x1e.concord.v1.AlignGraphsRequestH\x00\x12\x16\n\x0crequest_path\x18\x03 \x01(\tH\x00\x12\x30\n\x0csubmitted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\n\x06graphs\"\xd1\x01\n\x0e\x41lignJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.concord.v1.AlignJobState\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x10\n\x08progress\x18\x04 \x01(\x02\x12\r\n\x05pairs\x18\x05 \x01(\x05\x12#\n\x05model\x18\x06 \x01(\x0b\x32\x14.concord.v1.ModelRef\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xa4\x01\n\rAlignJobState\x12\x1f\n\x1b\x41LIGN_JOB_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41LIGN_JOB_STATE_QUEUED\x10\x01\x12\x1b\n\x17\x41LIGN_JOB_STATE_RUNNING\x10\x02\x12\x1d\n\x19\x41LIGN_JOB_STATE_SUCCEEDED\x10\x03\x12\x1a\n\x16\x41LIGN_JOB_STATE_FAILED\x10\x04\x32\xd5\x06\n\rLinkerService\x12W\n\x0eUpsertEntities\x12!.concord.v1.UpsertEntitiesRequest\x1a\".concord.v1.UpsertEntitiesResponse\x12W\n\x0e\x44\x65leteEntities\x12!.concord.v1.DeleteEntitiesRequest\x1a\".concord.v1.DeleteEntitiesResponse\x12\x63\n\x12ListKnowledgeBases\x12%.concord.v1.ListKnowledgeBasesRequest\x1a&.concord.v1.ListKnowledgeBasesResponse\x12\x66\n\x13\x44\x65leteKnowledgeBase\x12&.concord.v1.DeleteKnowledgeBaseRequest\x1a\'.concord.v1.DeleteKnowledgeBaseResponse\x12Q\n\x0cLinkMentions\x12\x1f.concord.v1.LinkMentionsRequest\x1a .concord.v1.LinkMentionsResponse\x12H\n\x0b\x41lignGraphs\x12\x1e.concord.v1.AlignGraphsRequest\x1a\x17.concord.v1.AlignedPair0\x01\x12O\n\x0eSubmitAlignJob\x12!.concord.v1.SubmitAlignJobRequest\x1a\x1a.concord.v1.AlignJobStatus\x12I\n\x0bGetAlignJob\x12\x1e.concord.v1.GetAlignJobRequest\x1a\x1a.concord.v1.AlignJobStatus\x12L\n\x0eGetAlignResult\x12!.concord.v1.GetAlignResultRequest\x1a\x17.concord.v1.AlignResult\x12>\n\x07GetInfo\x12\x1a.concord.v1.GetInfoRequest\x1a\x17.concord.v1.ServiceInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'concord.v1.linker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENTITY']._serialized_start=65
-  _globals['_ENTITY']._serialized_end=196
-  _globals['_UPSERTENTITIESREQUEST']._serialized_start=198
-  _globals['_UPSERTENTITIESREQUEST']._serialized_end=283
-  _globals['_UPSERTENTITIESRESPONSE']._serialized_start=285
-  _globals['_UPSERTENTITIESRESPONSE']._serialized_end=327
-  _globals['_MENTION']._serialized_start=329
-  _globals['_MENTION']._serialized_end=418
-  _globals['_LINKMENTIONSREQUEST']._serialized_start=420
-  _globals['_LINKMENTIONSREQUEST']._serialized_end=519
-  _globals['_CANDIDATE']._serialized_start=521
-  _globals['_CANDIDATE']._serialized_end=580
-  _globals['_MENTIONLINKS']._serialized_start=582
-  _globals['_MENTIONLINKS']._serialized_end=639
-  _globals['_LINKMENTIONSRESPONSE']._serialized_start=641
-  _globals['_LINKMENTIONSRESPONSE']._serialized_end=741
-  _globals['_TRIPLE']._serialized_start=743
-  _globals['_TRIPLE']._serialized_end=797
-  _globals['_GRAPH']._serialized_start=799
-  _globals['_GRAPH']._serialized_end=881
-  _globals['_ALIGNGRAPHSREQUEST']._serialized_start=884
-  _globals['_ALIGNGRAPHSREQUEST']._serialized_end=1029
-  _globals['_ALIGNEDPAIR']._serialized_start=1031
-  _globals['_ALIGNEDPAIR']._serialized_end=1097
-  _globals['_LINKERSERVICE']._serialized_start=1100
-  _globals['_LINKERSERVICE']._serialized_end=1425
+  _globals['_ALIGNJOBSTATE']._serialized_start=2574
+  _globals['_ALIGNJOBSTATE']._serialized_end=2738
+  _globals['_ENTITY']._serialized_start=98
+  _globals['_ENTITY']._serialized_end=229
+  _globals['_UPSERTENTITIESREQUEST']._serialized_start=231
+  _globals['_UPSERTENTITIESREQUEST']._serialized_end=316
+  _globals['_UPSERTENTITIESRESPONSE']._serialized_start=318
+  _globals['_UPSERTENTITIESRESPONSE']._serialized_end=397
+  _globals['_DELETEENTITIESREQUEST']._serialized_start=399
+  _globals['_DELETEENTITIESREQUEST']._serialized_end=459
+  _globals['_DELETEENTITIESRESPONSE']._serialized_start=461
+  _globals['_DELETEENTITIESRESPONSE']._serialized_end=502
+  _globals['_LISTKNOWLEDGEBASESREQUEST']._serialized_start=504
+  _globals['_LISTKNOWLEDGEBASESREQUEST']._serialized_end=531
+  _globals['_KNOWLEDGEBASE']._serialized_start=533
+  _globals['_KNOWLEDGEBASE']._serialized_end=617
+  _globals['_LISTKNOWLEDGEBASESRESPONSE']._serialized_start=619
+  _globals['_LISTKNOWLEDGEBASESRESPONSE']._serialized_end=699
+  _globals['_DELETEKNOWLEDGEBASEREQUEST']._serialized_start=701
+  _globals['_DELETEKNOWLEDGEBASEREQUEST']._serialized_end=743
+  _globals['_DELETEKNOWLEDGEBASERESPONSE']._serialized_start=745
+  _globals['_DELETEKNOWLEDGEBASERESPONSE']._serialized_end=791
+  _globals['_MENTION']._serialized_start=793
+  _globals['_MENTION']._serialized_end=882
+  _globals['_LINKMENTIONSREQUEST']._serialized_start=884
+  _globals['_LINKMENTIONSREQUEST']._serialized_end=983
+  _globals['_CANDIDATE']._serialized_start=986
+  _globals['_CANDIDATE']._serialized_end=1220
+  _globals['_MENTIONLINKS']._serialized_start=1222
+  _globals['_MENTIONLINKS']._serialized_end=1279
+  _globals['_LINKMENTIONSRESPONSE']._serialized_start=1281
+  _globals['_LINKMENTIONSRESPONSE']._serialized_end=1381
+  _globals['_TRIPLE']._serialized_start=1383
+  _globals['_TRIPLE']._serialized_end=1437
+  _globals['_GRAPH']._serialized_start=1439
+  _globals['_GRAPH']._serialized_end=1521
+  _globals['_ALIGNGRAPHSREQUEST']._serialized_start=1524
+  _globals['_ALIGNGRAPHSREQUEST']._serialized_end=1669
+  _globals['_ALIGNEDPAIR']._serialized_start=1671
+  _globals['_ALIGNEDPAIR']._serialized_end=1737
+  _globals['_SUBMITALIGNJOBREQUEST']._serialized_start=1739
+  _globals['_SUBMITALIGNJOBREQUEST']._serialized_end=1826
+  _globals['_GETALIGNJOBREQUEST']._serialized_start=1828
+  _globals['_GETALIGNJOBREQUEST']._serialized_end=1864
+  _globals['_GETALIGNRESULTREQUEST']._serialized_start=1866
+  _globals['_GETALIGNRESULTREQUEST']._serialized_end=1944
+  _globals['_ALIGNRESULT']._serialized_start=1947
+  _globals['_ALIGNRESULT']._serialized_end=2084
+  _globals['_ENTITYEVENT']._serialized_start=2086
+  _globals['_ENTITYEVENT']._serialized_end=2195
+  _globals['_ALIGNJOB']._serialized_start=2198
+  _globals['_ALIGNJOB']._serialized_end=2359
+  _globals['_ALIGNJOBSTATUS']._serialized_start=2362
+  _globals['_ALIGNJOBSTATUS']._serialized_end=2571
+  _globals['_LINKERSERVICE']._serialized_start=2741
+  _globals['_LINKERSERVICE']._serialized_end=3594
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,21 @@ class LinkerServiceStub:
                 request_serializer=concord_dot_v1_dot_linker__pb2.UpsertEntitiesRequest.SerializeToString,
                 response_deserializer=concord_dot_v1_dot_linker__pb2.UpsertEntitiesResponse.FromString,
                 _registered_method=True)
+        self.DeleteEntities = channel.unary_unary(
+                '/concord.v1.LinkerService/DeleteEntities',
+                request_serializer=concord_dot_v1_dot_linker__pb2.DeleteEntitiesRequest.SerializeToString,
+                response_deserializer=concord_dot_v1_dot_linker__pb2.DeleteEntitiesResponse.FromString,
+                _registered_method=True)
+        self.ListKnowledgeBases = channel.unary_unary(
+                '/concord.v1.LinkerService/ListKnowledgeBases',
+                request_serializer=concord_dot_v1_dot_linker__pb2.ListKnowledgeBasesRequest.SerializeToString,
+                response_deserializer=concord_dot_v1_dot_linker__pb2.ListKnowledgeBasesResponse.FromString,
+                _registered_method=True)
+        self.DeleteKnowledgeBase = channel.unary_unary(
+                '/concord.v1.LinkerService/DeleteKnowledgeBase',
+                request_serializer=concord_dot_v1_dot_linker__pb2.DeleteKnowledgeBaseRequest.SerializeToString,
+                response_deserializer=concord_dot_v1_dot_linker__pb2.DeleteKnowledgeBaseResponse.FromString,
+                _registered_method=True)
         self.LinkMentions = channel.unary_unary(
                 '/concord.v1.LinkerService/LinkMentions',
                 request_serializer=concord_dot_v1_dot_linker__pb2.LinkMentionsRequest.SerializeToString,
@@ -49,6 +64,21 @@ class LinkerServiceStub:
                 '/concord.v1.LinkerService/AlignGraphs',
                 request_serializer=concord_dot_v1_dot_linker__pb2.AlignGraphsRequest.SerializeToString,
                 response_deserializer=concord_dot_v1_dot_linker__pb2.AlignedPair.FromString,
+                _registered_method=True)
+        self.SubmitAlignJob = channel.unary_unary(
+                '/concord.v1.LinkerService/SubmitAlignJob',
+                request_serializer=concord_dot_v1_dot_linker__pb2.SubmitAlignJobRequest.SerializeToString,
+                response_deserializer=concord_dot_v1_dot_linker__pb2.AlignJobStatus.FromString,
+                _registered_method=True)
+        self.GetAlignJob = channel.unary_unary(
+                '/concord.v1.LinkerService/GetAlignJob',
+                request_serializer=concord_dot_v1_dot_linker__pb2.GetAlignJobRequest.SerializeToString,
+                response_deserializer=concord_dot_v1_dot_linker__pb2.AlignJobStatus.FromString,
+                _registered_method=True)
+        self.GetAlignResult = channel.unary_unary(
+                '/concord.v1.LinkerService/GetAlignResult',
+                request_serializer=concord_dot_v1_dot_linker__pb2.GetAlignResultRequest.SerializeToString,
+                response_deserializer=concord_dot_v1_dot_linker__pb2.AlignResult.FromString,
                 _registered_method=True)
         self.GetInfo = channel.unary_unary(
                 '/concord.v1.LinkerService/GetInfo',
@@ -61,7 +91,29 @@ class LinkerServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def UpsertEntities(self, request, context):
-        """Adds or replaces entities in a knowledge base (idempotent by entity id).
+        """Adds or replaces entities in a knowledge base (idempotent by entity id); creates the
+        knowledge base on first use.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteEntities(self, request, context):
+        """Removes entities by id (unknown ids are ignored).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKnowledgeBases(self, request, context):
+        """Lists the knowledge bases with their entity counts and the model that built each.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteKnowledgeBase(self, request, context):
+        """Drops a knowledge base and every entity in it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -81,6 +133,27 @@ class LinkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitAlignJob(self, request, context):
+        """Queues an alignment too large for one call as a job on Kafka (concord.align.jobs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAlignJob(self, request, context):
+        """A job's state and progress.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAlignResult(self, request, context):
+        """A finished job's aligned pairs, a page at a time (best first per source entity).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetInfo(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -95,6 +168,21 @@ def add_LinkerServiceServicer_to_server(servicer, server):
                     request_deserializer=concord_dot_v1_dot_linker__pb2.UpsertEntitiesRequest.FromString,
                     response_serializer=concord_dot_v1_dot_linker__pb2.UpsertEntitiesResponse.SerializeToString,
             ),
+            'DeleteEntities': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteEntities,
+                    request_deserializer=concord_dot_v1_dot_linker__pb2.DeleteEntitiesRequest.FromString,
+                    response_serializer=concord_dot_v1_dot_linker__pb2.DeleteEntitiesResponse.SerializeToString,
+            ),
+            'ListKnowledgeBases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKnowledgeBases,
+                    request_deserializer=concord_dot_v1_dot_linker__pb2.ListKnowledgeBasesRequest.FromString,
+                    response_serializer=concord_dot_v1_dot_linker__pb2.ListKnowledgeBasesResponse.SerializeToString,
+            ),
+            'DeleteKnowledgeBase': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteKnowledgeBase,
+                    request_deserializer=concord_dot_v1_dot_linker__pb2.DeleteKnowledgeBaseRequest.FromString,
+                    response_serializer=concord_dot_v1_dot_linker__pb2.DeleteKnowledgeBaseResponse.SerializeToString,
+            ),
             'LinkMentions': grpc.unary_unary_rpc_method_handler(
                     servicer.LinkMentions,
                     request_deserializer=concord_dot_v1_dot_linker__pb2.LinkMentionsRequest.FromString,
@@ -104,6 +192,21 @@ def add_LinkerServiceServicer_to_server(servicer, server):
                     servicer.AlignGraphs,
                     request_deserializer=concord_dot_v1_dot_linker__pb2.AlignGraphsRequest.FromString,
                     response_serializer=concord_dot_v1_dot_linker__pb2.AlignedPair.SerializeToString,
+            ),
+            'SubmitAlignJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitAlignJob,
+                    request_deserializer=concord_dot_v1_dot_linker__pb2.SubmitAlignJobRequest.FromString,
+                    response_serializer=concord_dot_v1_dot_linker__pb2.AlignJobStatus.SerializeToString,
+            ),
+            'GetAlignJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAlignJob,
+                    request_deserializer=concord_dot_v1_dot_linker__pb2.GetAlignJobRequest.FromString,
+                    response_serializer=concord_dot_v1_dot_linker__pb2.AlignJobStatus.SerializeToString,
+            ),
+            'GetAlignResult': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAlignResult,
+                    request_deserializer=concord_dot_v1_dot_linker__pb2.GetAlignResultRequest.FromString,
+                    response_serializer=concord_dot_v1_dot_linker__pb2.AlignResult.SerializeToString,
             ),
             'GetInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInfo,
@@ -138,6 +241,87 @@ class LinkerService:
             '/concord.v1.LinkerService/UpsertEntities',
             concord_dot_v1_dot_linker__pb2.UpsertEntitiesRequest.SerializeToString,
             concord_dot_v1_dot_linker__pb2.UpsertEntitiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteEntities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/concord.v1.LinkerService/DeleteEntities',
+            concord_dot_v1_dot_linker__pb2.DeleteEntitiesRequest.SerializeToString,
+            concord_dot_v1_dot_linker__pb2.DeleteEntitiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKnowledgeBases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/concord.v1.LinkerService/ListKnowledgeBases',
+            concord_dot_v1_dot_linker__pb2.ListKnowledgeBasesRequest.SerializeToString,
+            concord_dot_v1_dot_linker__pb2.ListKnowledgeBasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteKnowledgeBase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/concord.v1.LinkerService/DeleteKnowledgeBase',
+            concord_dot_v1_dot_linker__pb2.DeleteKnowledgeBaseRequest.SerializeToString,
+            concord_dot_v1_dot_linker__pb2.DeleteKnowledgeBaseResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -192,6 +376,87 @@ class LinkerService:
             '/concord.v1.LinkerService/AlignGraphs',
             concord_dot_v1_dot_linker__pb2.AlignGraphsRequest.SerializeToString,
             concord_dot_v1_dot_linker__pb2.AlignedPair.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitAlignJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/concord.v1.LinkerService/SubmitAlignJob',
+            concord_dot_v1_dot_linker__pb2.SubmitAlignJobRequest.SerializeToString,
+            concord_dot_v1_dot_linker__pb2.AlignJobStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAlignJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/concord.v1.LinkerService/GetAlignJob',
+            concord_dot_v1_dot_linker__pb2.GetAlignJobRequest.SerializeToString,
+            concord_dot_v1_dot_linker__pb2.AlignJobStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAlignResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/concord.v1.LinkerService/GetAlignResult',
+            concord_dot_v1_dot_linker__pb2.GetAlignResultRequest.SerializeToString,
+            concord_dot_v1_dot_linker__pb2.AlignResult.FromString,
             options,
             channel_credentials,
             insecure,

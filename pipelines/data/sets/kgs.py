@@ -1,9 +1,21 @@
-"""Two overlapping knowledge graphs (for UMAEA): entities with relations, attributes and
-images, images missing at a chosen rate and some swapped for ambiguous ones, plus gold
-alignment seeds and test pairs.
+"""Two overlapping knowledge graphs (for UMAEA): entities with relations, attribute keys and
+images, images missing at a chosen rate and some swapped for other entities' (ambiguity),
+plus gold alignment seeds and test pairs.
+
+Built so that no single cheap cue aligns the graphs (the UMAEA "w/o surface" setting):
+- names are drawn independently per graph, so name matching is at chance;
+- each graph keeps the shared community graph with ~30% of its edges dropped or rewired;
+- the two graphs name relations and attribute keys from different vocabularies, with
+  per-graph noise (relabelled triples, dropped and spurious keys); attribute values are
+  per-graph noise, so only the keys carry signal;
+- images are per-graph renders (jittered colour, position, background) of the entity's
+  look, and a look is shared by a few entities, so an image narrows but rarely decides.
 
 Whether an entity's image is missing is decided by a per-entity draw independent of the
-rate, so datasets made at rates 0.2 and 0.5 are nested: the same seed, more images gone.
+rate, recorded in `meta/image_draws.tsv`, so datasets made at rates 0.2 and 0.6 are
+nested (the same seed, more images gone) and a pipeline can build once at rate 0 and mask
+any rate itself. Of the remaining images, `ambiguous_rate` are swapped for another
+entity's (one of the same shape, so it looks plausible).
 """
 
 from __future__ import annotations
@@ -12,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.data.names import pseudo_words, respell
+from pipelines.data.names import pseudo_words
 from pipelines.data.render import render
 from pipelines.data.scene import compose, make_object
 from pipelines.data.sets import BuildArgs, DatasetSpec
@@ -21,32 +33,71 @@ from pipelines.data.store import DatasetWriter, Manifest, decode_png, item_rng
 from pipelines.data.vocab import COLOURS, SHAPES, SIZE_ORDER, TEXTURES
 
 NAME = "kgs"
-REGIONS = ("north", "south", "east", "west", "coast", "hills")
-# The two graphs name the same relations and attributes differently, as two sources would.
-RELATIONS = {"kg1": ("allied_with", "rival_of", "located_near", "part_of", "trades_with"),
-             "kg2": ("ally", "rival", "neighbour", "member_of", "partner")}
-ATTRIBUTES = {"kg1": ("colour", "shape", "size", "region"),
-              "kg2": ("hasColor", "hasForm", "hasSize", "inRegion")}
+GRAPHS = ("kg1", "kg2")
+NUM_RELATIONS = 12
+NUM_KEYS = 32
+NUM_TYPES = 8
+EDGE_DROP, EDGE_REWIRE, RELATION_NOISE = 0.15, 0.15, 0.1
+KEY_KEEP, KEY_SPURIOUS = 0.8, 0.1
+# The two graphs name the same relations and attribute keys differently, as two sources would.
+_STEMS = ("ally", "rival", "near", "member", "partner", "supplier", "founder", "host", "owner",
+          "branch", "sponsor", "twin")
+RELATIONS = {"kg1": tuple(f"{s}_of" for s in _STEMS),
+             "kg2": tuple(f"has{s.capitalize()}" for s in _STEMS)}
+KEYS = {"kg1": tuple(f"attr_{i:02d}" for i in range(NUM_KEYS)),
+        "kg2": tuple(f"prop{i:02d}x" for i in range(NUM_KEYS))}
 
 
 def _world(rng: np.random.Generator, n: int) -> tuple[list[dict], list[tuple[int, int, int]]]:
+    """Latent entities (look, type, community, attribute keys) and the shared triples."""
     looks = [(c, s, t) for c in COLOURS for s in SHAPES for t in TEXTURES]
     picks = rng.permutation(len(looks))
-    names = pseudo_words(rng, n)
-    ents = [{"name": names[k], "colour": looks[int(picks[k % len(looks)])][0],
-             "shape": looks[int(picks[k % len(looks)])][1], "texture": looks[int(picks[k % len(looks)])][2],
-             "size": str(rng.choice(SIZE_ORDER[1:])), "region": str(rng.choice(REGIONS))} for k in range(n)]
+    communities = max(2, n // 40)
+    type_keys = [rng.choice(NUM_KEYS, size=6, replace=False) for _ in range(NUM_TYPES)]
+    ents = []
+    for k in range(n):
+        c, s, t = looks[int(picks[k % len(looks)])]
+        kind = int(rng.integers(NUM_TYPES))
+        keys = {int(x) for x in type_keys[kind] if rng.uniform() < 0.7}
+        keys |= {int(x) for x in np.flatnonzero(rng.uniform(size=NUM_KEYS) < 0.05)}
+        ents.append({"colour": c, "shape": s, "texture": t, "size": str(rng.choice(SIZE_ORDER)),
+                     "type": kind, "community": int(rng.integers(communities)), "keys": sorted(keys)})
+    members: dict[int, list[int]] = {}
+    for k, e in enumerate(ents):
+        members.setdefault(e["community"], []).append(k)
+    rel_of_types = rng.integers(NUM_RELATIONS, size=(NUM_TYPES, NUM_TYPES))
     edges = set()
     for h in range(n):
-        for t in rng.choice(n, size=int(rng.integers(2, 5)), replace=False):
-            if int(t) != h:
-                edges.add((h, int(rng.integers(len(RELATIONS["kg1"]))), int(t)))
+        for _ in range(int(rng.integers(2, 6))):
+            pool = members[ents[h]["community"]] if rng.uniform() < 0.8 else range(n)
+            t = int(rng.choice(pool))
+            if t != h:
+                r = int(rel_of_types[ents[h]["type"], ents[t]["type"]]) if rng.uniform() < 0.7 \
+                    else int(rng.integers(NUM_RELATIONS))
+                edges.add((h, r, t))
     return ents, sorted(edges)
+
+
+def _graph_triples(rng: np.random.Generator, edges: list[tuple[int, int, int]], n: int,
+                   member: dict[int, str]) -> list[tuple[int, int, int]]:
+    """One graph's copy of the shared triples: some dropped, some rewired, some relabelled."""
+    out = []
+    for h, r, t in edges:
+        u = rng.uniform()
+        if u < EDGE_DROP:
+            continue
+        if u < EDGE_DROP + EDGE_REWIRE:
+            t = int(rng.integers(n))
+        if rng.uniform() < RELATION_NOISE:
+            r = int(rng.integers(NUM_RELATIONS))
+        if h in member and t in member and h != t:
+            out.append((h, r, t))
+    return out
 
 
 def build(args: BuildArgs) -> Manifest:
     n = args.counts["entities"]
-    missing, ambiguous = args.option("missing_rate", 0.3), args.option("ambiguous_rate", 0.05)
+    missing, ambiguous = args.option("missing_rate", 0.3), args.option("ambiguous_rate", 0.1)
     seed_ratio = args.option("seed_ratio", 0.3)
     for key, v in (("missing_rate", missing), ("ambiguous_rate", ambiguous), ("seed_ratio", seed_ratio)):
         if not 0.0 <= v <= 1.0:
@@ -56,34 +107,36 @@ def build(args: BuildArgs) -> Manifest:
                        "ambiguous_rate": ambiguous, "seed_ratio": seed_ratio}, args.overwrite)
     rng = item_rng(args.seed, NAME, "world", 0)
     ents, edges = _world(rng, n)
-    members = {kg: [k for k in range(n) if rng.uniform() < 0.85] for kg in ("kg1", "kg2")}
+    members = {kg: [k for k in range(n) if rng.uniform() < 0.9] for kg in GRAPHS}
     ids: dict[str, dict[int, str]] = {}
     counts: dict[str, int] = {}
-    swapped_rows = []
+    swapped_rows, draw_rows = [], []
     for kg, prefix in (("kg1", "a"), ("kg2", "b")):
-        order = rng.permutation(members[kg])  # ids carry no hint of the alignment
+        grng = item_rng(args.seed, NAME, f"graph-{kg}", 0)
+        order = grng.permutation(members[kg])  # ids carry no hint of the alignment
         ids[kg] = {int(k): f"{prefix}{j:05d}" for j, k in enumerate(order)}
-        names = {k: ents[k]["name"] for k in ids[kg]}
-        if kg == "kg2":  # the second source spells half the names differently
-            names = {k: respell(rng, v) if rng.uniform() < 0.5 else v for k, v in names.items()}
+        names = dict(zip(sorted(ids[kg]), pseudo_words(grng, len(ids[kg])), strict=True))  # per graph
         rows = sorted((ids[kg][k], names[k]) for k in ids[kg])
         counts[f"{kg}_entities"] = w.put_tsv(f"{kg}/entities.tsv", rows)
-        triples = sorted((ids[kg][h], RELATIONS[kg][r], ids[kg][t]) for h, r, t in edges
-                         if h in ids[kg] and t in ids[kg] and rng.uniform() < 0.8)
+        triples = sorted({(ids[kg][h], RELATIONS[kg][r], ids[kg][t])
+                          for h, r, t in _graph_triples(grng, edges, n, ids[kg])})
         counts[f"{kg}_triples"] = w.put_tsv(f"{kg}/triples.tsv", triples)
-        attrs = sorted((ids[kg][k], a, ents[k][src]) for k in ids[kg]
-                       for a, src in zip(ATTRIBUTES[kg], ("colour", "shape", "size", "region"), strict=True)
-                       if rng.uniform() < 0.7)
-        counts[f"{kg}_attributes"] = w.put_tsv(f"{kg}/attributes.tsv", attrs)
+        attrs = []
+        for k in sorted(ids[kg]):
+            keys = {x for x in ents[k]["keys"] if grng.uniform() < KEY_KEEP}
+            if grng.uniform() < KEY_SPURIOUS:
+                keys.add(int(grng.integers(NUM_KEYS)))
+            attrs += [(ids[kg][k], KEYS[kg][x], str(int(grng.integers(1000)))) for x in sorted(keys)]
+        counts[f"{kg}_attributes"] = w.put_tsv(f"{kg}/attributes.tsv", sorted(attrs))
         image_rows = []
         for k in sorted(ids[kg]):
             erng = item_rng(args.seed, NAME, f"image-{kg}", k)
             u_missing, u_ambiguous = erng.uniform(), erng.uniform()
+            draw_rows.append((kg, ids[kg][k], f"{u_missing:.6f}"))
             if u_missing < missing:
                 continue
             src = k
             if u_ambiguous < ambiguous:
-                # An ambiguous image: another entity of the same shape, so it looks plausible.
                 same = [j for j in range(n) if j != k and ents[j]["shape"] == ents[k]["shape"]]
                 same = same or [(k + 1) % n]
                 src = same[int(erng.integers(len(same)))]
@@ -99,6 +152,7 @@ def build(args: BuildArgs) -> Manifest:
     counts["seed_pairs"] = w.put_tsv("alignment/seed.tsv", sorted(pairs[:cut]))
     counts["test_pairs"] = w.put_tsv("alignment/test.tsv", sorted(pairs[cut:]))
     counts["swapped_images"] = w.put_tsv("meta/swapped_images.tsv", sorted(swapped_rows))
+    w.put_tsv("meta/image_draws.tsv", sorted(draw_rows))
     return w.finish(counts)
 
 
@@ -106,11 +160,17 @@ def _tsv(path: Path) -> list[list[str]]:
     return [line.split("\t") for line in path.read_text().splitlines() if line]
 
 
+def present_at(root: Path, kg: str, rate: float) -> set[str]:
+    """Ids of `kg` whose image is kept at missing `rate` (<= the rate the set was built at
+    is not required: any rate >= the built one gives a subset of images.tsv)."""
+    return {i for g, i, u in _tsv(Path(root) / "meta" / "image_draws.tsv") if g == kg and float(u) >= rate}
+
+
 def sheet(root: Path, n: int) -> list[SheetRow]:
     root = Path(root)
-    names = {kg: dict(_tsv(root / kg / "entities.tsv")) for kg in ("kg1", "kg2")}
-    images = {kg: dict(_tsv(root / kg / "images.tsv")) for kg in ("kg1", "kg2")}
-    triples = {kg: _tsv(root / kg / "triples.tsv") for kg in ("kg1", "kg2")}
+    names = {kg: dict(_tsv(root / kg / "entities.tsv")) for kg in GRAPHS}
+    images = {kg: dict(_tsv(root / kg / "images.tsv")) for kg in GRAPHS}
+    triples = {kg: _tsv(root / kg / "triples.tsv") for kg in GRAPHS}
     rows = []
     for a, b in _tsv(root / "alignment" / "test.tsv")[:n]:
         panels = [(f"kg1 {a}", decode_png(root / images["kg1"][a])) if a in images["kg1"] else
@@ -125,10 +185,10 @@ def sheet(root: Path, n: int) -> list[SheetRow]:
 
 
 SPEC = DatasetSpec(
-    name=NAME, version="1.0",
-    description="Two KGs over overlapping entities with images, missing/ambiguous images, alignment.",
-    presets={"tiny": {"entities": 16}, "small": {"entities": 100}, "default": {"entities": 300},
-             "large": {"entities": 324}},
+    name=NAME, version="2.0",
+    description="Two KGs over overlapping entities (no shared names), missing/ambiguous images, alignment.",
+    presets={"tiny": {"entities": 16}, "small": {"entities": 100}, "default": {"entities": 1000},
+             "large": {"entities": 1500}},
     build=build, sheet=sheet,
-    options={"missing_rate": 0.3, "ambiguous_rate": 0.05, "seed_ratio": 0.3},
+    options={"missing_rate": 0.3, "ambiguous_rate": 0.1, "seed_ratio": 0.3},
 )

@@ -1,0 +1,3 @@
+from pipelines.bias.cli import app
+
+app()
