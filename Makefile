@@ -11,7 +11,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: install kafka helm protos check lint test run report-encoder report-scorer report-generator \
-	bench freeze clean
+	report-linker report-bias bench freeze clean
 
 install: $(STAMP)
 
@@ -51,6 +51,15 @@ report-scorer: install
 report-generator: install
 	$(BIN)/python -m pipelines.generator.report
 
+# M3EL ablations and the UMAEA missing-image grid (about an hour on 2 cores); ENCODER=URI skips
+# training the small encoder both share.
+report-linker: install
+	$(BIN)/python -m pipelines.linker.report $(if $(ENCODER),--encoder $(ENCODER))
+
+# ViLBias variants on ShapeNews (about 25 minutes on 2 cores after the encoder).
+report-bias: install
+	$(BIN)/python -m pipelines.bias report $(if $(ENCODER),--encoder $(ENCODER))
+
 bench: install kafka
 	$(BIN)/python -m benchmarks.encoder_serving
 	$(BIN)/python -m benchmarks.search_qps
@@ -58,6 +67,8 @@ bench: install kafka
 	$(BIN)/python -m benchmarks.scorer_serving
 	$(BIN)/python -m benchmarks.generator_serving
 	$(BIN)/python -m benchmarks.overload
+	$(BIN)/python -m benchmarks.linker_serving
+	$(BIN)/python -m benchmarks.bias_serving
 
 # Minutes of mixed traffic with bad input through the services (tiny models): RSS, open files,
 # threads and status codes -> reports/soak.md.
