@@ -39,13 +39,14 @@ from PIL import Image
 
 from concord.bus import Delivery, make_bus, topics
 from concord.clients import Concord, Connection, IndexItem, status_of
+from concord.clients.linker import Entity, Mention
 from concord.config import Settings
-from concord.proto.v1 import common_pb2, events_pb2
+from concord.proto.v1 import bias_pb2, common_pb2, events_pb2
 from concord.registry import Registry
 from tests.deploy.conftest import by_kind
 from tests.fixtures.media import png
 from tests.fixtures.mlflow import MlflowServer
-from tests.fixtures.models import scorer_package, tiny_encoder
+from tests.fixtures.models import bias_package, linker_package, scorer_package, tiny_encoder
 from tests.fixtures.waiting import wait_until
 from tools.kafka.broker import KafkaBroker
 
@@ -54,8 +55,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 TOKEN = "topology-token"
-# The services a product flow goes through; linker and bias answer UNIMPLEMENTED today.
-FLOW = ("encoder", "retrieval", "scorer", "generator")
+# The services a product flow goes through: all six.
+FLOW = ("encoder", "retrieval", "scorer", "generator", "linker", "bias")
 START_DEADLINE_S = 240.0
 WAIT_S = 180.0
 PROMPT = "a red circle above a blue square"
@@ -210,8 +211,9 @@ def _register(registry: Registry, name: str, directory: Path) -> None:
 def registered(
     mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
 ) -> MlflowServer:
-    """concord-encoder, concord-scorer and concord-generator @production, as the deployment
-    files name them: tiny random models (quality is measured by the reports, not here)."""
+    """concord-encoder, -scorer, -generator, -linker and -bias @production, as the deployment
+    files name them: tiny random models (quality is measured by the reports, not here). The
+    scorer, linker and bias packages name the encoder by its registry alias."""
     from concord.checkpoints import build_generator, save_generator
     from concord.models.diffusion.config import load_preset
 
@@ -222,6 +224,10 @@ def registered(
     _register(registry, "concord-scorer", scorer)
     generator = save_generator(build_generator(load_preset("tiny"), seed=0), root / "generator")
     _register(registry, "concord-generator", generator)
+    encoder_alias = "models:/concord-encoder@production"
+    _register(registry, "concord-linker", linker_package(root / "linker", encoder_alias))
+    bias = bias_package(root / "bias", tiny_encoder(tmp_path_factory), encoder_uri=encoder_alias)
+    _register(registry, "concord-bias", bias)
     return mlflow_server
 
 
@@ -316,6 +322,24 @@ def test_a_product_flow_runs_through_separate_processes(
         assert Image.open(io.BytesIO(generated.png)).size == (32, 32)
         assert generated.model.name == "concord-generator" and generated.layout is not None
 
+        # link: the linker keeps the knowledge base in the vector store, featurizes with the
+        # encoder its registered package names, and re-ranks with M3EL
+        kb = f"topology-{uuid.uuid4().hex[:6]}"
+        entities = [
+            Entity("e-red", "Zorv", "the northern crest", images=(red,)),
+            Entity("e-blue", "Zorv", "the southern crest", images=(blue,)),
+            Entity("e-text", "Mirel", "a beacon of the coast"),
+        ]
+        assert sdk.upsert_entities(kb, entities) == 3
+        links = sdk.link(kb, [Mention("We met Zorv at the parade", (7, 11), red)], top_k=3)
+        assert links.model.name == "concord-linker"
+        assert {c.entity_id for c in links.candidates[0]} == {e.id for e in entities}
+
+        # bias: the detector resolves its package and the encoder it names from the registry
+        detection = sdk.detect_bias([(red, "a sinister red square menaces everyone")])
+        assert detection.model.name == "concord-bias"
+        assert detection.verdicts[0].label in ("biased", "neutral")
+
     _ingest_over_kafka(settings, collection)
     _audit_over_kafka(settings)
 
@@ -344,6 +368,32 @@ def _publish_and_await(
         try:
             bus.publish(topic, key, message)
             bus.flush()
+            wait_until(lambda: bool(seen), what, WAIT_S)
+        finally:
+            observer.stop()
+    return seen[0]
+
+
+def _await(
+    settings: Settings,
+    watch: str,
+    key: str,
+    event_type: type[E],
+    match: Callable[[E], bool],
+    what: str,
+) -> E:
+    """Wait for the first `watch` event that `match`es (a new group: from the topic's start)."""
+    lock = threading.Lock()
+    seen: list[E] = []
+
+    def on_event(event: E, _: Delivery) -> None:
+        if match(event):
+            with lock:
+                seen.append(event)
+
+    with make_bus(settings) as bus:
+        observer = bus.subscribe(watch, f"obs-{watch}-{key}", on_event, event_type).start()
+        try:
             wait_until(lambda: bool(seen), what, WAIT_S)
         finally:
             observer.stop()
@@ -387,6 +437,17 @@ def _audit_over_kafka(settings: Settings) -> None:
         "the AuditResult of a generation job",
     )
     assert audit.text == PROMPT and audit.model.name == "concord-scorer"
+    # ...and the bias detector checked the same generated image on its own topic. The job
+    # ran once; a new observer group reads the topic from its start.
+    verdict = _await(
+        settings,
+        topics.BIAS_VERDICTS,
+        job_id,
+        bias_pb2.BiasVerdictEvent,
+        lambda m: m.subject_id.startswith(f"{job_id}/"),
+        "the bias verdict on the generated image",
+    )
+    assert verdict.model.name == "concord-bias"
 
 
 # ------------------------------------------------------------------ the Helm chart
