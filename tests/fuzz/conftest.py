@@ -1,4 +1,4 @@
-"""The fuzzed deployment (encoder, retrieval, scorer, generator on tiny models, one module)
+"""The fuzzed deployment (all six services on tiny models, one module)
 and, when `CONCORD_FUZZ_REPORT` names a file (`make fuzz`), the tally written there."""
 
 from __future__ import annotations
@@ -11,7 +11,13 @@ import pytest
 
 from concord.bus import MemoryLog
 from concord.config import Settings
-from tests.fixtures.models import scorer_package, tiny_encoder, tiny_generator
+from tests.fixtures.models import (
+    bias_package,
+    linker_package,
+    scorer_package,
+    tiny_encoder,
+    tiny_generator,
+)
 from tests.fixtures.serving import InProcessDeployment
 from tests.fuzz.harness import SERVICES, fuzz_settings, write_report
 
@@ -27,6 +33,8 @@ def deployment(
         str(encoder),
         str(tiny_generator(tmp_path_factory)),
         str(scorer_package(tmp / "scorer", encoder)),
+        str(linker_package(tmp / "linker", encoder)),
+        str(bias_package(tmp / "bias", encoder)),
     )
     with pytest.MonkeyPatch.context() as patch:
         # The services' embedded bus, apart from other tests' events (customization jobs).

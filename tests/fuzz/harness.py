@@ -20,7 +20,14 @@ from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from hypothesis import HealthCheck, settings
 
 from concord.config import Settings
-from concord.proto.v1 import encoder_pb2, generator_pb2, retrieval_pb2, scorer_pb2
+from concord.proto.v1 import (
+    bias_pb2,
+    encoder_pb2,
+    generator_pb2,
+    linker_pb2,
+    retrieval_pb2,
+    scorer_pb2,
+)
 from tests.fixtures.serving import free_ports
 
 EXAMPLES = int(os.environ.get("CONCORD_FUZZ_EXAMPLES", "12"))
@@ -49,6 +56,8 @@ SERVICES: dict[str, ServiceDescriptor] = {
     "retrieval": retrieval_pb2.DESCRIPTOR.services_by_name["RetrievalService"],
     "scorer": scorer_pb2.DESCRIPTOR.services_by_name["ScorerService"],
     "generator": generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"],
+    "linker": linker_pb2.DESCRIPTOR.services_by_name["LinkerService"],
+    "bias": bias_pb2.DESCRIPTOR.services_by_name["BiasService"],
 }
 METHODS: list[tuple[str, MethodDescriptor]] = [
     (name, method) for name, service in SERVICES.items() for method in service.methods
@@ -68,9 +77,11 @@ FAILURES: list[str] = []  # what a forbidden answer looked like (for the report)
 _LOCK = threading.Lock()
 
 
-def fuzz_settings(home: Path, encoder: str, generator: str, scorer: str) -> Settings:
-    """Settings for the four services on free ports, with limits that keep a valid request
-    cheap (2-step generations, 4 pairs per Score) and a bearer token."""
+def fuzz_settings(
+    home: Path, encoder: str, generator: str, scorer: str, linker: str, bias: str
+) -> Settings:
+    """Settings for the six services on free ports, with limits that keep a valid request
+    cheap (2-step generations, 4 pairs per Score, small graphs) and a bearer token."""
     ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
     return Settings(
         home=home,
@@ -86,6 +97,8 @@ def fuzz_settings(home: Path, encoder: str, generator: str, scorer: str) -> Sett
             "max_pairs_per_request": SCORER_MAX_PAIRS,
             "max_text_chars": SCORER_MAX_CHARS,
         },
+        linker={"model": linker, "max_graph_entities": 64, "max_mentions_per_request": 8},
+        bias={"model": bias, "max_pairs_per_request": 4, "max_counterfactuals": 4},
         serving={
             "ports": ports,
             "metrics_port": 0,

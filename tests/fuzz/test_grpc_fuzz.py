@@ -1,4 +1,4 @@
-"""Random requests for every RPC of the encoder, retrieval, scorer and generator services,
+"""Random requests for every RPC of the six services,
 built from the proto descriptors (plus corrupted and random bytes, and calls without the
 token), over real gRPC: no answer is INTERNAL or UNKNOWN, and every service is still
 SERVING afterwards. `make fuzz` runs the same with a larger budget."""
