@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install kafka helm protos check lint test run report-encoder report-scorer report-generator \
+.PHONY: install kafka helm browser protos check lint test run report-encoder report-scorer report-generator \
 	report-linker report-bias bench freeze clean
 
 install: $(STAMP)
@@ -27,6 +27,11 @@ kafka: $(STAMP)
 helm: $(STAMP)
 	bash tools/helm/fetch.sh
 
+# Debian's chromium: the suite opens the first run's page in it (headless). Root installs it;
+# anyone else gets the command to run.
+browser:
+	@command -v chromium >/dev/null 2>&1 || bash tools/browser/install.sh
+
 protos: $(STAMP)
 	$(BIN)/python tools/gen_protos.py
 
@@ -36,11 +41,13 @@ check: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy concord
 
-test: install kafka helm check
+test: install kafka helm browser check
 	$(BIN)/python -m pytest --durations=15
 
+# The first run: register the shipped demo models (FULL=1: train the full presets instead),
+# start the six services, run one flow through all of them and write demo/index.html.
 run: install
-	$(BIN)/concord up --smoke
+	$(BIN)/concord demo $(if $(FULL),--full)
 
 report-encoder: install
 	$(BIN)/python -m pipelines.encoder.report

@@ -80,6 +80,11 @@ class ServingSettings(BaseModel):
     # reconnect and spread over new replicas behind a Kubernetes Service. None: never.
     max_connection_age_seconds: float | None = Field(None, gt=0)
     tls: TLSSettings | None = None  # None: plaintext gRPC (inside a trusted network only)
+    # How often a service serving `models:/NAME@ALIAS` asks the registry where the alias
+    # points; when it moved, the new version loads in the background and is swapped in without
+    # a failed call (concord.serving.reload). 0: resolve once at start. Versions and local
+    # paths never move.
+    reload_interval_seconds: float = Field(30.0, ge=0)
 
     def port_for(self, service: str) -> int:
         if service in self.ports:

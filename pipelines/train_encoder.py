@@ -1,6 +1,9 @@
 """Train the Concord dual encoder on Concord Scenes: setup, loop, eval, checkpoint, track in MLflow,
 register `concord-encoder`. `python -m pipelines.train_encoder --preset tiny --loss clip ...`;
-every option also reads a `CONCORD_TRAIN_*` variable, so a Kubernetes Job can set it by env."""
+every option also reads a `CONCORD_TRAIN_*` variable, so a Kubernetes Job can set it by env.
+Under `torchrun --nproc-per-node N -m pipelines.train_encoder ...` it trains data-parallel
+(pipelines.encoder.distributed): --batch-size is the global batch, split across the N ranks, the
+loss is computed on the gathered global batch, and rank 0 evaluates, logs, saves and registers."""
 
 from __future__ import annotations
 
@@ -18,11 +21,11 @@ from rich.console import Console
 from tqdm import tqdm
 
 from concord.checkpoints import build_encoder, save_encoder
-from concord.devices import resolve_device
 from concord.models.config import load_config
 from concord.models.dual_encoder import DualEncoder, Encoded
 from concord.models.losses import contrastive_loss, filip_loss
 from concord.models.preprocess import TextTokenizer
+from pipelines.encoder import distributed
 from pipelines.encoder.data import ImageTextSet, ensure_dataset, load_retrieval, sample_captions
 from pipelines.encoder.embed import TextStateCache, embed_images, embed_texts, encode_texts
 from pipelines.encoder.evaluate import filip_scores, global_scores, retrieval
@@ -44,14 +47,14 @@ class TrainConfig:
     unfrozen_layers: int | None = None  # MiniLM top layers to train; None: the preset's
     embed_dim: int | None = None  # joint dimension; None: the preset's
     epochs: int = 5
-    batch_size: int = 128
+    batch_size: int = 128  # global: split across the ranks under torchrun
     lr: float = 1e-3  # image tower, projections, logit scale
     text_lr: float = 5e-5  # unfrozen MiniLM layers (pretrained: a gentler rate)
     weight_decay: float = 0.05
     warmup_frac: float = 0.1  # of all steps, then cosine decay to 0
     train_limit: int = 0  # use only the first N train images (0: all)
     val_limit: int = 0
-    threads: int = 2  # torch CPU threads
+    threads: int = 2  # torch CPU threads (per process under torchrun)
     device: str = "auto"  # auto | cpu | cuda | cuda:N: the model and its batches
     out: Path | None = None  # model directory to write; None: a temp dir
     tracking_uri: str | None = None  # MLflow; None: no tracking
@@ -76,9 +79,12 @@ class TrainResult:
     tokenizer: TextTokenizer
     model_dir: Path
     history: list[EpochStats] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)  # training loss of every global batch
     seconds: float = 0.0  # wall time of the training loop (setup and caching excluded)
     run_id: str | None = None
     version: int | None = None  # registered version, if registered
+    rank: int = 0  # torch.distributed rank of this process (rank 0 saved and registered)
+    world_size: int = 1  # processes that trained (torchrun)
 
 
 def _lr_at(step: int, total: int, warmup: int) -> float:
@@ -118,13 +124,19 @@ def train(cfg: TrainConfig, cache: TextStateCache | None = None) -> TrainResult:
         cache: frozen text-tower outputs to reuse across runs in one process (frozen towers only).
     Returns:
         The trained model (eval mode), its saved directory, per-epoch stats and registry ids.
+        Under torchrun every rank returns rank 0's directory, stats and ids.
     """
     if cfg.register and not cfg.tracking_uri:
         raise ValueError("register needs a tracking URI")
     if cfg.alias and not cfg.register:
         raise ValueError("an alias needs register")
+    with distributed.session(cfg.device, setting="--device (CONCORD_TRAIN_DEVICE)") as ctx:
+        return _train(cfg, cache, ctx)
+
+
+def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Context) -> TrainResult:
     # -- setup
-    device = resolve_device(cfg.device, setting="--device (CONCORD_TRAIN_DEVICE)")
+    device = ctx.device
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -143,7 +155,7 @@ def train(cfg: TrainConfig, cache: TextStateCache | None = None) -> TrainResult:
     cache = (cache if cache is not None else TextStateCache()) if frozen else None
     if cache is not None:
         texts = [c for caps in train_set.captions + val_set.captions for c in caps]
-        cache.add(model, tokenizer, texts, progress=cfg.progress)
+        cache.add(model, tokenizer, texts, progress=cfg.progress and ctx.is_main)
     backbone = {id(p) for p in model.text_tower.parameters()}
     groups = [
         {
@@ -158,25 +170,41 @@ def train(cfg: TrainConfig, cache: TextStateCache | None = None) -> TrainResult:
     groups = [g for g in groups if g["params"]]
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     base_lrs = [g["lr"] for g in groups]
-    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    steps_per_epoch = distributed.steps_per_epoch(len(train_set), cfg.batch_size, ctx.world_size)
+    if steps_per_epoch * cfg.batch_size < len(train_set) and ctx.is_main:
+        dropped = len(train_set) % cfg.batch_size
+        console.print(f"[yellow]{ctx.world_size} ranks: the last batch ({dropped}) is dropped[/]")
     total = steps_per_epoch * cfg.epochs
     warmup = max(1, int(cfg.warmup_frac * total))
     params = {
         **{k: str(v) for k, v in asdict(cfg).items()},
         "data_dir": str(root),
         "train_images": len(train_set),
+        "world_size": ctx.world_size,
         "config": arch.to_dict(),
     }
     tracker = TrainingRun(
-        cfg.tracking_uri,
+        cfg.tracking_uri if ctx.is_main else None,  # one run, logged by rank 0
         cfg.run_name or f"{arch.name}-{cfg.loss}-u{arch.text.unfrozen_layers}",
         experiment=EXPERIMENT,
         model_name=MODEL_NAME,
     )
     tracker.start(params)
-    result = TrainResult(
-        model, tokenizer, Path(cfg.out or tempfile.mkdtemp(prefix="concord-encoder-"))
-    )
+    if cfg.out or not ctx.is_main:
+        model_dir = Path(cfg.out or ".")  # other ranks take rank 0's at the end
+    else:
+        model_dir = Path(tempfile.mkdtemp(prefix="concord-encoder-"))
+    result = TrainResult(model, tokenizer, model_dir, rank=ctx.rank, world_size=ctx.world_size)
+    gather_tokens = cfg.loss != "clip"  # the global loss needs only pooled embeddings
+
+    def step_loss(m: DualEncoder, pixels: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """This rank's shard encoded, every rank's gathered: the loss of the global batch."""
+        image = distributed.gather_encoded(m.encode_image(pixels), ctx, tokens=gather_tokens)
+        text = encode_texts(m, tokenizer, texts, cache)
+        text = distributed.gather_encoded(text, ctx, tokens=gather_tokens)
+        return loss_fn(cfg.loss, image, text, m.logit_scale)
+
+    forward = distributed.wrap(distributed.Step(model, step_loss), ctx)  # DDP with several ranks
     # -- loop
     step, t0 = 0, time.perf_counter()
     try:
@@ -189,23 +217,23 @@ def train(cfg: TrainConfig, cache: TextStateCache | None = None) -> TrainResult:
             bar = tqdm(
                 range(steps_per_epoch),
                 desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                disable=not cfg.progress,
+                disable=not cfg.progress or not ctx.is_main,
             )
             for b in bar:
-                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                idx = distributed.shard(order[b * cfg.batch_size : (b + 1) * cfg.batch_size], ctx)
                 for g, base in zip(opt.param_groups, base_lrs, strict=True):
                     g["lr"] = base * _lr_at(step, total, warmup)
-                image = model.encode_image(train_pixels[idx])
-                text = encode_texts(model, tokenizer, [captions[i] for i in idx], cache)
-                loss = loss_fn(cfg.loss, image, text, model.logit_scale)
+                loss = forward(train_pixels[idx], [captions[i] for i in idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 losses.append(float(loss.detach()))
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
                 step += 1
-            # -- eval
-            r = validate(model, tokenizer, val_set, cfg.loss, cache)
+                tracker.log({"train_step_loss": losses[-1]}, step)
+            result.step_losses += losses
+            # -- eval (rank 0; the others wait)
+            r = validate(model, tokenizer, val_set, cfg.loss, cache) if ctx.is_main else (0.0, 0.0)
             stats = EpochStats(
                 epoch + 1, float(np.mean(losses)), r[0], r[1], time.perf_counter() - te
             )
@@ -219,12 +247,20 @@ def train(cfg: TrainConfig, cache: TextStateCache | None = None) -> TrainResult:
                 },
                 epoch + 1,
             )
+            distributed.barrier(ctx)
         result.seconds = time.perf_counter() - t0
-        # -- checkpoint
+        # -- checkpoint (rank 0; the others wait for its directory and registry ids)
         model.eval()
-        save_encoder(model, tokenizer, result.model_dir)
-        tracker.log({"train_seconds": result.seconds}, cfg.epochs)
-        result.run_id, result.version = tracker.finish(result.model_dir, cfg.register, cfg.alias)
+        if ctx.is_main:
+            save_encoder(model, tokenizer, result.model_dir)
+            tracker.log({"train_seconds": result.seconds}, cfg.epochs)
+            result.run_id, result.version = tracker.finish(
+                result.model_dir, cfg.register, cfg.alias
+            )
+        shared = (result.history, result.model_dir, result.run_id, result.version)
+        result.history, result.model_dir, result.run_id, result.version = distributed.from_main(
+            shared, ctx
+        )
     except BaseException:
         tracker.fail()
         raise
@@ -279,6 +315,9 @@ def main(
     epochs: Annotated[int, typer.Option(envvar=_env("EPOCHS"))] = 5,
     batch_size: Annotated[int, typer.Option(envvar=_env("BATCH_SIZE"))] = 128,
     lr: Annotated[float, typer.Option(envvar=_env("LR"))] = 1e-3,
+    threads: Annotated[
+        int, typer.Option(envvar=_env("THREADS"), help="torch CPU threads (per torchrun process)")
+    ] = 2,
     out: Annotated[
         Path | None, typer.Option(envvar=_env("OUT"), help="model directory to write")
     ] = None,
@@ -320,6 +359,7 @@ def main(
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
+        threads=threads,
         out=out,
         tracking_uri=tracking_uri,
         register=register,
@@ -327,6 +367,8 @@ def main(
         device=device,
     )
     res = train(cfg)
+    if res.rank != 0:  # rank 0 reports for the job
+        return
     for h in res.history:
         console.print(
             f"epoch {h.epoch}: loss {h.loss:.4f}  val R@1 t2i {h.val_r1_t2i:.3f} "
@@ -337,6 +379,7 @@ def main(
         + (f"registered {MODEL_NAME} v{res.version}" if res.version else "")
         + (f" @{alias}" if alias and res.version else "")
         + f"  train {res.seconds:.0f}s"
+        + (f"  on {res.world_size} ranks" if res.world_size > 1 else "")
     )
 
 

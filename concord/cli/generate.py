@@ -11,7 +11,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from concord.clients import Connection, connect
-from concord.clients.generator import SAMPLERS, GeneratedImage, GeneratorClient
+from concord.clients.generator import (
+    SAMPLERS,
+    AlignedGeneration,
+    GeneratedImage,
+    GeneratorClient,
+)
 from concord.clients.generator import Progress as StepProgress
 from concord.config import Settings, load_settings
 from concord.errors import ConcordError
@@ -88,6 +93,21 @@ def generate(
     alpha: Annotated[float, typer.Option(help="DECOR projection strength 0..1.")] = 0.0,
     directions: Annotated[int, typer.Option(help="DECOR singular directions removed.")] = 0,
     scale: Annotated[int, typer.Option(help="Upscale the saved image by this factor.")] = 1,
+    aligned: Annotated[
+        bool,
+        typer.Option(
+            "--aligned",
+            help="Audit each image with the scorer and regenerate (new seed, more guidance, "
+            "flagged words emphasised) until it passes; prints each try's audit.",
+        ),
+    ] = False,
+    max_tries: Annotated[
+        int, typer.Option(help="With --aligned: tries per prompt, 1..8 (0: server default 4).")
+    ] = 0,
+    min_score: Annotated[
+        float,
+        typer.Option(help="With --aligned: pass threshold on P(aligned), 0..1 (0: 0.5)."),
+    ] = 0.0,
     host: Annotated[str | None, typer.Option(help="Generator host (default: serving.host)")] = None,
 ) -> None:
     """Generate an image per prompt: writes OUT and OUT's .layout.png, prints the legend."""
@@ -95,7 +115,35 @@ def generate(
         raise typer.BadParameter(f"must be one of {SAMPLER_CHOICES}", param_hint="--sampler")
     if scale < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--scale")
+    if not aligned and (max_tries or min_score):
+        raise typer.BadParameter("needs --aligned", param_hint="--max-tries/--min-score")
+    if aligned and (concept or unwanted):
+        raise typer.BadParameter("not with --aligned", param_hint="--concept/--unwanted")
     client, conn = _client(load_settings(), host, timeout=3600.0)
+    if aligned:
+        try:
+            results = [
+                client.generate_aligned(
+                    prompt,
+                    max_tries=max_tries,
+                    min_score=min_score,
+                    # prompt i's tries draw seeds seed + i * 8 + k (8: the most tries)
+                    seed=seed + i * 8,
+                    steps=steps,
+                    guidance_scale=guidance,
+                    sampler=sampler,  # type: ignore[arg-type]
+                )
+                for i, prompt in enumerate(prompts)
+            ]
+        except ConcordError as err:
+            console.print(f"[red]{err.status}: {err.message}[/]")
+            raise typer.Exit(1) from None
+        finally:
+            conn.close()
+        for prompt, result, path in zip(prompts, results, _outputs(out, len(prompts)), strict=True):
+            _print_trail(prompt, result)
+            _save_with_layout(result.image, path, prompt, scale)
+        return
     columns = (TextColumn("[bold]denoising"), BarColumn(), TaskProgressColumn())
     try:
         with Progress(*columns, console=console, transient=True) as bar:
@@ -122,17 +170,40 @@ def generate(
     finally:
         conn.close()
     for image, path in zip(images, _outputs(out, len(images)), strict=True):
-        _save(image, path, scale)
-        console.print(f"{path}: {prompts[image.prompt_index]!r} (seed {image.seed}, {image.model})")
-        if image.layout is None:
-            console.print("  (image-only model: no layout)")
-            continue
-        present = layout_png(image, layout_path(path))
-        total = image.layout.size
-        console.print(f"  layout: {layout_path(path)}")
-        for class_id, name in present.items():
-            share = float((image.layout == class_id).sum()) / total
-            console.print(f"    {class_id:>3} {name:<12} {share:6.1%}")
+        _save_with_layout(image, path, prompts[image.prompt_index], scale)
+
+
+def _save_with_layout(image: GeneratedImage, path: Path, prompt: str, scale: int) -> None:
+    _save(image, path, scale)
+    console.print(f"{path}: {prompt!r} (seed {image.seed}, {image.model})")
+    if image.layout is None:
+        console.print("  (image-only model: no layout)")
+        return
+    present = layout_png(image, layout_path(path))
+    total = image.layout.size
+    console.print(f"  layout: {layout_path(path)}")
+    for class_id, name in present.items():
+        share = float((image.layout == class_id).sum()) / total
+        console.print(f"    {class_id:>3} {name:<12} {share:6.1%}")
+
+
+def _print_trail(prompt: str, result: AlignedGeneration) -> None:
+    """One line per try: seed, guidance, P(aligned), flagged words with their spans."""
+    verdict = "[green]passed[/]" if result.passed else "[red]did not pass[/]"
+    console.print(
+        f"{prompt!r}: {verdict} in {len(result.tries)} tries "
+        f"(pass: no flagged word and P(aligned) > {result.min_score:g}; scorer {result.scorer})"
+    )
+    for t in result.tries:
+        flagged = ", ".join(f"{w.word} [{w.span[0]}:{w.span[1]}]" for w in t.flagged) or "none"
+        best = "  <- best" if t.index == result.best_try else ""
+        console.print(
+            f"  try {t.index + 1}: seed {t.seed}, guidance {t.guidance_scale:g}, "
+            f"P(aligned) {t.score.aligned_probability:.3f}, flagged: {flagged}"
+            f"{' (passed)' if t.passed else ''}{best}"
+        )
+        if t.prompt != prompt:
+            console.print(f"         drawn from {t.prompt!r}")
 
 
 def _save(image: GeneratedImage, path: Path, scale: int) -> None:

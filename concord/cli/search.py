@@ -1,5 +1,6 @@
 """`concord search "text"`: search a collection over gRPC, print the hits and optionally draw
-them as a contact sheet (images read back from each hit's payload `uri`)."""
+them as a contact sheet (images read back from each hit's payload `uri`); with `--explain`,
+each image hit's query words marked as the image supports (+) or contradicts (!) them."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from urllib.parse import unquote, urlparse
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from concord.clients import Concord, Hit
+from concord.clients import Concord, Hit, HitExplanation
 from concord.config import load_settings
 
 console = Console()
@@ -26,6 +28,41 @@ def _print_hits(query: str, hits: tuple[Hit, ...], collection: str, model: str) 
         payload = json.dumps(dict(hit.payload), ensure_ascii=False, sort_keys=True)
         table.add_row(str(rank), hit.id, f"{hit.score:.4f}", hit.modality, payload)
     console.print(table)
+
+
+# How --explain marks a query word: a sign that survives plain output, and a colour.
+MARKS = {"supports": ("+", "bold green"), "contradicts": ("!", "bold red"), "neutral": ("", "")}
+
+
+def marked_query(query: str, explanation: HitExplanation) -> Text:
+    """Returns: the query with each explained word marked in place (`+red`, `!circle`)."""
+    text, at = Text(), 0
+    for word in sorted(explanation.words, key=lambda w: w.span):
+        start, end = word.span
+        if start < at or end > len(query):  # spans point into the query; skip anything else
+            continue
+        sign, style = MARKS[word.verdict]
+        text.append(query[at:start])
+        text.append(sign + query[start:end], style=style)
+        at = end
+    text.append(query[at:])
+    return text
+
+
+def _print_explanations(query: str, hits: tuple[Hit, ...], scorer: str) -> None:
+    console.print(f"explained by {scorer} (+ the image supports the word, ! contradicts it)")
+    for rank, hit in enumerate(hits, 1):
+        why = hit.explanation
+        if why is None:
+            continue
+        line = Text(f"{rank}. ")
+        if why.unavailable:
+            line.append(f"not explained: {why.unavailable}", style="dim")
+        else:
+            line.append_text(marked_query(query, why))
+            if why.score is not None:
+                line.append(f"  P(aligned) {why.score.aligned_probability:.2f}")
+        console.print(line)
 
 
 def _hit_image(hit: Hit, size: int) -> object:
@@ -74,6 +111,14 @@ def search(
     top_k: Annotated[int, typer.Option("--top-k", help="Number of hits.")] = 10,
     target: Annotated[str, typer.Option(help="image, text or any.")] = "any",
     rerank: Annotated[bool, typer.Option(help="Token late-interaction rerank.")] = False,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Mark the query words each image hit supports (+) or contradicts (!) "
+            "(asks the scorer; top-k <= 20; images indexed with thumbnails).",
+        ),
+    ] = False,
     contact_sheet: Annotated[
         Path | None, typer.Option("--contact-sheet", help="Write a PNG grid of the hits.")
     ] = None,
@@ -92,11 +137,14 @@ def search(
                 top_k=top_k,
                 target=target,
                 rerank=rerank,
+                explain=explain,
             )
     except ConcordError as err:
         console.print(f"[red]{err.status}: {err.message}[/]")
         raise typer.Exit(1) from None
     _print_hits(query, result.hits, result.collection, str(result.model))
+    if explain:
+        _print_explanations(query, result.hits, str(result.scorer_model or "the scorer"))
     if contact_sheet is not None:
         console.print(f"contact sheet: {_contact_sheet(result.hits, contact_sheet)}")
 

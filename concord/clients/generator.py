@@ -15,8 +15,9 @@ import numpy as np
 
 from concord.clients.convert import error_from_rpc
 from concord.clients.encoder import ImageInput, Metadata, image_proto
+from concord.clients.scorer import PairScore, WordAlignment, pair_score_from_proto
 from concord.errors import ConcordError, InvalidArgument
-from concord.proto.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+from concord.proto.v1 import common_pb2, generator_pb2, generator_pb2_grpc, scorer_pb2
 from concord.wire import SAMPLER_PREFIX, ModelId, model_id
 from concord.wire import sampler_value as sampler_value  # re-exported for the SDK's users
 
@@ -76,6 +77,72 @@ class GeneratedImage:
         if self.layout is None:
             return {}
         return {int(i): self.legend.get(int(i), str(int(i))) for i in np.unique(self.layout)}
+
+
+@dataclass(frozen=True)
+class AlignmentTry:
+    """One try of an aligned generation: what it drew with and the scorer's audit of it.
+
+    prompt: what the image was drawn from (flagged words of earlier tries repeated).
+    score: the image against the requested prompt (`score.aligned_probability` is the audit score).
+    flagged: the words the scorer flagged; spans index the requested prompt.
+    passed: no word flagged and the audit score above the pass threshold.
+    """
+
+    index: int
+    seed: int
+    guidance_scale: float
+    prompt: str
+    score: PairScore
+    flagged: tuple[WordAlignment, ...]
+    passed: bool
+
+
+@dataclass(frozen=True, eq=False)
+class AlignedGeneration:
+    """The answer of `generate_aligned`: the best image (the passing try, else the highest
+    audit score) and every try's audit, in order."""
+
+    image: GeneratedImage
+    best_try: int
+    passed: bool
+    tries: tuple[AlignmentTry, ...]
+    min_score: float  # the pass threshold the server applied
+    scorer: ModelId
+
+
+def word_from_proto(word: scorer_pb2.WordAlignment) -> WordAlignment:
+    return WordAlignment(
+        word=word.word,
+        span=(word.span.start, word.span.end),
+        attribution=word.attribution,
+        similarity=word.similarity,
+        misaligned=word.misaligned,
+        best_patch=word.best_patch,
+    )
+
+
+def alignment_try_from_proto(attempt: generator_pb2.AlignmentTry) -> AlignmentTry:
+    return AlignmentTry(
+        index=attempt.index,
+        seed=attempt.seed,
+        guidance_scale=attempt.guidance_scale,
+        prompt=attempt.prompt,
+        score=pair_score_from_proto(attempt.score, has_references=False),
+        flagged=tuple(word_from_proto(w) for w in attempt.flagged),
+        passed=attempt.passed,
+    )
+
+
+def aligned_from_proto(reply: generator_pb2.GenerateAlignedResponse) -> AlignedGeneration:
+    return AlignedGeneration(
+        image=image_from_proto(reply.best),
+        best_try=reply.best_try,
+        passed=reply.passed,
+        tries=tuple(alignment_try_from_proto(t) for t in reply.tries),
+        min_score=reply.min_score,
+        scorer=model_id(reply.scorer_model),
+    )
 
 
 @dataclass(frozen=True)
@@ -267,6 +334,61 @@ class GeneratorClient:
         finally:
             events.close()  # type: ignore[attr-defined]
         return sorted(images, key=lambda image: image.prompt_index)
+
+    def generate_aligned(
+        self,
+        prompt: str,
+        *,
+        max_tries: int = 0,
+        min_score: float = 0.0,
+        word_threshold: float = 0.0,
+        guidance_step: float = 0.0,
+        emphasis: bool = True,
+        seed: int = 0,
+        steps: int = 0,
+        guidance_scale: float = 0.0,
+        sampler: Sampler | None = None,
+        with_layout: bool = True,
+    ) -> AlignedGeneration:
+        """Generate an image for `prompt` until the scorer's audit passes: each try is audited
+        (CLIP4DM word flags, calibrated P(aligned)); a failed try is redrawn with the next seed,
+        more guidance and the flagged words emphasised, up to `max_tries`.
+
+        Args:
+            prompt: the prompt.
+            max_tries: 1..8 (0: the server's default, 4).
+            min_score: a try passes when no word is flagged and P(aligned) is above this,
+                0..1 (0: the server's default, 0.5).
+            word_threshold: the scorer's flag threshold (0: the scorer's default).
+            guidance_step: guidance added per retry (0: the server's default, 1.0).
+            emphasis: repeat the flagged words in the retries' prompts.
+            seed: try i draws with seed + i.
+            steps, guidance_scale, sampler, with_layout: as in `generate` (the first try's
+                guidance).
+        Returns:
+            The best image with its layout, and every try's seed, guidance, score and flags.
+        Raises:
+            InvalidArgument: a bad field; Unavailable / FailedPrecondition: the generator
+                cannot reach the scorer, or the scorer has no model.
+        """
+        if sampler is not None and sampler not in SAMPLERS:
+            raise InvalidArgument("sampler", f"{sampler!r} is not one of {', '.join(SAMPLERS)}")
+        request = generator_pb2.GenerateAlignedRequest(
+            prompt=prompt,
+            seed=seed,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            sampler=SAMPLERS[sampler] if sampler else generator_pb2.SAMPLER_UNSPECIFIED,
+            with_layout=with_layout,
+            policy=generator_pb2.AlignmentPolicy(
+                max_tries=max_tries,
+                min_score=min_score,
+                word_threshold=word_threshold,
+                guidance_step=guidance_step,
+                no_emphasis=not emphasis,
+            ),
+        )
+        return aligned_from_proto(self._call("GenerateAligned", request))
 
     def customize(
         self,

@@ -4,6 +4,7 @@ delete, and collection info; failures raise the domain error the server raised."
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Literal
 
 import grpc
@@ -17,11 +18,25 @@ from concord.clients.convert import (
     search_result_from_proto,
 )
 from concord.clients.encoder import ImageInput, Metadata, image_proto
-from concord.clients.types import CollectionSummary, IndexItem, IndexResult, SearchResult
+from concord.clients.scorer import pair_score_from_proto
+from concord.clients.types import (
+    CollectionSummary,
+    ExplainedWord,
+    HitExplanation,
+    IndexItem,
+    IndexResult,
+    SearchResult,
+)
 from concord.proto.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
 from concord.wire import MODALITY_ENUMS, ImageData, model_id, payload_from_dict
 
 Target = Literal["image", "text", "any"]
+
+VERDICTS = {
+    retrieval_pb2.WORD_VERDICT_SUPPORTS: "supports",
+    retrieval_pb2.WORD_VERDICT_CONTRADICTS: "contradicts",
+    retrieval_pb2.WORD_VERDICT_NEUTRAL: "neutral",
+}
 
 
 def _item_proto(item: IndexItem) -> retrieval_pb2.IndexItem:
@@ -33,6 +48,35 @@ def _item_proto(item: IndexItem) -> retrieval_pb2.IndexItem:
     return retrieval_pb2.IndexItem(
         item=content, payload=payload_from_dict(item.payload), id=item.id
     )
+
+
+def explanation_from_proto(proto: retrieval_pb2.HitExplanation) -> HitExplanation:
+    return HitExplanation(
+        words=tuple(
+            ExplainedWord(
+                word=w.word,
+                span=(w.span.start, w.span.end),
+                attribution=w.attribution,
+                verdict=VERDICTS.get(w.verdict, "neutral"),  # type: ignore[arg-type]
+            )
+            for w in proto.words
+        ),
+        score=pair_score_from_proto(proto.score, False) if proto.HasField("score") else None,
+        unavailable=proto.unavailable,
+    )
+
+
+def explained_result(reply: retrieval_pb2.SearchResponse) -> SearchResult:
+    """Returns: the search result with each hit's explanation and the scorer model."""
+    result = search_result_from_proto(reply)
+    hits = tuple(
+        replace(hit, explanation=explanation_from_proto(proto.explanation))
+        if proto.HasField("explanation")
+        else hit
+        for hit, proto in zip(result.hits, reply.hits, strict=True)
+    )
+    scorer = model_id(reply.scorer_model) if reply.HasField("scorer_model") else None
+    return replace(result, hits=hits, scorer_model=scorer)
 
 
 class RetrievalClient:
@@ -60,7 +104,12 @@ class RetrievalClient:
             raise error_from_rpc(err) from None
 
     def index(
-        self, items: Sequence[IndexItem], *, collection: str = "", store_tokens: bool = False
+        self,
+        items: Sequence[IndexItem],
+        *,
+        collection: str = "",
+        store_tokens: bool = False,
+        store_thumbnails: bool = False,
     ) -> IndexResult:
         """Index items (idempotent: the same content keeps the same id).
 
@@ -68,11 +117,16 @@ class RetrievalClient:
             items: images or texts with payloads.
             collection: target collection ("" = the one of the encoder's current model).
             store_tokens: also store token embeddings for late-interaction rerank.
+            store_thumbnails: also keep a small copy of each image (<= 224 px PNG) so that
+                searches with explain=True can explain these images.
         Returns:
             Point ids in item order, the collection and the model that encoded them.
         """
         request = retrieval_pb2.IndexRequest(
-            collection=collection, items=[_item_proto(i) for i in items], store_tokens=store_tokens
+            collection=collection,
+            items=[_item_proto(i) for i in items],
+            store_tokens=store_tokens,
+            store_thumbnails=store_thumbnails,
         )
         reply: retrieval_pb2.IndexResponse = self._call("Index", request)  # type: ignore[assignment]
         return IndexResult(tuple(reply.ids), reply.collection, model_id(reply.model))
@@ -104,6 +158,7 @@ class RetrievalClient:
         rerank: bool = False,
         exact: bool = False,
         with_payload: bool = True,
+        explain: bool = False,
     ) -> SearchResult:
         """Run a search whose query part is already set on `query`.
 
@@ -116,8 +171,14 @@ class RetrievalClient:
             rerank: rerank dense candidates by token late interaction (MAX_SIM).
             exact: exhaustive search instead of HNSW.
             with_payload: return the hits' payloads.
+            explain: for a text query, explain each image hit: which query words the image
+                supports and which it contradicts (the scorer's CLIP4DM attributions, with
+                spans in the query) and the pair's alignment score; top_k <= 20. Only images
+                indexed with store_thumbnails (or through the ingest topic) get words.
+                Raises Unavailable when the scorer cannot be reached.
         Returns:
-            Hits best first, the model and the collection searched.
+            Hits best first, the model and the collection searched (and with explain, each
+            image hit's `explanation` and the `scorer_model`).
         """
         request = retrieval_pb2.SearchRequest()
         request.CopyFrom(query)
@@ -129,11 +190,12 @@ class RetrievalClient:
         request.rerank_late_interaction = rerank
         request.exact = exact
         request.with_payload = with_payload
+        request.explain = explain
         proto_filter = filter_from_mapping(filter)
         if proto_filter is not None:
             request.filter.CopyFrom(proto_filter)
         reply: retrieval_pb2.SearchResponse = self._call("Search", request)  # type: ignore[assignment]
-        return search_result_from_proto(reply)
+        return explained_result(reply) if explain else search_result_from_proto(reply)
 
     def delete(
         self, ids: Sequence[str] = (), *, collection: str = "", filter: FilterSpec | None = None

@@ -214,3 +214,41 @@ class ScorerClient:
         except grpc.RpcError as err:
             raise error_from_rpc(err) from None
         return tuple(model_id(m) for m in info.models) if info.ready else ()
+
+
+class AsyncScorerClient:
+    """The explain call on a grpc.aio channel (create it inside the running event loop), for
+    services that call the scorer from a handler (retrieval's explained search hits)."""
+
+    def __init__(
+        self, channel: grpc.aio.Channel, metadata: Metadata = (), timeout: float | None = 60.0
+    ) -> None:
+        self._stub = scorer_pb2_grpc.ScorerServiceStub(channel)
+        self._metadata = metadata
+        self._timeout = timeout
+
+    async def explain(
+        self,
+        image: ImageInput,
+        text: str,
+        *,
+        include_heatmap: bool = False,
+        threshold: float = 0.0,
+        timeout: float | None = None,
+    ) -> Misalignment:
+        """As `ScorerClient.explain`; `timeout` (seconds) overrides the client's."""
+        request = scorer_pb2.ExplainRequest(
+            image=image_proto(image),
+            text=text,
+            include_heatmap=include_heatmap,
+            threshold=threshold,
+        )
+        try:
+            reply = await self._stub.ExplainMisalignment(
+                request,
+                timeout=self._timeout if timeout is None else timeout,
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from None
+        return misalignment_from_proto(text, reply)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -12,6 +12,9 @@ import numpy as np
 from concord.wire import ImageData as ImageData
 from concord.wire import Modality as Modality
 from concord.wire import ModelId as ModelId
+
+if TYPE_CHECKING:
+    from concord.clients.scorer import PairScore
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,11 +77,41 @@ class IndexResult:
 
 
 @dataclass(frozen=True)
+class ExplainedWord:
+    """One query word against a hit image: its [start, end) span in the query, the scorer's
+    CLIP4DM attribution and the verdict (contradicts: flagged by the scorer; supports:
+    positive attribution; neutral: neither)."""
+
+    word: str
+    span: tuple[int, int]
+    attribution: float
+    verdict: Literal["supports", "contradicts", "neutral"]
+
+
+@dataclass(frozen=True)
+class HitExplanation:
+    """Why an image hit matches its text query, word by word (search with explain=True)."""
+
+    words: tuple[ExplainedWord, ...]
+    score: PairScore | None  # the scorer's alignment of (hit image, query text)
+    unavailable: str = ""  # why there are no words (e.g. indexed without thumbnails)
+
+    @property
+    def supported(self) -> tuple[ExplainedWord, ...]:
+        return tuple(w for w in self.words if w.verdict == "supports")
+
+    @property
+    def contradicted(self) -> tuple[ExplainedWord, ...]:
+        return tuple(w for w in self.words if w.verdict == "contradicts")
+
+
+@dataclass(frozen=True)
 class Hit:
     id: str
     score: float  # higher is closer (cosine, or MAX_SIM after a late-interaction rerank)
     modality: Modality
     payload: Mapping[str, Any] = field(default_factory=dict)
+    explanation: HitExplanation | None = None  # image hits of a search with explain=True
 
 
 @dataclass(frozen=True)
@@ -86,6 +119,7 @@ class SearchResult:
     hits: tuple[Hit, ...]
     model: ModelId
     collection: str
+    scorer_model: ModelId | None = None  # the scorer that explained the hits
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,20 @@
-"""The lifecycle every model service shares: load the model once in a worker thread at start,
-remember why a load failed, answer `ready` and `require()`, and start and stop the service's
-batchers with it. A service's servable adds only `load` and its predict methods."""
+"""The lifecycle every model service shares: load the model in a worker thread at start,
+remember why a load failed, answer `ready` and `require()`, start and stop the service's
+batchers with it, and `reload()` a newer model without downtime (concord.serving.reload polls
+the registry alias). A service's servable adds only `load` and its predict methods.
+
+Hot swaps stay atomic per request: a request takes the model once (`require()`) and its
+batcher items carry it (`Pinned`), so a batch runs each item on the model its request started
+with (`run_pinned`) and a swap never answers half a request with another model."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 import torch
 
@@ -29,6 +35,29 @@ class Loaded(Protocol):
 
 
 M = TypeVar("M", bound=Loaded)
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, eq=False)
+class Pinned(Generic[M, T]):
+    """One batcher item and the model its request was admitted with."""
+
+    model: M
+    item: T
+
+
+def run_pinned(items: Sequence[Pinned[M, T]], fn: Callable[[M, list[T]], list[R]]) -> list[R]:
+    """Run a batch whose items may name different models (a swap happened while they queued):
+    one `fn(model, items)` call per model, results back in item order."""
+    groups: dict[int, tuple[M, list[int]]] = {}
+    for i, pinned in enumerate(items):
+        groups.setdefault(id(pinned.model), (pinned.model, []))[1].append(i)
+    out: list[R | None] = [None] * len(items)
+    for model, idx in groups.values():
+        for i, result in zip(idx, fn(model, [items[i].item for i in idx]), strict=True):
+            out[i] = result
+    return cast("list[R]", out)
 
 
 class Servable(ABC, Generic[M]):
@@ -46,6 +75,8 @@ class Servable(ABC, Generic[M]):
     """
 
     missing_hint: ClassVar[str] = ""  # appended to the not-loaded error: how to get a model
+    # Whether a moved registry alias may swap the model in while serving (concord.serving.reload).
+    reloadable: ClassVar[bool] = True
     precision: Precision = "fp32"  # what the model runs in (the device settings' precision)
 
     def __init__(
@@ -56,7 +87,10 @@ class Servable(ABC, Generic[M]):
         self.batchers = list(batchers)
         self.loaded: M | None = None
         self.load_error = ""
+        self.reload_error = ""  # why the last reload failed ("" when it did not)
+        self.swaps = 0  # models swapped in by `reload` since start
         self.device = torch.device("cpu")  # resolved by `load`
+        self._reload_lock = asyncio.Lock()
 
     @abstractmethod
     def load(self) -> M:
@@ -83,7 +117,7 @@ class Servable(ABC, Generic[M]):
         except DeviceUnavailable:
             raise
         except Exception as err:  # a missing model must not stop health, info or other RPCs
-            self.load_error = getattr(err, "message", None) or f"{type(err).__name__}: {err}"
+            self.load_error = _message(err)
             log.warning("%s model %s not loaded: %s", self.name, self.uri, self.load_error)
         for batcher in self.batchers:
             batcher.start()
@@ -91,6 +125,40 @@ class Servable(ABC, Generic[M]):
     async def stop(self) -> None:
         """Stop the batchers (what is queued is answered first)."""
         await asyncio.gather(*(batcher.stop() for batcher in self.batchers))
+
+    async def reload(self) -> bool:
+        """Load the model the URI names now (in a worker thread, beside the served one) and swap
+        it in with one assignment: calls admitted before finish on the model they took, later
+        ones get the new one. A model that fails to load leaves the served one serving.
+
+        Returns:
+            Whether a model was swapped in.
+        """
+        async with self._reload_lock:
+            before = self.loaded
+            try:
+                loaded = await asyncio.to_thread(self.load)
+            except Exception as err:  # keep serving what is loaded; the watcher retries
+                self.reload_error = _message(err)
+                if before is None:
+                    self.load_error = self.reload_error
+                log.error(
+                    "%s: loading %s failed, still serving %s: %s",
+                    self.name,
+                    self.uri,
+                    before.id if before is not None else "nothing",
+                    self.reload_error,
+                )
+                return False
+            self.loaded = loaded
+            self.load_error = self.reload_error = ""
+            self.swaps += 1
+            served = ", ".join(str(m) for m in self.models)
+            was = before.id if before is not None else "nothing"
+            log.info(
+                "%s switched from %s to %s (%s) on %s", self.name, was, served, self.uri, self.where
+            )
+            return True
 
     # ----------------------------------------------------------------- state
 
@@ -125,6 +193,10 @@ class Servable(ABC, Generic[M]):
                 + self.missing_hint
             )
         return self.loaded
+
+
+def _message(err: Exception) -> str:
+    return getattr(err, "message", None) or f"{type(err).__name__}: {err}"
 
 
 def batcher(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from concord.platform import Platform
 from concord.proto.v1 import bias_pb2_grpc
 from concord.serving.definitions import define
+from concord.serving.reload import watch_model
 from concord.serving.server import ServiceDefinition
 from services.bias.servable import BiasServable
 from services.bias.servicer import BiasServicer, add_to_server
@@ -25,4 +26,5 @@ def build(platform: Platform) -> ServiceDefinition:
     definition.model_ready = lambda: servable.ready
     definition.on_start += [servable.start, *(w.start for w in workers)]  # workers need the model
     definition.on_stop += [*(w.stop for w in reversed(workers)), servable.stop]
+    watch_model(definition, servable, lambda: platform.registry, platform.settings.serving)
     return definition

@@ -23,7 +23,7 @@ from concord.models import bias as model
 from concord.models.preprocess import images_to_tensor
 from concord.registry import Registry
 from concord.serving import DynamicBatcher
-from concord.serving.servable import Servable, batcher
+from concord.serving.servable import Pinned, Servable, batcher, run_pinned
 from concord.wire import ModelId
 from services.bias.types import Cue, PairIn, Probe, Verdict
 
@@ -60,11 +60,12 @@ class BiasServable(Servable[LoadedBias]):
         self._device_settings = settings.device
         # One model call at a time: Detect batches, probes and the workers share the model.
         self._model_lock = threading.Lock()
-        self.pairs: DynamicBatcher[PairIn, Verdict] = batcher(
+        # Items carry the package their request took: a batch runs each on that package.
+        self.pairs: DynamicBatcher[Pinned[LoadedBias, PairIn], Verdict] = batcher(
             self._detect_batch, "bias-pairs", settings.batching
         )
         # A probe is one image with up to max_counterfactuals texts: a batch of its own.
-        self.probes: DynamicBatcher[ProbeIn, Probe] = batcher(
+        self.probes: DynamicBatcher[Pinned[LoadedBias, ProbeIn], Probe] = batcher(
             self._probe_batch, "bias-probe", settings.batching, max_batch_size=1, max_delay_ms=0.0
         )
         super().__init__("bias", bias.model, [self.pairs, self.probes])
@@ -90,33 +91,47 @@ class BiasServable(Servable[LoadedBias]):
 
     # ----------------------------------------------------------------- predict
 
-    async def detect(self, pairs: Sequence[PairIn]) -> list[Verdict]:
-        """Judge decoded pairs; each goes through the batcher so callers coalesce."""
-        self.require()
-        return await self.pairs.submit_many(pairs)
+    async def detect(
+        self, pairs: Sequence[PairIn], model: LoadedBias | None = None
+    ) -> list[Verdict]:
+        """Judge decoded pairs; each goes through the batcher so callers coalesce.
 
-    async def probe(self, pair: PairIn, counterfactuals: Sequence[str]) -> Probe:
+        Args:
+            model: the package the request took (`require()`); default: the served one now.
+        """
+        loaded = model or self.require()
+        return await self.pairs.submit_many([Pinned(loaded, pair) for pair in pairs])
+
+    async def probe(
+        self, pair: PairIn, counterfactuals: Sequence[str], model: LoadedBias | None = None
+    ) -> Probe:
         """The text-reliance probe of one image with altered texts."""
-        self.require()
-        return await self.probes.submit(ProbeIn(pair, tuple(counterfactuals)))
+        loaded = model or self.require()
+        return await self.probes.submit(Pinned(loaded, ProbeIn(pair, tuple(counterfactuals))))
 
     def detect_sync(self, pairs: Sequence[PairIn]) -> list[Verdict]:
         """The same as `detect` for callers in other threads (the bus workers)."""
-        return self._detect_batch(list(pairs))
+        return self._detect_on(self.require(), list(pairs))
 
-    def _detect_batch(self, items: list[PairIn]) -> list[Verdict]:
+    def _detect_batch(self, items: list[Pinned[LoadedBias, PairIn]]) -> list[Verdict]:
+        return run_pinned(items, self._detect_on)
+
+    def _probe_batch(self, items: list[Pinned[LoadedBias, ProbeIn]]) -> list[Probe]:
+        return run_pinned(items, self._probe_on)
+
+    def _detect_on(self, loaded: LoadedBias, items: list[PairIn]) -> list[Verdict]:
         """One model call per kind of item: those that want cues, and those that do not."""
         out: list[Verdict | None] = [None] * len(items)
         for explain in (True, False):
             idx = [i for i, p in enumerate(items) if p.explain == explain]
             if not idx:
                 continue
-            for i, verdict in zip(idx, self._run([items[i] for i in idx], explain), strict=True):
+            found = self._run(loaded, [items[i] for i in idx], explain)
+            for i, verdict in zip(idx, found, strict=True):
                 out[i] = verdict
         return [v for v in out if v is not None]
 
-    def _run(self, items: list[PairIn], explain: bool) -> list[Verdict]:
-        loaded = self.require()
+    def _run(self, loaded: LoadedBias, items: list[PairIn], explain: bool) -> list[Verdict]:
         detector = loaded.detector
         pixels = images_to_tensor([p.image for p in items], loaded.image_size)
         texts = [p.text for p in items]
@@ -125,8 +140,7 @@ class BiasServable(Servable[LoadedBias]):
         t = detector.threshold
         return [verdict(v, text, t, explain) for v, text in zip(found, texts, strict=True)]
 
-    def _probe_batch(self, items: list[ProbeIn]) -> list[Probe]:
-        loaded = self.require()
+    def _probe_on(self, loaded: LoadedBias, items: list[ProbeIn]) -> list[Probe]:
         detector = loaded.detector
         out = []
         for item in items:

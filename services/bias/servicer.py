@@ -35,7 +35,7 @@ class BiasServicer(bias_pb2_grpc.BiasServiceServicer):
         )
         loaded = s.require()
         requests.check_model(request.model, loaded.id, "bias service")
-        verdicts = await s.detect(pairs)
+        verdicts = await s.detect(pairs, loaded)
         return convert.detect_response(verdicts, loaded.id)
 
     async def ProbeTextReliance(
@@ -48,7 +48,7 @@ class BiasServicer(bias_pb2_grpc.BiasServiceServicer):
         )
         loaded = s.require()
         requests.check_model(request.model, loaded.id, "bias service")
-        probe = await s.probe(pair, texts)
+        probe = await s.probe(pair, texts, loaded)
         return convert.probe_response(probe, loaded.id)
 
     async def GetInfo(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from concord.platform import Platform
 from concord.proto.v1 import encoder_pb2_grpc
 from concord.serving.definitions import define
+from concord.serving.reload import watch_model
 from concord.serving.server import ServiceDefinition
 from services.encoder.servable import EncoderServable
 from services.encoder.servicer import EncoderServicer
@@ -18,4 +19,5 @@ def build(platform: Platform) -> ServiceDefinition:
     definition.model_ready = lambda: servable.ready
     definition.on_start.append(servable.start)
     definition.on_stop.append(servable.stop)
+    watch_model(definition, servable, lambda: platform.registry, platform.settings.serving)
     return definition

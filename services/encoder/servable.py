@@ -18,7 +18,7 @@ from concord.models.dual_encoder import Encoded
 from concord.models.preprocess import images_to_tensor
 from concord.registry import Registry
 from concord.serving import DynamicBatcher
-from concord.serving.servable import Servable, batcher
+from concord.serving.servable import Pinned, Servable, batcher, run_pinned
 
 if TYPE_CHECKING:
     from services.encoder.triton_backend import TritonEncoderBackend
@@ -54,10 +54,11 @@ class EncoderServable(Servable[LoadedModel]):
         self.max_items = min(MAX_ITEMS_PER_REQUEST, settings.batching.max_queue)
         self.max_text_chars = settings.serving.max_text_chars  # checked before tokenizing
         self.precision = settings.device.precision
-        self.images: DynamicBatcher[Image.Image, ItemEncoding] = batcher(
+        # Items carry the model their request took: a batch runs each on that model.
+        self.images: DynamicBatcher[Pinned[LoadedModel, Image.Image], ItemEncoding] = batcher(
             self._encode_images, "encoder-images", settings.batching
         )
-        self.texts: DynamicBatcher[str, ItemEncoding] = batcher(
+        self.texts: DynamicBatcher[Pinned[LoadedModel, str], ItemEncoding] = batcher(
             self._encode_texts, "encoder-texts", settings.batching
         )
         super().__init__("encoder", settings.encoder_model, [self.images, self.texts])
@@ -65,7 +66,8 @@ class EncoderServable(Servable[LoadedModel]):
     def load(self) -> LoadedModel:
         """Resolve the device (Triton runs the model elsewhere), then load the model onto it."""
         if self._settings.encoder_backend == "triton":
-            self.remote = self._connect_triton()
+            # A reload (the alias moved) keeps the endpoint it has.
+            self.remote = self.remote or self._connect_triton()
         else:
             self.device = service_device(self._settings.device, "encoder")
         loaded = load_model(self.uri, self._registry, weights=self.remote is None)
@@ -101,18 +103,35 @@ class EncoderServable(Servable[LoadedModel]):
 
     # ----------------------------------------------------------------- predict
 
-    async def encode_images(self, images: Sequence[Image.Image]) -> list[ItemEncoding]:
-        """Encode decoded images; each goes through the batcher so callers coalesce."""
-        self.require()
-        return await self.images.submit_many(images)
+    async def encode_images(
+        self, images: Sequence[Image.Image], model: LoadedModel | None = None
+    ) -> list[ItemEncoding]:
+        """Encode decoded images; each goes through the batcher so callers coalesce.
 
-    async def encode_texts(self, texts: Sequence[str]) -> list[ItemEncoding]:
-        """Encode non-empty texts; each goes through the batcher so callers coalesce."""
-        self.require()
-        return await self.texts.submit_many(texts)
+        Args:
+            model: the model the request took (`require()`); default: the served one now.
+        """
+        loaded = model or self.require()
+        return await self.images.submit_many([Pinned(loaded, image) for image in images])
 
-    def _encode_images(self, images: list[Image.Image]) -> list[ItemEncoding]:
-        loaded = self.require()
+    async def encode_texts(
+        self, texts: Sequence[str], model: LoadedModel | None = None
+    ) -> list[ItemEncoding]:
+        """Encode non-empty texts; each goes through the batcher so callers coalesce.
+
+        Args:
+            model: the model the request took (`require()`); default: the served one now.
+        """
+        loaded = model or self.require()
+        return await self.texts.submit_many([Pinned(loaded, text) for text in texts])
+
+    def _encode_images(self, items: list[Pinned[LoadedModel, Image.Image]]) -> list[ItemEncoding]:
+        return run_pinned(items, self._images_on)
+
+    def _encode_texts(self, items: list[Pinned[LoadedModel, str]]) -> list[ItemEncoding]:
+        return run_pinned(items, self._texts_on)
+
+    def _images_on(self, loaded: LoadedModel, images: list[Image.Image]) -> list[ItemEncoding]:
         pixels = images_to_tensor(images, loaded.image_size)
         if self.remote is not None:
             return _split(self.remote.encode_image(pixels))
@@ -120,8 +139,7 @@ class EncoderServable(Servable[LoadedModel]):
             encoded = loaded.torch_model().encode_image(pixels.to(self.device))
         return _split(encoded)
 
-    def _encode_texts(self, texts: list[str]) -> list[ItemEncoding]:
-        loaded = self.require()
+    def _texts_on(self, loaded: LoadedModel, texts: list[str]) -> list[ItemEncoding]:
         batch = loaded.tokenizer(texts)
         if self.remote is not None:
             encoded = self.remote.encode_text(batch.input_ids, batch.attention_mask)

@@ -31,8 +31,8 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         requests.check_model(request.options.model, loaded.id, "encoder")
         requests.check_count(len(request.images), "images", self.servable.max_items)
         images = await asyncio.to_thread(decode_images, request.images)
-        items = await self.servable.encode_images(images)
-        return convert.encode_response(items, request.options, loaded.id, self.servable.dim)
+        items = await self.servable.encode_images(images, loaded)
+        return convert.encode_response(items, request.options, loaded.id, loaded.embed_dim)
 
     async def EncodeTexts(
         self, request: encoder_pb2.EncodeTextsRequest, context: grpc.aio.ServicerContext
@@ -41,8 +41,8 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         requests.check_model(request.options.model, loaded.id, "encoder")
         requests.check_count(len(request.texts), "texts", self.servable.max_items)
         texts = requests.check_texts(request.texts, "texts", self.servable.max_text_chars)
-        items = await self.servable.encode_texts(texts)
-        return convert.encode_response(items, request.options, loaded.id, self.servable.dim)
+        items = await self.servable.encode_texts(texts, loaded)
+        return convert.encode_response(items, request.options, loaded.id, loaded.embed_dim)
 
     async def EncodeStream(
         self,
@@ -87,13 +87,13 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
                 text = requests.check_text(
                     request.item.text, "item.text", self.servable.max_text_chars
                 )
-                (item,) = await self.servable.encode_texts([text])
+                (item,) = await self.servable.encode_texts([text], loaded)
             elif kind == "image":
                 image = request.item.image
                 decoded = await asyncio.to_thread(
                     decode_image, image.data, image.media_type, field="item.image"
                 )
-                (item,) = await self.servable.encode_images([decoded])
+                (item,) = await self.servable.encode_images([decoded], loaded)
             else:
                 raise InvalidArgument("item", "needs an image or a text")
         except InvalidArgument as err:

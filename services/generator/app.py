@@ -7,6 +7,7 @@ from __future__ import annotations
 from concord.platform import Platform
 from concord.proto.v1 import generator_pb2_grpc
 from concord.serving.definitions import define
+from concord.serving.reload import watch_model
 from concord.serving.server import ServiceDefinition
 from services.generator.jobs import JobTable
 from services.generator.servable import GeneratorServable
@@ -20,11 +21,16 @@ def build(platform: Platform) -> ServiceDefinition:
     servable = GeneratorServable(settings, lambda: platform.registry)
     jobs = JobTable()
     worker = JobWorker(
-        servable, jobs, lambda: platform.bus, max_attempts=settings.kafka.max_retries + 1
+        servable,
+        jobs,
+        lambda: platform.bus,
+        max_attempts=settings.kafka.max_retries + 1,
+        settings=settings,
     )
-    servicer = GeneratorServicer(servable, jobs, lambda: platform.bus)
+    servicer = GeneratorServicer(servable, jobs, lambda: platform.bus, settings=settings)
     definition = define("generator", servicer, generator_pb2_grpc)
     definition.model_ready = lambda: servable.ready
     definition.on_start += [servable.start, worker.start]
     definition.on_stop += [worker.stop, servable.stop]
+    watch_model(definition, servable, lambda: platform.registry, settings.serving)
     return definition

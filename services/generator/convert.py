@@ -13,15 +13,22 @@ from concord.errors import InvalidArgument
 from concord.media import decode_images, encode_png
 from concord.models.diffusion.pipeline import Sample
 from concord.models.diffusion.samplers import SAMPLERS
-from concord.proto.v1 import common_pb2, events_pb2, generator_pb2
+from concord.proto.v1 import common_pb2, events_pb2, generator_pb2, scorer_pb2
 from concord.wire import ModelId, model_ref, sampler_value
+from services.generator.aligned import AlignedResult, Try
 from services.generator.concepts import ConceptInfo
 from services.generator.jobs import JobRecord
 from services.generator.params import (
     MAX_REFERENCES,
+    AlignedParams,
+    AlignmentPolicy,
     CustomizeParams,
     GenerateParams,
     ModelShape,
+    Violations,
+    aligned_params,
+    alignment_policy,
+    check_seed,
     customize_params,
     generate_params,
 )
@@ -93,6 +100,66 @@ def generation_spec(
         limits=limits,
         prefix="generate.",
     )
+
+
+def _policy(policy: generator_pb2.AlignmentPolicy, bad: Violations, field: str) -> AlignmentPolicy:
+    return alignment_policy(
+        max_tries=policy.max_tries,
+        min_score=policy.min_score,
+        word_threshold=policy.word_threshold,
+        guidance_step=policy.guidance_step,
+        no_emphasis=policy.no_emphasis,
+        bad=bad,
+        field=field,
+    )
+
+
+def aligned_request(
+    request: generator_pb2.GenerateAlignedRequest, limits: GeneratorSettings
+) -> AlignedParams:
+    """Raises: InvalidArgument naming every bad field (`prompt`, `policy.max_tries`, ...)."""
+    bad = Violations()
+    sampler = SAMPLER_NAMES.get(request.sampler)
+    if sampler is None:
+        bad.add("sampler", f"unknown sampler {request.sampler}")
+    policy = _policy(request.policy, bad, "policy.")
+    return aligned_params(
+        prompt=request.prompt,
+        seed=request.seed,
+        steps=request.steps,
+        guidance_scale=request.guidance_scale,
+        sampler=sampler or "",
+        with_layout=request.with_layout,
+        policy=policy,
+        limits=limits,
+        bad=bad,
+    )
+
+
+def aligned_spec(spec: events_pb2.GenerationSpec, base: GenerateParams) -> list[AlignedParams]:
+    """A Kafka generation job with `aligned` set: one aligned run per prompt, prompt i's tries
+    drawn with seeds seed + i * max_tries + k. Raises: InvalidArgument (`generate.aligned.*`)."""
+    bad = Violations("generate.")
+    policy = _policy(spec.aligned, bad, "aligned.")
+    if spec.concept:
+        bad.add("concept", "aligned generation does not take a concept yet")
+    check_seed(base.seed, len(base.prompts) * policy.max_tries, bad)
+    bad.raise_any()
+    return [
+        AlignedParams(
+            GenerateParams(
+                prompts=(prompt,),
+                seed=base.seed + i * policy.max_tries,
+                steps=base.steps,
+                guidance_scale=base.guidance_scale,
+                sampler=base.sampler,
+                with_layout=base.with_layout,
+                preview_every=0,
+            ),
+            policy,
+        )
+        for i, prompt in enumerate(base.prompts)
+    ]
 
 
 def customize_request(
@@ -204,6 +271,62 @@ def generated_event(
     )
     if with_layout and sample.layout is not None:
         event.layout.CopyFrom(layout_tensor(sample.layout))
+    return event
+
+
+def alignment_try(attempt: Try) -> generator_pb2.AlignmentTry:
+    score = attempt.audit.score
+    return generator_pb2.AlignmentTry(
+        index=attempt.index,
+        seed=attempt.seed,
+        guidance_scale=attempt.guidance_scale,
+        prompt=attempt.prompt,
+        score=scorer_pb2.PairScore(
+            clip_score=score.clip_score,
+            ref_clip_score=score.ref_clip_score or 0.0,
+            fine_grained_score=score.fine_grained_score,
+            f_clip_score=score.f_clip_score,
+            aligned_probability=score.aligned_probability,
+        ),
+        flagged=[
+            scorer_pb2.WordAlignment(
+                word=w.word,
+                span=common_pb2.Span(start=w.span[0], end=w.span[1]),
+                attribution=w.attribution,
+                similarity=w.similarity,
+                misaligned=w.misaligned,
+                best_patch=w.best_patch,
+            )
+            for w in attempt.audit.flagged
+        ],
+        passed=attempt.passed,
+    )
+
+
+def aligned_response(
+    result: AlignedResult, with_layout: bool
+) -> generator_pb2.GenerateAlignedResponse:
+    best = result.tries[result.best]
+    image = result_event(0, best.sample, result.model, result.class_names, with_layout).result
+    return generator_pb2.GenerateAlignedResponse(
+        best=image,
+        best_try=result.best,
+        passed=result.passed,
+        tries=[alignment_try(t) for t in result.tries],
+        min_score=result.min_score,
+        scorer_model=model_ref(best.audit.model),
+    )
+
+
+def aligned_event(
+    job_id: str, index: int, prompt: str, result: AlignedResult, with_layout: bool
+) -> events_pb2.Generated:
+    """The Generated event of an aligned job's prompt: the best try's image, every try."""
+    event = generated_event(
+        job_id, index, prompt, result.tries[result.best].sample, result.model, with_layout
+    )
+    event.tries.extend(alignment_try(t) for t in result.tries)
+    event.aligned_passed = result.passed
     return event
 
 

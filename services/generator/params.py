@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from concord.config import GeneratorSettings
 from concord.errors import FieldViolation, InvalidArgument
 from concord.models.diffusion.samplers import DEFAULT_SAMPLER, SAMPLERS
-from concord.serving.requests import count_violations, texts_violations
+from concord.serving.requests import count_violations, text_violations, texts_violations
 
 MAX_UNWANTED = 16  # DECOR: unwanted tokens per request
 INT64_MAX = 2**63 - 1  # seeds are int64 on the wire; image i is drawn with seed + i
@@ -238,3 +238,114 @@ def customize_params(
         bad.add("steps", f"is {steps}; must be between 1 and {MAX_CUSTOMIZE_STEPS} (0: default)")
     bad.raise_any()
     return CustomizeParams(concept, class_word, steps, tuple(references))
+
+
+# Generate until aligned (GenerateAligned and aligned generation jobs).
+DEFAULT_MAX_TRIES = 4
+MAX_TRIES = 8
+# A try passes above this calibrated P(aligned): the scorer's calibration is a logistic map
+# fitted to aligned vs misaligned pairs, so 0.5 is its decision boundary.
+DEFAULT_MIN_SCORE = 0.5
+DEFAULT_GUIDANCE_STEP = 1.0
+MAX_GUIDANCE = 50.0  # check_guidance's limit; retries never exceed it
+
+
+@dataclass(frozen=True)
+class AlignmentPolicy:
+    """How an aligned generation retries, defaults applied."""
+
+    max_tries: int = DEFAULT_MAX_TRIES
+    min_score: float = DEFAULT_MIN_SCORE  # passed: no flagged word and P(aligned) > min_score
+    word_threshold: float = 0.0  # the scorer's CLIP4DM flag threshold; 0 = its default
+    guidance_step: float = DEFAULT_GUIDANCE_STEP  # guidance added per retry
+    emphasis: bool = True  # retries repeat the flagged words in the prompt
+
+    def guidance(self, first: float, index: int) -> float:
+        """The guidance scale of try `index` (0-based), capped at MAX_GUIDANCE."""
+        return min(first + index * self.guidance_step, MAX_GUIDANCE)
+
+
+@dataclass(frozen=True)
+class AlignedParams:
+    """One validated aligned generation: `base` is the first try (one prompt)."""
+
+    base: GenerateParams
+    policy: AlignmentPolicy
+
+    @property
+    def prompt(self) -> str:
+        return self.base.prompts[0]
+
+
+def alignment_policy(
+    *,
+    max_tries: int,
+    min_score: float,
+    word_threshold: float,
+    guidance_step: float,
+    no_emphasis: bool,
+    bad: Violations,
+    field: str = "policy.",
+) -> AlignmentPolicy:
+    """Validate an AlignmentPolicy message's fields into `bad` (names prefixed `field`).
+
+    Returns: the policy with defaults applied (0 = default everywhere).
+    """
+    if not 0 <= max_tries <= MAX_TRIES:
+        bad.add(f"{field}max_tries", f"is {max_tries}; must be between 1 and {MAX_TRIES} (0: 4)")
+    if not math.isfinite(min_score) or not 0.0 <= min_score <= 1.0:
+        bad.add(f"{field}min_score", f"is {min_score}; must be between 0 and 1 (0: 0.5)")
+    if not math.isfinite(word_threshold) or word_threshold < 0:
+        bad.add(
+            f"{field}word_threshold",
+            f"is {word_threshold}; must be a finite number >= 0 (0: the scorer's default)",
+        )
+    if not math.isfinite(guidance_step) or not 0.0 <= guidance_step <= MAX_GUIDANCE:
+        bad.add(
+            f"{field}guidance_step",
+            f"is {guidance_step}; must be between 0 and {MAX_GUIDANCE:g} (0: 1)",
+        )
+    return AlignmentPolicy(
+        max_tries=max_tries or DEFAULT_MAX_TRIES,
+        min_score=min_score or DEFAULT_MIN_SCORE,
+        word_threshold=word_threshold,
+        guidance_step=guidance_step or DEFAULT_GUIDANCE_STEP,
+        emphasis=not no_emphasis,
+    )
+
+
+def aligned_params(
+    *,
+    prompt: str,
+    seed: int,
+    steps: int,
+    guidance_scale: float,
+    sampler: str,
+    with_layout: bool,
+    policy: AlignmentPolicy,
+    limits: GeneratorSettings,
+    bad: Violations,
+) -> AlignedParams:
+    """Validate one aligned generation of `prompt`; `policy` was validated into `bad` already.
+
+    Raises:
+        InvalidArgument: naming every bad field (`prompt`, `seed`, `policy.max_tries`, ...).
+    """
+    bad.extend(text_violations(prompt, "prompt", limits.max_prompt_chars))
+    check_seed(seed, policy.max_tries, bad)  # try i draws with seed + i
+    steps = check_steps(steps, limits, bad)
+    scale = check_guidance(guidance_scale, limits, bad)
+    sampler = sampler or DEFAULT_SAMPLER
+    if sampler not in SAMPLERS:
+        bad.add("sampler", f"{sampler!r} is not one of {', '.join(SAMPLERS)}")
+    bad.raise_any()
+    base = GenerateParams(
+        prompts=(prompt,),
+        seed=seed,
+        steps=steps,
+        guidance_scale=scale,
+        sampler=sampler,
+        with_layout=with_layout,
+        preview_every=0,
+    )
+    return AlignedParams(base, policy)

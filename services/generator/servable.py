@@ -151,6 +151,13 @@ class GeneratorServable(Servable[LoadedGenerator]):
         config = self.require().pipe.config
         return ModelShape(config.image_size, config.layout)
 
+    def fits_prompt(self, prompt: str) -> bool:
+        """Whether the text encoder reads all of `prompt` (longer prompts are truncated to the
+        model's max_text_tokens, [CLS] and [SEP] included)."""
+        pipe = self.require().pipe
+        ids = pipe.hf_tokenizer(prompt, truncation=False)["input_ids"]
+        return len(ids) <= pipe.config.max_text_tokens
+
     # ----------------------------------------------------------------- predict
 
     def concept(self, name: str, field: str = "concept.concept") -> ConceptWeights | None:

@@ -10,18 +10,21 @@ import asyncio
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import grpc
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from concord.bus import Bus
+from concord.config import Settings
 from concord.errors import NotFound, Unavailable
 from concord.media import encode_png
 from concord.proto.v1 import common_pb2, events_pb2, generator_pb2, generator_pb2_grpc
 from concord.serving import requests
 from concord.serving.definitions import servable_info
 from services.generator import convert
+from services.generator.aligned import ScorerAuditor, generate_aligned
 from services.generator.jobs import JobRecord, JobTable
 from services.generator.servable import Generated, GeneratorServable
 from services.generator.worker import JOBS_TOPIC
@@ -36,11 +39,13 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         jobs: JobTable,
         bus: Callable[[], Bus],
         jobs_topic: str = JOBS_TOPIC,
+        settings: Settings | None = None,
     ) -> None:
         self.servable = servable
         self.jobs = jobs
         self._bus = bus
         self.jobs_topic = jobs_topic
+        self.settings = settings or Settings()  # where the scorer is (GenerateAligned)
 
     async def Generate(
         self, request: generator_pb2.GenerateRequest, context: grpc.aio.ServicerContext
@@ -90,6 +95,31 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                 )
         finally:
             stop.set()  # a cancelled or failed call stops the denoising loop at its next step
+
+    async def GenerateAligned(
+        self, request: generator_pb2.GenerateAlignedRequest, context: grpc.aio.ServicerContext
+    ) -> generator_pb2.GenerateAlignedResponse:
+        servable = self.servable
+        requests.check_model(request.model, servable.require().id, "generator")
+        params = convert.aligned_request(request, servable.limits)
+        auditor = await asyncio.to_thread(ScorerAuditor, self.settings)
+        try:
+            await asyncio.to_thread(auditor.check)  # before any image: is the scorer there?
+            ticket = servable.gate.admit()
+            stop = threading.Event()
+            work = asyncio.ensure_future(
+                asyncio.to_thread(generate_aligned, servable, params, auditor, ticket, stop)
+            )
+            work.add_done_callback(_consume_exception)
+            try:
+                result = await asyncio.shield(work)
+            finally:
+                stop.set()  # a cancelled call stops the tries at the next denoising step
+                if not work.done():
+                    await asyncio.wait([work])  # the thread still holds the channel
+        finally:
+            auditor.close()
+        return await asyncio.to_thread(convert.aligned_response, result, params.base.with_layout)
 
     async def Customize(
         self, request: generator_pb2.CustomizeRequest, context: grpc.aio.ServicerContext
@@ -166,7 +196,7 @@ def _resized_pngs(images: Sequence[object], size: int) -> list[common_pb2.Image]
     ]
 
 
-def _consume_exception(task: asyncio.Future[object]) -> None:
+def _consume_exception(task: asyncio.Future[Any]) -> None:
     # The work of a cancelled call ends later with Cancelled; nobody awaits it then.
     if not task.cancelled():
         task.exception()

@@ -1,6 +1,9 @@
 """The generation job worker: consumes `concord.generation.jobs` (events_pb2.GenerationJob) in
 a bus consumer thread. A customization fine-tunes, saves and registers a concept; a generation
-runs the model and publishes one `concord.generated` event per prompt (key = job id).
+runs the model and publishes one `concord.generated` event per prompt (key = job id). A
+generation whose spec sets `aligned` (an AlignmentPolicy) generates each prompt until the
+scorer service's audit passes (services.generator.aligned) and its event carries the best try's
+image and every try's audit (`tries`, `aligned_passed`).
 
 Delivery is at-least-once: a job whose handler fails is retried by the bus, then dead-lettered
 to `concord.generation.jobs.dlq`; a malformed job (InvalidArgument) goes there at once. The
@@ -19,10 +22,13 @@ import logging
 from collections.abc import Callable
 
 from concord.bus import Bus, Delivery, Worker, topics
+from concord.config import Settings
 from concord.errors import InvalidArgument
 from concord.proto.v1 import events_pb2
 from services.generator import convert
+from services.generator.aligned import ScorerAuditor, Try, generate_aligned
 from services.generator.jobs import JobRecord, JobTable
+from services.generator.params import GenerateParams
 from services.generator.servable import GeneratorServable
 
 log = logging.getLogger(__name__)
@@ -54,8 +60,10 @@ class JobWorker(Worker):
         max_attempts: int,
         topic: str = JOBS_TOPIC,
         generated_topic: str = GENERATED_TOPIC,
+        settings: Settings | None = None,
     ) -> None:
         super().__init__(bus, topic)
+        self.settings = settings or Settings()  # where the scorer is (aligned jobs)
         self.servable = servable
         self.jobs = jobs
         self.generated_topic = generated_topic
@@ -107,6 +115,9 @@ class JobWorker(Worker):
 
     def _generate(self, job_id: str, spec: events_pb2.GenerationSpec) -> None:
         params = convert.generation_spec(spec, self.servable.shape(), self.servable.limits)
+        if spec.HasField("aligned"):
+            self._generate_aligned(job_id, spec, params)
+            return
         self.servable.concept(params.concept, "generate.concept")  # NotFound before the gate
         self._running(job_id, "generate", params.concept, "generating")
 
@@ -126,6 +137,48 @@ class JobWorker(Worker):
             state="SUCCEEDED",
             progress=1.0,
             message=f"published {len(done.samples)} images to {self.generated_topic}",
+        )
+
+    def _generate_aligned(
+        self, job_id: str, spec: events_pb2.GenerationSpec, params: GenerateParams
+    ) -> None:
+        """Each prompt generated until the scorer's audit passes; its Generated event carries
+        the best try's image and every try's audit."""
+        runs = convert.aligned_spec(spec, params)
+        self._running(job_id, "generate", "", "generating until aligned")
+        per_prompt = runs[0].policy.max_tries
+        total = len(runs) * per_prompt
+        events = []
+        with ScorerAuditor(self.settings) as auditor:
+            auditor.check()  # UNAVAILABLE / FAILED_PRECONDITION: retried, then dead-lettered
+            for i, run in enumerate(runs):
+
+                def on_try(attempt: Try, i: int = i) -> None:
+                    done = i * per_prompt + attempt.index + 1
+                    self.jobs.update(
+                        job_id,
+                        progress=done / total,
+                        message=f"prompt {i}: try {attempt.index + 1} scored "
+                        f"{attempt.audit.value:.3f}",
+                    )
+
+                result = generate_aligned(
+                    self.servable, run, auditor, self.servable.gate.admit(wait=True), None, on_try
+                )
+                events.append(
+                    convert.aligned_event(job_id, i, run.prompt, result, params.with_layout)
+                )
+        bus = self._bus()
+        for event in events:
+            bus.publish(self.generated_topic, job_id, event)
+        bus.flush()
+        passed = sum(e.aligned_passed for e in events)
+        self.jobs.update(
+            job_id,
+            state="SUCCEEDED",
+            progress=1.0,
+            message=f"published {len(events)} images to {self.generated_topic} "
+            f"({passed} passed the audit)",
         )
 
     # ----------------------------------------------------------------- job states

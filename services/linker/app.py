@@ -9,6 +9,7 @@ import asyncio
 from concord.platform import Platform
 from concord.proto.v1 import linker_pb2_grpc
 from concord.serving.definitions import define
+from concord.serving.reload import watch_model
 from concord.serving.server import ServiceDefinition
 from services.linker.convert import Limits
 from services.linker.jobs import AlignJobs
@@ -56,4 +57,5 @@ def build(platform: Platform) -> ServiceDefinition:
     # The workers need the model; the knowledge bases only the store.
     definition.on_start += [kbs.start, servable.start, entities.start, aligner.start]
     definition.on_stop += [aligner.stop, entities.stop, servable.stop]
+    watch_model(definition, servable, lambda: platform.registry, settings.serving)
     return definition

@@ -79,6 +79,9 @@ class LinkerServable(Servable[LoadedLinker]):
         " (train and register one with pipelines/linker, or set CONCORD_LINKER__MODEL to a "
         "linker package directory)"
     )
+    # Knowledge bases hold vectors of the linker that built them (`check_kb`): swapping the
+    # model while serving would strand every one of them, so a moved alias waits for a restart.
+    reloadable = False
 
     def __init__(
         self,

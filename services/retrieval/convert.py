@@ -9,8 +9,9 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
+from concord.clients.scorer import PairScore
 from concord.errors import FieldViolation, InvalidArgument
-from concord.proto.v1 import common_pb2, retrieval_pb2
+from concord.proto.v1 import common_pb2, retrieval_pb2, scorer_pb2
 from concord.vectors import CollectionInfo, Filter, Match, MatchAny, Range, ScoredPoint
 from concord.vectors.errors import InvalidArgument as VectorInvalidArgument
 from concord.vectors.types import check_key
@@ -22,7 +23,9 @@ from concord.wire import (
     payload_from_dict,
     payload_to_dict,
 )
+from services.retrieval import thumbnails
 from services.retrieval.collections import Entry
+from services.retrieval.explain import HitExplanation
 from services.retrieval.indexing import ItemIn
 from services.retrieval.search import SearchSpec, check_top_k
 
@@ -130,18 +133,61 @@ def search_spec(request: retrieval_pb2.SearchRequest) -> SearchSpec:
     )
 
 
-def hits_proto(points: Sequence[ScoredPoint]) -> list[retrieval_pb2.Hit]:
+def hits_proto(
+    points: Sequence[ScoredPoint],
+    explanations: Sequence[HitExplanation | None] = (),
+    with_payload: bool = True,
+) -> list[retrieval_pb2.Hit]:
+    """Returns: the wire hits (payloads without the stored thumbnail; none unless
+    `with_payload`), each with its explanation when one is given."""
     hits = []
-    for p in points:
-        payload = dict(p.payload or {})
+    for i, p in enumerate(points):
+        payload = thumbnails.strip(p.payload or {})
         modality = str(payload.pop("modality", ""))
         hit = retrieval_pb2.Hit(
             id=str(p.id), score=p.score, modality=MODALITY_ENUMS.get(modality, 0)
         )
-        if p.payload is not None:
+        if p.payload is not None and with_payload:
             hit.payload.CopyFrom(payload_from_dict(payload))
+        explained = explanations[i] if i < len(explanations) else None
+        if explained is not None:
+            hit.explanation.CopyFrom(explanation_proto(explained))
         hits.append(hit)
     return hits
+
+
+VERDICTS = {
+    "supports": retrieval_pb2.WORD_VERDICT_SUPPORTS,
+    "contradicts": retrieval_pb2.WORD_VERDICT_CONTRADICTS,
+    "neutral": retrieval_pb2.WORD_VERDICT_NEUTRAL,
+}
+
+
+def _pair_score(score: PairScore) -> scorer_pb2.PairScore:
+    return scorer_pb2.PairScore(
+        clip_score=score.clip_score,
+        fine_grained_score=score.fine_grained_score,
+        f_clip_score=score.f_clip_score,
+        aligned_probability=score.aligned_probability,
+    )
+
+
+def explanation_proto(explained: HitExplanation) -> retrieval_pb2.HitExplanation:
+    out = retrieval_pb2.HitExplanation(
+        words=[
+            retrieval_pb2.ExplainedWord(
+                word=w.word,
+                span=common_pb2.Span(start=w.span[0], end=w.span[1]),
+                attribution=w.attribution,
+                verdict=VERDICTS[w.verdict],
+            )
+            for w in explained.words
+        ],
+        unavailable=explained.unavailable,
+    )
+    if explained.score is not None:
+        out.score.CopyFrom(_pair_score(explained.score))
+    return out
 
 
 def collection_proto(entry: Entry, info: CollectionInfo) -> retrieval_pb2.CollectionInfo:

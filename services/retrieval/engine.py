@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 
 from concord.clients.encoder import AsyncEncoderClient, EncoderClient
+from concord.clients.scorer import AsyncScorerClient
 from concord.clients.types import Embedding
 from concord.config import Settings
 from concord.errors import FailedPrecondition, InvalidArgument
@@ -20,8 +21,10 @@ from concord.transport import open_channel
 from concord.vectors import Filter, ScoredPoint, VectorStore
 from concord.vectors.types import parse_point_id
 from concord.wire import ImageData, ModelId
-from services.retrieval import indexing, search
+from services.retrieval import indexing, search, thumbnails
 from services.retrieval.collections import Collections, Entry, default_collection
+from services.retrieval.explain import HitExplanation, explain_hits
+from services.retrieval.upgrade import Upgrades
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,10 @@ class Indexed:
 
 def encoder_address(settings: Settings) -> str:
     return settings.serving.address_for("encoder")
+
+
+def scorer_address(settings: Settings) -> str:
+    return settings.serving.address_for("scorer")
 
 
 def _metadata(settings: Settings) -> tuple[tuple[str, str], ...]:
@@ -80,8 +87,13 @@ class Retrieval:
         self._channel: grpc.Channel | None = None
         self.encoder: AsyncEncoderClient | None = None
         self.encoder_sync: EncoderClient | None = None
+        # Only a search with `explain` calls the scorer; readiness does not wait for it.
+        self._scorer_channel: grpc.aio.Channel | None = None
+        self.scorer: AsyncScorerClient | None = None
         # Readiness follows the encoder: retrieval encodes every text and image through it.
         self.dependencies = Dependencies(settings, ["encoder"])
+        # Encoder upgrades (services.retrieval.upgrade): set by app.build; None: no routing.
+        self.upgrades: Upgrades | None = None
 
     async def start(self, store: VectorStore) -> None:
         self._collections = await asyncio.to_thread(Collections, store)
@@ -90,12 +102,18 @@ class Retrieval:
         self._channel = open_channel(address, self.settings.serving, options)
         self.encoder = AsyncEncoderClient(self._aio_channel, _metadata(self.settings))
         self.encoder_sync = EncoderClient(self._channel, _metadata(self.settings))
+        self._scorer_channel = open_channel(
+            scorer_address(self.settings), self.settings.serving, options, aio=True
+        )
+        self.scorer = AsyncScorerClient(self._scorer_channel, _metadata(self.settings))
 
     async def stop(self) -> None:
         if self._aio_channel is not None:
             await self._aio_channel.close()
         if self._channel is not None:
             self._channel.close()
+        if self._scorer_channel is not None:
+            await self._scorer_channel.close()
 
     @property
     def collections(self) -> Collections:
@@ -106,9 +124,14 @@ class Retrieval:
     # ----------------------------------------------------------------- index
 
     async def index(
-        self, items: Sequence[indexing.ItemIn], collection: str, tokens: bool
+        self,
+        items: Sequence[indexing.ItemIn],
+        collection: str,
+        tokens: bool,
+        keep_thumbnails: bool = False,
     ) -> Indexed:
-        """Encode and upsert items (async path of the RPCs)."""
+        """Encode and upsert items (async path of the RPCs); `keep_thumbnails` stores each
+        image's thumbnail in its payload (what `explain` sends to the scorer)."""
         indexing.validate(items, max_text_chars=self.max_text_chars)
         assert self.encoder is not None
         calls = indexing.EncodeCalls(
@@ -117,13 +140,18 @@ class Retrieval:
         )
         embeddings, model, dim = await indexing.encode_async(items, calls)
         return await asyncio.to_thread(
-            self._store_items, items, embeddings, model, dim, collection, tokens
+            self._store_items, items, embeddings, model, dim, collection, tokens, keep_thumbnails
         )
 
     def index_sync(
-        self, items: Sequence[indexing.ItemIn], collection: str, tokens: bool
+        self,
+        items: Sequence[indexing.ItemIn],
+        collection: str,
+        tokens: bool,
+        keep_thumbnails: bool = True,
     ) -> Indexed:
-        """Encode and upsert items with blocking calls (the bus worker's thread)."""
+        """Encode and upsert items with blocking calls (the bus worker's thread); the bus
+        path keeps thumbnails, so ingested images can be explained."""
         indexing.validate(items, max_text_chars=self.max_text_chars)
         assert self.encoder_sync is not None
         enc = self.encoder_sync
@@ -132,7 +160,7 @@ class Retrieval:
             lambda i: enc.encode_images(i, include_tokens=tokens),
         )
         embeddings, model, dim = indexing.encode_sync(items, calls)
-        return self._store_items(items, embeddings, model, dim, collection, tokens)
+        return self._store_items(items, embeddings, model, dim, collection, tokens, keep_thumbnails)
 
     def _store_items(
         self,
@@ -142,10 +170,16 @@ class Retrieval:
         dim: int,
         collection: str,
         tokens: bool,
+        keep_thumbnails: bool = False,
     ) -> Indexed:
         name = collection or default_collection(model)
         entry = self.collections.ensure(name, model, dim, tokens)
         points = indexing.build_points(items, embeddings, entry.name, tokens)
+        if keep_thumbnails:
+            for item, point in zip(items, points, strict=True):
+                if item.image is not None:
+                    field = indexing.at(item.where, "item.image")
+                    point.payload[thumbnails.THUMBNAIL_KEY] = thumbnails.make(item.image, field)
         self.collections.store.upsert(entry.name, points)
         return Indexed(
             tuple(str(p.id) for p in points),
@@ -170,6 +204,10 @@ class Retrieval:
             vector = search.check_vector(query.vector, entry.dim)
         else:
             embedding, model = await self._encode_query(query, spec.rerank)
+            if entry is None and self.upgrades is not None:  # the old collection while upgrading
+                entry, embedding, model = await asyncio.to_thread(
+                    self.upgrades.default_route, embedding, model
+                )
             if entry is None:
                 entry = await asyncio.to_thread(self.collections.entry, default_collection(model))
             if entry.model.name and entry.model != model:
@@ -183,6 +221,15 @@ class Retrieval:
             search.run, self.collections.store, entry, spec, vector, tokens
         )
         return hits, entry
+
+    async def explain(
+        self, text: str, hits: Sequence[ScoredPoint], timeout: float | None = None
+    ) -> tuple[list[HitExplanation | None], ModelId | None]:
+        """The scorer's word verdicts for each image hit against the query text (see
+        services.retrieval.explain). Returns: one entry per hit and the scorer model."""
+        if self.scorer is None:
+            raise FailedPrecondition("the retrieval service has not started")
+        return await explain_hits(self.scorer, scorer_address(self.settings), text, hits, timeout)
 
     async def _encode_query(self, query: Query, tokens: bool) -> tuple[Embedding, ModelId]:
         assert self.encoder is not None

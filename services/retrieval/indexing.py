@@ -16,7 +16,7 @@ from concord.vectors.types import PointId, check_payload, parse_point_id
 from concord.wire import ImageData, ModelId
 from services.retrieval.collections import DENSE, TOKENS
 
-RESERVED_PAYLOAD = ("modality", "text")  # set by the service on every point
+RESERVED_PAYLOAD = ("modality", "text", "thumbnail")  # set by the service (thumbnails.py)
 MAX_ITEMS_PER_REQUEST = 1024
 
 

@@ -4,6 +4,7 @@ engine, builds responses; publishes `concord.indexed` events for what it indexed
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import grpc
 import numpy as np
@@ -13,10 +14,17 @@ from concord.proto.v1 import common_pb2, retrieval_pb2, retrieval_pb2_grpc
 from concord.serving import requests
 from concord.serving.definitions import service_info
 from concord.wire import ImageData, model_ref
-from services.retrieval import convert
+from services.retrieval import convert, explain
 from services.retrieval.engine import Query, Retrieval
 from services.retrieval.events import IndexedPublisher
 from services.retrieval.search import MAX_SEARCHES_PER_BATCH
+
+
+def _remaining(context: grpc.aio.ServicerContext | None) -> float | None:
+    """Returns: seconds left of the caller's deadline (None: no deadline), for the calls this
+    request makes to the scorer."""
+    left = context.time_remaining() if context is not None else None
+    return max(left, 0.001) if left is not None else None
 
 
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
@@ -28,7 +36,9 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         self, request: retrieval_pb2.IndexRequest, context: grpc.aio.ServicerContext
     ) -> retrieval_pb2.IndexResponse:
         items = convert.items_from_proto(request.items)
-        done = await self.engine.index(items, request.collection, request.store_tokens)
+        done = await self.engine.index(
+            items, request.collection, request.store_tokens, request.store_thumbnails
+        )
         await asyncio.to_thread(self.events.publish, done)
         return retrieval_pb2.IndexResponse(
             ids=list(done.ids), collection=done.collection, model=model_ref(done.model)
@@ -37,11 +47,18 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
     async def Search(
         self, request: retrieval_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> retrieval_pb2.SearchResponse:
-        return await self._search(request)
+        return await self._search(request, context)
 
-    async def _search(self, request: retrieval_pb2.SearchRequest) -> retrieval_pb2.SearchResponse:
+    async def _search(
+        self,
+        request: retrieval_pb2.SearchRequest,
+        context: grpc.aio.ServicerContext | None = None,
+    ) -> retrieval_pb2.SearchResponse:
         spec = convert.search_spec(request)
         kind = request.WhichOneof("query")
+        if request.explain:
+            explain.check(kind or "", spec.top_k)
+            spec = replace(spec, with_payload=True)  # image hits carry their thumbnails
         if kind == "text":
             query = Query(text=request.text)
         elif kind == "image":
@@ -51,9 +68,15 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         else:
             raise InvalidArgument("query", "set one of text, image or vector")
         hits, entry = await self.engine.search(query, spec, request.collection)
-        return retrieval_pb2.SearchResponse(
-            hits=convert.hits_proto(hits), model=model_ref(entry.model), collection=entry.name
-        )
+        response = retrieval_pb2.SearchResponse(model=model_ref(entry.model), collection=entry.name)
+        if request.explain:
+            explained, scorer = await self.engine.explain(request.text, hits, _remaining(context))
+            if scorer is not None:
+                response.scorer_model.CopyFrom(model_ref(scorer))
+            response.hits.extend(convert.hits_proto(hits, explained, request.with_payload))
+        else:
+            response.hits.extend(convert.hits_proto(hits))
+        return response
 
     async def SearchBatch(
         self, request: retrieval_pb2.SearchBatchRequest, context: grpc.aio.ServicerContext
@@ -71,7 +94,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
 
         async def one(i: int, search: retrieval_pb2.SearchRequest) -> retrieval_pb2.SearchResponse:
             try:
-                return await self._search(search)
+                return await self._search(search, context)
             except InvalidArgument as err:
                 raise convert.prefixed(err, f"searches[{i}].") from None
 

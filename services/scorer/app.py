@@ -7,6 +7,7 @@ from __future__ import annotations
 from concord.platform import Platform
 from concord.proto.v1 import scorer_pb2_grpc
 from concord.serving.definitions import define
+from concord.serving.reload import watch_model
 from concord.serving.server import ServiceDefinition
 from services.scorer.servable import ScorerServable
 from services.scorer.servicer import ScorerServicer
@@ -21,4 +22,5 @@ def build(platform: Platform) -> ServiceDefinition:
     definition.model_ready = lambda: servable.ready
     definition.on_start += [servable.start, auditor.start]  # the auditor needs the model
     definition.on_stop += [auditor.stop, servable.stop]
+    watch_model(definition, servable, lambda: platform.registry, platform.settings.serving)
     return definition

@@ -16,7 +16,7 @@ from concord.models.alignment import Explanation, PairScores, aligned_probabilit
 from concord.models.preprocess import images_to_tensor
 from concord.registry import Registry
 from concord.serving import DynamicBatcher
-from concord.serving.servable import Servable, batcher
+from concord.serving.servable import Pinned, Servable, batcher, run_pinned
 from concord.wire import ModelId
 from services.scorer.loading import LoadedScorer, load_scorer
 
@@ -78,11 +78,12 @@ class ScorerServable(Servable[LoadedScorer]):
         # One model call at a time: Score batches, explanations and the auditor share the
         # model, and CLIP4DM's backward passes must not interleave.
         self._model_lock = threading.Lock()
-        self.pairs: DynamicBatcher[PairIn, Scored] = batcher(
+        # Items carry the package their request took: a batch runs each on that package.
+        self.pairs: DynamicBatcher[Pinned[LoadedScorer, PairIn], Scored] = batcher(
             self._score_batch, "scorer-pairs", settings.batching
         )
         # Explanations are per pair; the batcher still queues them (and sheds overload).
-        self.explanations: DynamicBatcher[ExplainIn, Explained] = batcher(
+        self.explanations: DynamicBatcher[Pinned[LoadedScorer, ExplainIn], Explained] = batcher(
             self._explain_batch,
             "scorer-explain",
             settings.batching,
@@ -105,43 +106,64 @@ class ScorerServable(Servable[LoadedScorer]):
     @property
     def threshold(self) -> float:
         """The default CLIP4DM epsilon: the setting if given, else the package's."""
-        if self._threshold_setting is not None:
-            return self._threshold_setting
-        return self.require().threshold
+        return self.threshold_of(self.require())
+
+    def threshold_of(self, loaded: LoadedScorer) -> float:
+        """The default CLIP4DM epsilon with package `loaded`."""
+        return self._threshold_setting if self._threshold_setting is not None else loaded.threshold
 
     # ----------------------------------------------------------------- predict
 
-    async def score(self, pairs: Sequence[PairIn]) -> list[Scored]:
-        """Score decoded pairs; each goes through the batcher so callers coalesce."""
-        self.require()
-        return await self.pairs.submit_many(pairs)
+    async def score(
+        self, pairs: Sequence[PairIn], model: LoadedScorer | None = None
+    ) -> list[Scored]:
+        """Score decoded pairs; each goes through the batcher so callers coalesce.
 
-    async def explain(self, image: Image.Image, text: str, threshold: float = 0.0) -> Explained:
+        Args:
+            model: the package the request took (`require()`); default: the served one now.
+        """
+        loaded = model or self.require()
+        return await self.pairs.submit_many([Pinned(loaded, pair) for pair in pairs])
+
+    async def explain(
+        self,
+        image: Image.Image,
+        text: str,
+        threshold: float = 0.0,
+        model: LoadedScorer | None = None,
+    ) -> Explained:
         """Per-word alignment of one pair; `threshold` 0 means the service default."""
-        self.require()
-        return await self.explanations.submit(ExplainIn(image, text, threshold or self.threshold))
+        loaded = model or self.require()
+        item = ExplainIn(image, text, threshold or self.threshold_of(loaded))
+        return await self.explanations.submit(Pinned(loaded, item))
 
     def score_sync(self, pairs: Sequence[PairIn]) -> list[Scored]:
         """The same as `score` for callers in other threads (the auditor)."""
-        return self._score_batch(list(pairs))
+        return self._score_on(self.require(), list(pairs))
 
     def explain_sync(self, image: Image.Image, text: str, threshold: float = 0.0) -> Explained:
         """The same as `explain` for callers in other threads (the auditor)."""
-        (out,) = self._explain_batch([ExplainIn(image, text, threshold or self.threshold)])
+        loaded = self.require()
+        item = ExplainIn(image, text, threshold or self.threshold_of(loaded))
+        (out,) = self._explain_on(loaded, [item])
         return out
 
-    def _score_batch(self, items: list[PairIn]) -> list[Scored]:
-        loaded = self.require()
+    def _score_batch(self, items: list[Pinned[LoadedScorer, PairIn]]) -> list[Scored]:
+        return run_pinned(items, self._score_on)
+
+    def _explain_batch(self, items: list[Pinned[LoadedScorer, ExplainIn]]) -> list[Explained]:
+        return run_pinned(items, self._explain_on)
+
+    def _score_on(self, loaded: LoadedScorer, items: list[PairIn]) -> list[Scored]:
         pixels = images_to_tensor([p.image for p in items], loaded.image_size).to(self.device)
         texts = [p.text for p in items]
         # A pair without references gets ref_clip_score None, also beside pairs with them.
         refs = [list(p.references) for p in items] if any(p.references for p in items) else None
         with self._model_lock:
-            scores = loaded.scorer.score(pixels, texts, refs, threshold=self.threshold)
+            scores = loaded.scorer.score(pixels, texts, refs, threshold=self.threshold_of(loaded))
         return [Scored(s, aligned_probability(s, loaded.calibration)) for s in scores]
 
-    def _explain_batch(self, items: list[ExplainIn]) -> list[Explained]:
-        loaded = self.require()
+    def _explain_on(self, loaded: LoadedScorer, items: list[ExplainIn]) -> list[Explained]:
         out = []
         for item in items:
             pixels = images_to_tensor([item.image], loaded.image_size).to(self.device)

@@ -29,7 +29,7 @@ class ScorerServicer(scorer_pb2_grpc.ScorerServiceServicer):
         pairs = await asyncio.to_thread(
             convert.decode_pairs, request.pairs, s.max_pairs, s.max_text_chars, s.max_references
         )
-        scored = await s.score(pairs)
+        scored = await s.score(pairs, loaded)
         return convert.score_response(scored, loaded.id)
 
     async def ExplainMisalignment(
@@ -42,7 +42,7 @@ class ScorerServicer(scorer_pb2_grpc.ScorerServiceServicer):
         image = await asyncio.to_thread(
             decode_image, request.image.data, request.image.media_type, field="image"
         )
-        explained = await self.servable.explain(image, text, request.threshold)
+        explained = await self.servable.explain(image, text, request.threshold, loaded)
         return convert.explain_response(explained, loaded.id, request.include_heatmap)
 
     async def GetInfo(

@@ -23,30 +23,31 @@ _sym_db = _symbol_database.Default()
 
 
 from concord.proto.v1 import common_pb2 as concord_dot_v1_dot_common__pb2
+from concord.proto.v1 import generator_pb2 as concord_dot_v1_dot_generator__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63oncord/v1/events.proto\x12\nconcord.v1\x1a\x17\x63oncord/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x01\n\rIngestRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x1e\n\x04item\x18\x03 \x01(\x0b\x32\x10.concord.v1.Item\x12$\n\x07payload\x18\x04 \x01(\x0b\x32\x13.concord.v1.Payload\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa6\x01\n\x07Indexed\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12&\n\x08modality\x18\x03 \x01(\x0e\x32\x14.concord.v1.Modality\x12#\n\x05model\x18\x04 \x01(\x0b\x32\x14.concord.v1.ModelRef\x12.\n\nindexed_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbb\x01\n\rGenerationJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12.\n\x08generate\x18\x02 \x01(\x0b\x32\x1a.concord.v1.GenerationSpecH\x00\x12\x32\n\tcustomize\x18\x03 \x01(\x0b\x32\x1d.concord.v1.CustomizationSpecH\x00\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\n\x04work\"|\n\x0eGenerationSpec\x12\x0f\n\x07prompts\x18\x01 \x03(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\r\n\x05steps\x18\x03 \x01(\x05\x12\x16\n\x0eguidance_scale\x18\x04 \x01(\x02\x12\x13\n\x0bwith_layout\x18\x05 \x01(\x08\x12\x0f\n\x07\x63oncept\x18\x06 \x01(\t\"n\n\x11\x43ustomizationSpec\x12\x0f\n\x07\x63oncept\x18\x01 \x01(\t\x12%\n\nreferences\x18\x02 \x03(\x0b\x32\x11.concord.v1.Image\x12\x12\n\nclass_word\x18\x03 \x01(\t\x12\r\n\x05steps\x18\x04 \x01(\x05\"\xec\x01\n\tGenerated\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x14\n\x0cprompt_index\x18\x02 \x01(\x05\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12 \n\x05image\x18\x04 \x01(\x0b\x32\x11.concord.v1.Image\x12\"\n\x06layout\x18\x05 \x01(\x0b\x32\x12.concord.v1.Tensor\x12\x0c\n\x04seed\x18\x06 \x01(\x03\x12#\n\x05model\x18\x07 \x01(\x0b\x32\x14.concord.v1.ModelRef\x12\x30\n\x0cgenerated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfe\x01\n\x0b\x41uditResult\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x17\n\x0f\x61lignment_score\x18\x03 \x01(\x02\x12\x1b\n\x13\x61ligned_probability\x18\x04 \x01(\x02\x12.\n\rflagged_words\x18\x05 \x03(\x0b\x32\x17.concord.v1.FlaggedWord\x12\x12\n\nbias_label\x18\x06 \x01(\t\x12#\n\x05model\x18\x07 \x01(\x0b\x32\x14.concord.v1.ModelRef\x12.\n\naudited_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"P\n\x0b\x46laggedWord\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x1e\n\x04span\x18\x02 \x01(\x0b\x32\x10.concord.v1.Span\x12\x13\n\x0b\x61ttribution\x18\x03 \x01(\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63oncord/v1/events.proto\x12\nconcord.v1\x1a\x17\x63oncord/v1/common.proto\x1a\x1a\x63oncord/v1/generator.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x01\n\rIngestRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x1e\n\x04item\x18\x03 \x01(\x0b\x32\x10.concord.v1.Item\x12$\n\x07payload\x18\x04 \x01(\x0b\x32\x13.concord.v1.Payload\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa6\x01\n\x07Indexed\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12&\n\x08modality\x18\x03 \x01(\x0e\x32\x14.concord.v1.Modality\x12#\n\x05model\x18\x04 \x01(\x0b\x32\x14.concord.v1.ModelRef\x12.\n\nindexed_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbb\x01\n\rGenerationJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12.\n\x08generate\x18\x02 \x01(\x0b\x32\x1a.concord.v1.GenerationSpecH\x00\x12\x32\n\tcustomize\x18\x03 \x01(\x0b\x32\x1d.concord.v1.CustomizationSpecH\x00\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\n\x04work\"\xaa\x01\n\x0eGenerationSpec\x12\x0f\n\x07prompts\x18\x01 \x03(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\r\n\x05steps\x18\x03 \x01(\x05\x12\x16\n\x0eguidance_scale\x18\x04 \x01(\x02\x12\x13\n\x0bwith_layout\x18\x05 \x01(\x08\x12\x0f\n\x07\x63oncept\x18\x06 \x01(\t\x12,\n\x07\x61ligned\x18\x07 \x01(\x0b\x32\x1b.concord.v1.AlignmentPolicy\"n\n\x11\x43ustomizationSpec\x12\x0f\n\x07\x63oncept\x18\x01 \x01(\t\x12%\n\nreferences\x18\x02 \x03(\x0b\x32\x11.concord.v1.Image\x12\x12\n\nclass_word\x18\x03 \x01(\t\x12\r\n\x05steps\x18\x04 \x01(\x05\"\xad\x02\n\tGenerated\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x14\n\x0cprompt_index\x18\x02 \x01(\x05\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12 \n\x05image\x18\x04 \x01(\x0b\x32\x11.concord.v1.Image\x12\"\n\x06layout\x18\x05 \x01(\x0b\x32\x12.concord.v1.Tensor\x12\x0c\n\x04seed\x18\x06 \x01(\x03\x12#\n\x05model\x18\x07 \x01(\x0b\x32\x14.concord.v1.ModelRef\x12\x30\n\x0cgenerated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05tries\x18\t \x03(\x0b\x32\x18.concord.v1.AlignmentTry\x12\x16\n\x0e\x61ligned_passed\x18\n \x01(\x08\"\xfe\x01\n\x0b\x41uditResult\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x17\n\x0f\x61lignment_score\x18\x03 \x01(\x02\x12\x1b\n\x13\x61ligned_probability\x18\x04 \x01(\x02\x12.\n\rflagged_words\x18\x05 \x03(\x0b\x32\x17.concord.v1.FlaggedWord\x12\x12\n\nbias_label\x18\x06 \x01(\t\x12#\n\x05model\x18\x07 \x01(\x0b\x32\x14.concord.v1.ModelRef\x12.\n\naudited_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"P\n\x0b\x46laggedWord\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x1e\n\x04span\x18\x02 \x01(\x0b\x32\x10.concord.v1.Span\x12\x13\n\x0b\x61ttribution\x18\x03 \x01(\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'concord.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INGESTREQUEST']._serialized_start=98
-  _globals['_INGESTREQUEST']._serialized_end=263
-  _globals['_INDEXED']._serialized_start=266
-  _globals['_INDEXED']._serialized_end=432
-  _globals['_GENERATIONJOB']._serialized_start=435
-  _globals['_GENERATIONJOB']._serialized_end=622
-  _globals['_GENERATIONSPEC']._serialized_start=624
-  _globals['_GENERATIONSPEC']._serialized_end=748
-  _globals['_CUSTOMIZATIONSPEC']._serialized_start=750
-  _globals['_CUSTOMIZATIONSPEC']._serialized_end=860
-  _globals['_GENERATED']._serialized_start=863
-  _globals['_GENERATED']._serialized_end=1099
-  _globals['_AUDITRESULT']._serialized_start=1102
-  _globals['_AUDITRESULT']._serialized_end=1356
-  _globals['_FLAGGEDWORD']._serialized_start=1358
-  _globals['_FLAGGEDWORD']._serialized_end=1438
+  _globals['_INGESTREQUEST']._serialized_start=126
+  _globals['_INGESTREQUEST']._serialized_end=291
+  _globals['_INDEXED']._serialized_start=294
+  _globals['_INDEXED']._serialized_end=460
+  _globals['_GENERATIONJOB']._serialized_start=463
+  _globals['_GENERATIONJOB']._serialized_end=650
+  _globals['_GENERATIONSPEC']._serialized_start=653
+  _globals['_GENERATIONSPEC']._serialized_end=823
+  _globals['_CUSTOMIZATIONSPEC']._serialized_start=825
+  _globals['_CUSTOMIZATIONSPEC']._serialized_end=935
+  _globals['_GENERATED']._serialized_start=938
+  _globals['_GENERATED']._serialized_end=1239
+  _globals['_AUDITRESULT']._serialized_start=1242
+  _globals['_AUDITRESULT']._serialized_end=1496
+  _globals['_FLAGGEDWORD']._serialized_start=1498
+  _globals['_FLAGGEDWORD']._serialized_end=1578
 # @@protoc_insertion_point(module_scope)

@@ -1,6 +1,7 @@
 import datetime
 
 from concord.proto.v1 import common_pb2 as _common_pb2
+from concord.proto.v1 import generator_pb2 as _generator_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -51,20 +52,22 @@ class GenerationJob(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., generate: _Optional[_Union[GenerationSpec, _Mapping]] = ..., customize: _Optional[_Union[CustomizationSpec, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GenerationSpec(_message.Message):
-    __slots__ = ("prompts", "seed", "steps", "guidance_scale", "with_layout", "concept")
+    __slots__ = ("prompts", "seed", "steps", "guidance_scale", "with_layout", "concept", "aligned")
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
     WITH_LAYOUT_FIELD_NUMBER: _ClassVar[int]
     CONCEPT_FIELD_NUMBER: _ClassVar[int]
+    ALIGNED_FIELD_NUMBER: _ClassVar[int]
     prompts: _containers.RepeatedScalarFieldContainer[str]
     seed: int
     steps: int
     guidance_scale: float
     with_layout: bool
     concept: str
-    def __init__(self, prompts: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., with_layout: _Optional[bool] = ..., concept: _Optional[str] = ...) -> None: ...
+    aligned: _generator_pb2.AlignmentPolicy
+    def __init__(self, prompts: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., with_layout: _Optional[bool] = ..., concept: _Optional[str] = ..., aligned: _Optional[_Union[_generator_pb2.AlignmentPolicy, _Mapping]] = ...) -> None: ...
 
 class CustomizationSpec(_message.Message):
     __slots__ = ("concept", "references", "class_word", "steps")
@@ -79,7 +82,7 @@ class CustomizationSpec(_message.Message):
     def __init__(self, concept: _Optional[str] = ..., references: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ..., class_word: _Optional[str] = ..., steps: _Optional[int] = ...) -> None: ...
 
 class Generated(_message.Message):
-    __slots__ = ("job_id", "prompt_index", "prompt", "image", "layout", "seed", "model", "generated_at")
+    __slots__ = ("job_id", "prompt_index", "prompt", "image", "layout", "seed", "model", "generated_at", "tries", "aligned_passed")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_INDEX_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +91,8 @@ class Generated(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     GENERATED_AT_FIELD_NUMBER: _ClassVar[int]
+    TRIES_FIELD_NUMBER: _ClassVar[int]
+    ALIGNED_PASSED_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     prompt_index: int
     prompt: str
@@ -96,7 +101,9 @@ class Generated(_message.Message):
     seed: int
     model: _common_pb2.ModelRef
     generated_at: _timestamp_pb2.Timestamp
-    def __init__(self, job_id: _Optional[str] = ..., prompt_index: _Optional[int] = ..., prompt: _Optional[str] = ..., image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., layout: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., seed: _Optional[int] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., generated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    tries: _containers.RepeatedCompositeFieldContainer[_generator_pb2.AlignmentTry]
+    aligned_passed: bool
+    def __init__(self, job_id: _Optional[str] = ..., prompt_index: _Optional[int] = ..., prompt: _Optional[str] = ..., image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., layout: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., seed: _Optional[int] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., generated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tries: _Optional[_Iterable[_Union[_generator_pb2.AlignmentTry, _Mapping]]] = ..., aligned_passed: _Optional[bool] = ...) -> None: ...
 
 class AuditResult(_message.Message):
     __slots__ = ("subject_id", "text", "alignment_score", "aligned_probability", "flagged_words", "bias_label", "model", "audited_at")

@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from concord.proto.v1 import common_pb2 as concord_dot_v1_dot_common__pb2
+from concord.proto.v1 import scorer_pb2 as concord_dot_v1_dot_scorer__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63oncord/v1/generator.proto\x12\nconcord.v1\x1a\x17\x63oncord/v1/common.proto\"W\n\x0f\x43onceptGuidance\x12\x0f\n\x07\x63oncept\x18\x01 \x01(\t\x12\x10\n\x08unwanted\x18\x02 \x03(\t\x12\r\n\x05\x61lpha\x18\x03 \x01(\x02\x12\x12\n\ndirections\x18\x04 \x01(\x05\"\x9b\x02\n\x0fGenerateRequest\x12\x0f\n\x07prompts\x18\x01 \x03(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\r\n\x05steps\x18\x03 \x01(\x05\x12\x16\n\x0eguidance_scale\x18\x04 \x01(\x02\x12$\n\x07sampler\x18\x05 \x01(\x0e\x32\x13.concord.v1.Sampler\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12\x13\n\x0bwith_layout\x18\x08 \x01(\x08\x12\x15\n\rpreview_every\x18\t \x01(\x05\x12,\n\x07\x63oncept\x18\n \x01(\x0b\x32\x1b.concord.v1.ConceptGuidance\x12#\n\x05model\x18\x0b \x01(\x0b\x32\x14.concord.v1.ModelRef\"g\n\x08Progress\x12\x14\n\x0cprompt_index\x18\x01 \x01(\x05\x12\x0c\n\x04step\x18\x02 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x03 \x01(\x05\x12\"\n\x07preview\x18\x04 \x01(\x0b\x32\x11.concord.v1.Image\"\x8e\x01\n\x06Layout\x12%\n\tclass_map\x18\x01 \x01(\x0b\x32\x12.concord.v1.Tensor\x12.\n\x06legend\x18\x02 \x03(\x0b\x32\x1e.concord.v1.Layout.LegendEntry\x1a-\n\x0bLegendEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9f\x01\n\x0eGeneratedImage\x12\x14\n\x0cprompt_index\x18\x01 \x01(\x05\x12 \n\x05image\x18\x02 \x01(\x0b\x32\x11.concord.v1.Image\x12\"\n\x06layout\x18\x03 \x01(\x0b\x32\x12.concord.v1.Layout\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12#\n\x05model\x18\x05 \x01(\x0b\x32\x14.concord.v1.ModelRef\"p\n\rGenerateEvent\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.concord.v1.ProgressH\x00\x12,\n\x06result\x18\x02 \x01(\x0b\x32\x1a.concord.v1.GeneratedImageH\x00\x42\x07\n\x05\x65vent\"m\n\x10\x43ustomizeRequest\x12\x0f\n\x07\x63oncept\x18\x01 \x01(\t\x12%\n\nreferences\x18\x02 \x03(\x0b\x32\x11.concord.v1.Image\x12\x12\n\nclass_word\x18\x03 \x01(\t\x12\r\n\x05steps\x18\x04 \x01(\x05\"j\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.concord.v1.JobState\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x10\n\x08progress\x18\x04 \x01(\x02\x12\x0f\n\x07\x63oncept\x18\x05 \x01(\t\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"<\n\x13ListConceptsRequest\x12%\n\x04page\x18\x01 \x01(\x0b\x32\x17.concord.v1.PageRequest\"i\n\x07\x43oncept\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nclass_word\x18\x02 \x01(\t\x12#\n\x05model\x18\x03 \x01(\x0b\x32\x14.concord.v1.ModelRef\x12\x17\n\x0freference_count\x18\x04 \x01(\x05\"e\n\x14ListConceptsResponse\x12%\n\x08\x63oncepts\x18\x01 \x03(\x0b\x32\x13.concord.v1.Concept\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.concord.v1.PageResponse*F\n\x07Sampler\x12\x17\n\x13SAMPLER_UNSPECIFIED\x10\x00\x12\x10\n\x0cSAMPLER_DDPM\x10\x01\x12\x10\n\x0cSAMPLER_DDIM\x10\x02*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xdd\x02\n\x10GeneratorService\x12\x44\n\x08Generate\x12\x1b.concord.v1.GenerateRequest\x1a\x19.concord.v1.GenerateEvent0\x01\x12:\n\tCustomize\x12\x1c.concord.v1.CustomizeRequest\x1a\x0f.concord.v1.Job\x12\x34\n\x06GetJob\x12\x19.concord.v1.GetJobRequest\x1a\x0f.concord.v1.Job\x12Q\n\x0cListConcepts\x12\x1f.concord.v1.ListConceptsRequest\x1a .concord.v1.ListConceptsResponse\x12>\n\x07GetInfo\x12\x1a.concord.v1.GetInfoRequest\x1a\x17.concord.v1.ServiceInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63oncord/v1/generator.proto\x12\nconcord.v1\x1a\x17\x63oncord/v1/common.proto\x1a\x17\x63oncord/v1/scorer.proto\"W\n\x0f\x43onceptGuidance\x12\x0f\n\x07\x63oncept\x18\x01 \x01(\t\x12\x10\n\x08unwanted\x18\x02 \x03(\t\x12\r\n\x05\x61lpha\x18\x03 \x01(\x02\x12\x12\n\ndirections\x18\x04 \x01(\x05\"\x9b\x02\n\x0fGenerateRequest\x12\x0f\n\x07prompts\x18\x01 \x03(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\r\n\x05steps\x18\x03 \x01(\x05\x12\x16\n\x0eguidance_scale\x18\x04 \x01(\x02\x12$\n\x07sampler\x18\x05 \x01(\x0e\x32\x13.concord.v1.Sampler\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12\x13\n\x0bwith_layout\x18\x08 \x01(\x08\x12\x15\n\rpreview_every\x18\t \x01(\x05\x12,\n\x07\x63oncept\x18\n \x01(\x0b\x32\x1b.concord.v1.ConceptGuidance\x12#\n\x05model\x18\x0b \x01(\x0b\x32\x14.concord.v1.ModelRef\"g\n\x08Progress\x12\x14\n\x0cprompt_index\x18\x01 \x01(\x05\x12\x0c\n\x04step\x18\x02 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x03 \x01(\x05\x12\"\n\x07preview\x18\x04 \x01(\x0b\x32\x11.concord.v1.Image\"\x8e\x01\n\x06Layout\x12%\n\tclass_map\x18\x01 \x01(\x0b\x32\x12.concord.v1.Tensor\x12.\n\x06legend\x18\x02 \x03(\x0b\x32\x1e.concord.v1.Layout.LegendEntry\x1a-\n\x0bLegendEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9f\x01\n\x0eGeneratedImage\x12\x14\n\x0cprompt_index\x18\x01 \x01(\x05\x12 \n\x05image\x18\x02 \x01(\x0b\x32\x11.concord.v1.Image\x12\"\n\x06layout\x18\x03 \x01(\x0b\x32\x12.concord.v1.Layout\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12#\n\x05model\x18\x05 \x01(\x0b\x32\x14.concord.v1.ModelRef\"p\n\rGenerateEvent\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.concord.v1.ProgressH\x00\x12,\n\x06result\x18\x02 \x01(\x0b\x32\x1a.concord.v1.GeneratedImageH\x00\x42\x07\n\x05\x65vent\"m\n\x10\x43ustomizeRequest\x12\x0f\n\x07\x63oncept\x18\x01 \x01(\t\x12%\n\nreferences\x18\x02 \x03(\x0b\x32\x11.concord.v1.Image\x12\x12\n\nclass_word\x18\x03 \x01(\t\x12\r\n\x05steps\x18\x04 \x01(\x05\"j\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.concord.v1.JobState\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x10\n\x08progress\x18\x04 \x01(\x02\x12\x0f\n\x07\x63oncept\x18\x05 \x01(\t\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"<\n\x13ListConceptsRequest\x12%\n\x04page\x18\x01 \x01(\x0b\x32\x17.concord.v1.PageRequest\"i\n\x07\x43oncept\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nclass_word\x18\x02 \x01(\t\x12#\n\x05model\x18\x03 \x01(\x0b\x32\x14.concord.v1.ModelRef\x12\x17\n\x0freference_count\x18\x04 \x01(\x05\"e\n\x14ListConceptsResponse\x12%\n\x08\x63oncepts\x18\x01 \x03(\x0b\x32\x13.concord.v1.Concept\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.concord.v1.PageResponse\"{\n\x0f\x41lignmentPolicy\x12\x11\n\tmax_tries\x18\x01 \x01(\x05\x12\x11\n\tmin_score\x18\x02 \x01(\x02\x12\x16\n\x0eword_threshold\x18\x03 \x01(\x02\x12\x15\n\rguidance_step\x18\x04 \x01(\x02\x12\x13\n\x0bno_emphasis\x18\x05 \x01(\x08\"\xea\x01\n\x16GenerateAlignedRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\r\n\x05steps\x18\x03 \x01(\x05\x12\x16\n\x0eguidance_scale\x18\x04 \x01(\x02\x12$\n\x07sampler\x18\x05 \x01(\x0e\x32\x13.concord.v1.Sampler\x12\x13\n\x0bwith_layout\x18\x06 \x01(\x08\x12+\n\x06policy\x18\x07 \x01(\x0b\x32\x1b.concord.v1.AlignmentPolicy\x12#\n\x05model\x18\x08 \x01(\x0b\x32\x14.concord.v1.ModelRef\"\xb5\x01\n\x0c\x41lignmentTry\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\x16\n\x0eguidance_scale\x18\x03 \x01(\x02\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12$\n\x05score\x18\x05 \x01(\x0b\x32\x15.concord.v1.PairScore\x12*\n\x07\x66lagged\x18\x06 \x03(\x0b\x32\x19.concord.v1.WordAlignment\x12\x0e\n\x06passed\x18\x07 \x01(\x08\"\xcd\x01\n\x17GenerateAlignedResponse\x12(\n\x04\x62\x65st\x18\x01 \x01(\x0b\x32\x1a.concord.v1.GeneratedImage\x12\x10\n\x08\x62\x65st_try\x18\x02 \x01(\x05\x12\x0e\n\x06passed\x18\x03 \x01(\x08\x12\'\n\x05tries\x18\x04 \x03(\x0b\x32\x18.concord.v1.AlignmentTry\x12\x11\n\tmin_score\x18\x05 \x01(\x02\x12*\n\x0cscorer_model\x18\x06 \x01(\x0b\x32\x14.concord.v1.ModelRef*F\n\x07Sampler\x12\x17\n\x13SAMPLER_UNSPECIFIED\x10\x00\x12\x10\n\x0cSAMPLER_DDPM\x10\x01\x12\x10\n\x0cSAMPLER_DDIM\x10\x02*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xb9\x03\n\x10GeneratorService\x12\x44\n\x08Generate\x12\x1b.concord.v1.GenerateRequest\x1a\x19.concord.v1.GenerateEvent0\x01\x12Z\n\x0fGenerateAligned\x12\".concord.v1.GenerateAlignedRequest\x1a#.concord.v1.GenerateAlignedResponse\x12:\n\tCustomize\x12\x1c.concord.v1.CustomizeRequest\x1a\x0f.concord.v1.Job\x12\x34\n\x06GetJob\x12\x19.concord.v1.GetJobRequest\x1a\x0f.concord.v1.Job\x12Q\n\x0cListConcepts\x12\x1f.concord.v1.ListConceptsRequest\x1a .concord.v1.ListConceptsResponse\x12>\n\x07GetInfo\x12\x1a.concord.v1.GetInfoRequest\x1a\x17.concord.v1.ServiceInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,36 +35,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LAYOUT_LEGENDENTRY']._loaded_options = None
   _globals['_LAYOUT_LEGENDENTRY']._serialized_options = b'8\001'
-  _globals['_SAMPLER']._serialized_start=1488
-  _globals['_SAMPLER']._serialized_end=1558
-  _globals['_JOBSTATE']._serialized_start=1561
-  _globals['_JOBSTATE']._serialized_end=1715
-  _globals['_CONCEPTGUIDANCE']._serialized_start=67
-  _globals['_CONCEPTGUIDANCE']._serialized_end=154
-  _globals['_GENERATEREQUEST']._serialized_start=157
-  _globals['_GENERATEREQUEST']._serialized_end=440
-  _globals['_PROGRESS']._serialized_start=442
-  _globals['_PROGRESS']._serialized_end=545
-  _globals['_LAYOUT']._serialized_start=548
-  _globals['_LAYOUT']._serialized_end=690
-  _globals['_LAYOUT_LEGENDENTRY']._serialized_start=645
-  _globals['_LAYOUT_LEGENDENTRY']._serialized_end=690
-  _globals['_GENERATEDIMAGE']._serialized_start=693
-  _globals['_GENERATEDIMAGE']._serialized_end=852
-  _globals['_GENERATEEVENT']._serialized_start=854
-  _globals['_GENERATEEVENT']._serialized_end=966
-  _globals['_CUSTOMIZEREQUEST']._serialized_start=968
-  _globals['_CUSTOMIZEREQUEST']._serialized_end=1077
-  _globals['_JOB']._serialized_start=1079
-  _globals['_JOB']._serialized_end=1185
-  _globals['_GETJOBREQUEST']._serialized_start=1187
-  _globals['_GETJOBREQUEST']._serialized_end=1214
-  _globals['_LISTCONCEPTSREQUEST']._serialized_start=1216
-  _globals['_LISTCONCEPTSREQUEST']._serialized_end=1276
-  _globals['_CONCEPT']._serialized_start=1278
-  _globals['_CONCEPT']._serialized_end=1383
-  _globals['_LISTCONCEPTSRESPONSE']._serialized_start=1385
-  _globals['_LISTCONCEPTSRESPONSE']._serialized_end=1486
-  _globals['_GENERATORSERVICE']._serialized_start=1718
-  _globals['_GENERATORSERVICE']._serialized_end=2067
+  _globals['_SAMPLER']._serialized_start=2267
+  _globals['_SAMPLER']._serialized_end=2337
+  _globals['_JOBSTATE']._serialized_start=2340
+  _globals['_JOBSTATE']._serialized_end=2494
+  _globals['_CONCEPTGUIDANCE']._serialized_start=92
+  _globals['_CONCEPTGUIDANCE']._serialized_end=179
+  _globals['_GENERATEREQUEST']._serialized_start=182
+  _globals['_GENERATEREQUEST']._serialized_end=465
+  _globals['_PROGRESS']._serialized_start=467
+  _globals['_PROGRESS']._serialized_end=570
+  _globals['_LAYOUT']._serialized_start=573
+  _globals['_LAYOUT']._serialized_end=715
+  _globals['_LAYOUT_LEGENDENTRY']._serialized_start=670
+  _globals['_LAYOUT_LEGENDENTRY']._serialized_end=715
+  _globals['_GENERATEDIMAGE']._serialized_start=718
+  _globals['_GENERATEDIMAGE']._serialized_end=877
+  _globals['_GENERATEEVENT']._serialized_start=879
+  _globals['_GENERATEEVENT']._serialized_end=991
+  _globals['_CUSTOMIZEREQUEST']._serialized_start=993
+  _globals['_CUSTOMIZEREQUEST']._serialized_end=1102
+  _globals['_JOB']._serialized_start=1104
+  _globals['_JOB']._serialized_end=1210
+  _globals['_GETJOBREQUEST']._serialized_start=1212
+  _globals['_GETJOBREQUEST']._serialized_end=1239
+  _globals['_LISTCONCEPTSREQUEST']._serialized_start=1241
+  _globals['_LISTCONCEPTSREQUEST']._serialized_end=1301
+  _globals['_CONCEPT']._serialized_start=1303
+  _globals['_CONCEPT']._serialized_end=1408
+  _globals['_LISTCONCEPTSRESPONSE']._serialized_start=1410
+  _globals['_LISTCONCEPTSRESPONSE']._serialized_end=1511
+  _globals['_ALIGNMENTPOLICY']._serialized_start=1513
+  _globals['_ALIGNMENTPOLICY']._serialized_end=1636
+  _globals['_GENERATEALIGNEDREQUEST']._serialized_start=1639
+  _globals['_GENERATEALIGNEDREQUEST']._serialized_end=1873
+  _globals['_ALIGNMENTTRY']._serialized_start=1876
+  _globals['_ALIGNMENTTRY']._serialized_end=2057
+  _globals['_GENERATEALIGNEDRESPONSE']._serialized_start=2060
+  _globals['_GENERATEALIGNEDRESPONSE']._serialized_end=2265
+  _globals['_GENERATORSERVICE']._serialized_start=2497
+  _globals['_GENERATORSERVICE']._serialized_end=2938
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,5 @@
 from concord.proto.v1 import common_pb2 as _common_pb2
+from concord.proto.v1 import scorer_pb2 as _scorer_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -176,3 +177,71 @@ class ListConceptsResponse(_message.Message):
     concepts: _containers.RepeatedCompositeFieldContainer[Concept]
     page: _common_pb2.PageResponse
     def __init__(self, concepts: _Optional[_Iterable[_Union[Concept, _Mapping]]] = ..., page: _Optional[_Union[_common_pb2.PageResponse, _Mapping]] = ...) -> None: ...
+
+class AlignmentPolicy(_message.Message):
+    __slots__ = ("max_tries", "min_score", "word_threshold", "guidance_step", "no_emphasis")
+    MAX_TRIES_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    WORD_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_STEP_FIELD_NUMBER: _ClassVar[int]
+    NO_EMPHASIS_FIELD_NUMBER: _ClassVar[int]
+    max_tries: int
+    min_score: float
+    word_threshold: float
+    guidance_step: float
+    no_emphasis: bool
+    def __init__(self, max_tries: _Optional[int] = ..., min_score: _Optional[float] = ..., word_threshold: _Optional[float] = ..., guidance_step: _Optional[float] = ..., no_emphasis: _Optional[bool] = ...) -> None: ...
+
+class GenerateAlignedRequest(_message.Message):
+    __slots__ = ("prompt", "seed", "steps", "guidance_scale", "sampler", "with_layout", "policy", "model")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLER_FIELD_NUMBER: _ClassVar[int]
+    WITH_LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    prompt: str
+    seed: int
+    steps: int
+    guidance_scale: float
+    sampler: Sampler
+    with_layout: bool
+    policy: AlignmentPolicy
+    model: _common_pb2.ModelRef
+    def __init__(self, prompt: _Optional[str] = ..., seed: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., sampler: _Optional[_Union[Sampler, str]] = ..., with_layout: _Optional[bool] = ..., policy: _Optional[_Union[AlignmentPolicy, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ...) -> None: ...
+
+class AlignmentTry(_message.Message):
+    __slots__ = ("index", "seed", "guidance_scale", "prompt", "score", "flagged", "passed")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    seed: int
+    guidance_scale: float
+    prompt: str
+    score: _scorer_pb2.PairScore
+    flagged: _containers.RepeatedCompositeFieldContainer[_scorer_pb2.WordAlignment]
+    passed: bool
+    def __init__(self, index: _Optional[int] = ..., seed: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., prompt: _Optional[str] = ..., score: _Optional[_Union[_scorer_pb2.PairScore, _Mapping]] = ..., flagged: _Optional[_Iterable[_Union[_scorer_pb2.WordAlignment, _Mapping]]] = ..., passed: _Optional[bool] = ...) -> None: ...
+
+class GenerateAlignedResponse(_message.Message):
+    __slots__ = ("best", "best_try", "passed", "tries", "min_score", "scorer_model")
+    BEST_FIELD_NUMBER: _ClassVar[int]
+    BEST_TRY_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    TRIES_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    SCORER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    best: GeneratedImage
+    best_try: int
+    passed: bool
+    tries: _containers.RepeatedCompositeFieldContainer[AlignmentTry]
+    min_score: float
+    scorer_model: _common_pb2.ModelRef
+    def __init__(self, best: _Optional[_Union[GeneratedImage, _Mapping]] = ..., best_try: _Optional[int] = ..., passed: _Optional[bool] = ..., tries: _Optional[_Iterable[_Union[AlignmentTry, _Mapping]]] = ..., min_score: _Optional[float] = ..., scorer_model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ...) -> None: ...

@@ -40,6 +40,11 @@ class GeneratorServiceStub:
                 request_serializer=concord_dot_v1_dot_generator__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=concord_dot_v1_dot_generator__pb2.GenerateEvent.FromString,
                 _registered_method=True)
+        self.GenerateAligned = channel.unary_unary(
+                '/concord.v1.GeneratorService/GenerateAligned',
+                request_serializer=concord_dot_v1_dot_generator__pb2.GenerateAlignedRequest.SerializeToString,
+                response_deserializer=concord_dot_v1_dot_generator__pb2.GenerateAlignedResponse.FromString,
+                _registered_method=True)
         self.Customize = channel.unary_unary(
                 '/concord.v1.GeneratorService/Customize',
                 request_serializer=concord_dot_v1_dot_generator__pb2.CustomizeRequest.SerializeToString,
@@ -67,6 +72,15 @@ class GeneratorServiceServicer:
 
     def Generate(self, request, context):
         """Generates images for a batch of prompts; streams progress, then one result per image.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GenerateAligned(self, request, context):
+        """Generates one image for a prompt, audits it with the scorer service (CLIP4DM word flags)
+        and, while the audit fails, regenerates (new seed, more guidance, flagged words
+        emphasised) up to max_tries; returns the best image and every try's audit.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -104,6 +118,11 @@ def add_GeneratorServiceServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=concord_dot_v1_dot_generator__pb2.GenerateRequest.FromString,
                     response_serializer=concord_dot_v1_dot_generator__pb2.GenerateEvent.SerializeToString,
+            ),
+            'GenerateAligned': grpc.unary_unary_rpc_method_handler(
+                    servicer.GenerateAligned,
+                    request_deserializer=concord_dot_v1_dot_generator__pb2.GenerateAlignedRequest.FromString,
+                    response_serializer=concord_dot_v1_dot_generator__pb2.GenerateAlignedResponse.SerializeToString,
             ),
             'Customize': grpc.unary_unary_rpc_method_handler(
                     servicer.Customize,
@@ -153,6 +172,33 @@ class GeneratorService:
             '/concord.v1.GeneratorService/Generate',
             concord_dot_v1_dot_generator__pb2.GenerateRequest.SerializeToString,
             concord_dot_v1_dot_generator__pb2.GenerateEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GenerateAligned(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/concord.v1.GeneratorService/GenerateAligned',
+            concord_dot_v1_dot_generator__pb2.GenerateAlignedRequest.SerializeToString,
+            concord_dot_v1_dot_generator__pb2.GenerateAlignedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,51 +23,58 @@ _sym_db = _symbol_database.Default()
 
 
 from concord.proto.v1 import common_pb2 as concord_dot_v1_dot_common__pb2
+from concord.proto.v1 import scorer_pb2 as concord_dot_v1_dot_scorer__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63oncord/v1/retrieval.proto\x12\nconcord.v1\x1a\x17\x63oncord/v1/common.proto\"]\n\tIndexItem\x12\x1e\n\x04item\x18\x01 \x01(\x0b\x32\x10.concord.v1.Item\x12$\n\x07payload\x18\x02 \x01(\x0b\x32\x13.concord.v1.Payload\x12\n\n\x02id\x18\x03 \x01(\t\"^\n\x0cIndexRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12$\n\x05items\x18\x02 \x03(\x0b\x32\x15.concord.v1.IndexItem\x12\x14\n\x0cstore_tokens\x18\x03 \x01(\x08\"U\n\rIndexResponse\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12#\n\x05model\x18\x03 \x01(\x0b\x32\x14.concord.v1.ModelRef\"}\n\x06\x46ilter\x12#\n\x04must\x18\x01 \x03(\x0b\x32\x15.concord.v1.Condition\x12%\n\x06should\x18\x02 \x03(\x0b\x32\x15.concord.v1.Condition\x12\'\n\x08must_not\x18\x03 \x03(\x0b\x32\x15.concord.v1.Condition\"\x9f\x01\n\tCondition\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x11\n\x07keyword\x18\x02 \x01(\tH\x00\x12\x11\n\x07integer\x18\x03 \x01(\x03H\x00\x12\x0e\n\x04\x66lag\x18\x04 \x01(\x08H\x00\x12 \n\x03\x61ny\x18\x05 \x01(\x0b\x32\x11.concord.v1.AnyOfH\x00\x12\"\n\x05range\x18\x06 \x01(\x0b\x32\x11.concord.v1.RangeH\x00\x42\x07\n\x05match\"\x19\n\x05\x41nyOf\x12\x10\n\x08keywords\x18\x01 \x03(\t\"k\n\x05Range\x12\x0f\n\x02gt\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03gte\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x02lt\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x10\n\x03lte\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\x05\n\x03_gtB\x06\n\x04_gteB\x05\n\x03_ltB\x06\n\x04_lte\"\xa8\x02\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\"\n\x05image\x18\x03 \x01(\x0b\x32\x11.concord.v1.ImageH\x00\x12\'\n\x06vector\x18\x04 \x01(\x0b\x32\x15.concord.v1.EmbeddingH\x00\x12$\n\x06target\x18\x05 \x01(\x0e\x32\x14.concord.v1.Modality\x12\r\n\x05top_k\x18\x06 \x01(\x05\x12\"\n\x06\x66ilter\x18\x07 \x01(\x0b\x32\x12.concord.v1.Filter\x12\x1f\n\x17rerank_late_interaction\x18\x08 \x01(\x08\x12\x14\n\x0cwith_payload\x18\t \x01(\x08\x12\r\n\x05\x65xact\x18\n \x01(\x08\x42\x07\n\x05query\"n\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12&\n\x08modality\x18\x03 \x01(\x0e\x32\x14.concord.v1.Modality\x12$\n\x07payload\x18\x04 \x01(\x0b\x32\x13.concord.v1.Payload\"h\n\x0eSearchResponse\x12\x1d\n\x04hits\x18\x01 \x03(\x0b\x32\x0f.concord.v1.Hit\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x14.concord.v1.ModelRef\x12\x12\n\ncollection\x18\x03 \x01(\t\"A\n\x12SearchBatchRequest\x12+\n\x08searches\x18\x01 \x03(\x0b\x32\x19.concord.v1.SearchRequest\"B\n\x13SearchBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.concord.v1.SearchResponse\"T\n\rDeleteRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\"\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x12.concord.v1.Filter\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\"$\n\x14GetCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"t\n\x0e\x43ollectionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x14.concord.v1.ModelRef\x12\x0b\n\x03\x64im\x18\x03 \x01(\x05\x12\x0e\n\x06points\x18\x04 \x01(\x03\x12\x12\n\nhas_tokens\x18\x05 \x01(\x08\"?\n\x16ListCollectionsRequest\x12%\n\x04page\x18\x01 \x01(\x0b\x32\x17.concord.v1.PageRequest\"r\n\x17ListCollectionsResponse\x12/\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1a.concord.v1.CollectionInfo\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.concord.v1.PageResponse2\x8d\x04\n\x10RetrievalService\x12<\n\x05Index\x12\x18.concord.v1.IndexRequest\x1a\x19.concord.v1.IndexResponse\x12?\n\x06Search\x12\x19.concord.v1.SearchRequest\x1a\x1a.concord.v1.SearchResponse\x12N\n\x0bSearchBatch\x12\x1e.concord.v1.SearchBatchRequest\x1a\x1f.concord.v1.SearchBatchResponse\x12?\n\x06\x44\x65lete\x12\x19.concord.v1.DeleteRequest\x1a\x1a.concord.v1.DeleteResponse\x12M\n\rGetCollection\x12 .concord.v1.GetCollectionRequest\x1a\x1a.concord.v1.CollectionInfo\x12Z\n\x0fListCollections\x12\".concord.v1.ListCollectionsRequest\x1a#.concord.v1.ListCollectionsResponse\x12>\n\x07GetInfo\x12\x1a.concord.v1.GetInfoRequest\x1a\x17.concord.v1.ServiceInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63oncord/v1/retrieval.proto\x12\nconcord.v1\x1a\x17\x63oncord/v1/common.proto\x1a\x17\x63oncord/v1/scorer.proto\"]\n\tIndexItem\x12\x1e\n\x04item\x18\x01 \x01(\x0b\x32\x10.concord.v1.Item\x12$\n\x07payload\x18\x02 \x01(\x0b\x32\x13.concord.v1.Payload\x12\n\n\x02id\x18\x03 \x01(\t\"x\n\x0cIndexRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12$\n\x05items\x18\x02 \x03(\x0b\x32\x15.concord.v1.IndexItem\x12\x14\n\x0cstore_tokens\x18\x03 \x01(\x08\x12\x18\n\x10store_thumbnails\x18\x04 \x01(\x08\"U\n\rIndexResponse\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12#\n\x05model\x18\x03 \x01(\x0b\x32\x14.concord.v1.ModelRef\"}\n\x06\x46ilter\x12#\n\x04must\x18\x01 \x03(\x0b\x32\x15.concord.v1.Condition\x12%\n\x06should\x18\x02 \x03(\x0b\x32\x15.concord.v1.Condition\x12\'\n\x08must_not\x18\x03 \x03(\x0b\x32\x15.concord.v1.Condition\"\x9f\x01\n\tCondition\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x11\n\x07keyword\x18\x02 \x01(\tH\x00\x12\x11\n\x07integer\x18\x03 \x01(\x03H\x00\x12\x0e\n\x04\x66lag\x18\x04 \x01(\x08H\x00\x12 \n\x03\x61ny\x18\x05 \x01(\x0b\x32\x11.concord.v1.AnyOfH\x00\x12\"\n\x05range\x18\x06 \x01(\x0b\x32\x11.concord.v1.RangeH\x00\x42\x07\n\x05match\"\x19\n\x05\x41nyOf\x12\x10\n\x08keywords\x18\x01 \x03(\t\"k\n\x05Range\x12\x0f\n\x02gt\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03gte\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x02lt\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x10\n\x03lte\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\x05\n\x03_gtB\x06\n\x04_gteB\x05\n\x03_ltB\x06\n\x04_lte\"\xb9\x02\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\"\n\x05image\x18\x03 \x01(\x0b\x32\x11.concord.v1.ImageH\x00\x12\'\n\x06vector\x18\x04 \x01(\x0b\x32\x15.concord.v1.EmbeddingH\x00\x12$\n\x06target\x18\x05 \x01(\x0e\x32\x14.concord.v1.Modality\x12\r\n\x05top_k\x18\x06 \x01(\x05\x12\"\n\x06\x66ilter\x18\x07 \x01(\x0b\x32\x12.concord.v1.Filter\x12\x1f\n\x17rerank_late_interaction\x18\x08 \x01(\x08\x12\x14\n\x0cwith_payload\x18\t \x01(\x08\x12\r\n\x05\x65xact\x18\n \x01(\x08\x12\x0f\n\x07\x65xplain\x18\x0b \x01(\x08\x42\x07\n\x05query\"|\n\rExplainedWord\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x1e\n\x04span\x18\x02 \x01(\x0b\x32\x10.concord.v1.Span\x12\x13\n\x0b\x61ttribution\x18\x03 \x01(\x02\x12(\n\x07verdict\x18\x04 \x01(\x0e\x32\x17.concord.v1.WordVerdict\"u\n\x0eHitExplanation\x12(\n\x05words\x18\x01 \x03(\x0b\x32\x19.concord.v1.ExplainedWord\x12$\n\x05score\x18\x02 \x01(\x0b\x32\x15.concord.v1.PairScore\x12\x13\n\x0bunavailable\x18\x03 \x01(\t\"\x9f\x01\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12&\n\x08modality\x18\x03 \x01(\x0e\x32\x14.concord.v1.Modality\x12$\n\x07payload\x18\x04 \x01(\x0b\x32\x13.concord.v1.Payload\x12/\n\x0b\x65xplanation\x18\x05 \x01(\x0b\x32\x1a.concord.v1.HitExplanation\"\x94\x01\n\x0eSearchResponse\x12\x1d\n\x04hits\x18\x01 \x03(\x0b\x32\x0f.concord.v1.Hit\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x14.concord.v1.ModelRef\x12\x12\n\ncollection\x18\x03 \x01(\t\x12*\n\x0cscorer_model\x18\x04 \x01(\x0b\x32\x14.concord.v1.ModelRef\"A\n\x12SearchBatchRequest\x12+\n\x08searches\x18\x01 \x03(\x0b\x32\x19.concord.v1.SearchRequest\"B\n\x13SearchBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.concord.v1.SearchResponse\"T\n\rDeleteRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\"\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x12.concord.v1.Filter\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\"$\n\x14GetCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"t\n\x0e\x43ollectionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x05model\x18\x02 \x01(\x0b\x32\x14.concord.v1.ModelRef\x12\x0b\n\x03\x64im\x18\x03 \x01(\x05\x12\x0e\n\x06points\x18\x04 \x01(\x03\x12\x12\n\nhas_tokens\x18\x05 \x01(\x08\"?\n\x16ListCollectionsRequest\x12%\n\x04page\x18\x01 \x01(\x0b\x32\x17.concord.v1.PageRequest\"r\n\x17ListCollectionsResponse\x12/\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1a.concord.v1.CollectionInfo\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.concord.v1.PageResponse*~\n\x0bWordVerdict\x12\x1c\n\x18WORD_VERDICT_UNSPECIFIED\x10\x00\x12\x19\n\x15WORD_VERDICT_SUPPORTS\x10\x01\x12\x1c\n\x18WORD_VERDICT_CONTRADICTS\x10\x02\x12\x18\n\x14WORD_VERDICT_NEUTRAL\x10\x03\x32\x8d\x04\n\x10RetrievalService\x12<\n\x05Index\x12\x18.concord.v1.IndexRequest\x1a\x19.concord.v1.IndexResponse\x12?\n\x06Search\x12\x19.concord.v1.SearchRequest\x1a\x1a.concord.v1.SearchResponse\x12N\n\x0bSearchBatch\x12\x1e.concord.v1.SearchBatchRequest\x1a\x1f.concord.v1.SearchBatchResponse\x12?\n\x06\x44\x65lete\x12\x19.concord.v1.DeleteRequest\x1a\x1a.concord.v1.DeleteResponse\x12M\n\rGetCollection\x12 .concord.v1.GetCollectionRequest\x1a\x1a.concord.v1.CollectionInfo\x12Z\n\x0fListCollections\x12\".concord.v1.ListCollectionsRequest\x1a#.concord.v1.ListCollectionsResponse\x12>\n\x07GetInfo\x12\x1a.concord.v1.GetInfoRequest\x1a\x17.concord.v1.ServiceInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'concord.v1.retrieval_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INDEXITEM']._serialized_start=67
-  _globals['_INDEXITEM']._serialized_end=160
-  _globals['_INDEXREQUEST']._serialized_start=162
-  _globals['_INDEXREQUEST']._serialized_end=256
-  _globals['_INDEXRESPONSE']._serialized_start=258
-  _globals['_INDEXRESPONSE']._serialized_end=343
-  _globals['_FILTER']._serialized_start=345
-  _globals['_FILTER']._serialized_end=470
-  _globals['_CONDITION']._serialized_start=473
-  _globals['_CONDITION']._serialized_end=632
-  _globals['_ANYOF']._serialized_start=634
-  _globals['_ANYOF']._serialized_end=659
-  _globals['_RANGE']._serialized_start=661
-  _globals['_RANGE']._serialized_end=768
-  _globals['_SEARCHREQUEST']._serialized_start=771
-  _globals['_SEARCHREQUEST']._serialized_end=1067
-  _globals['_HIT']._serialized_start=1069
-  _globals['_HIT']._serialized_end=1179
-  _globals['_SEARCHRESPONSE']._serialized_start=1181
-  _globals['_SEARCHRESPONSE']._serialized_end=1285
-  _globals['_SEARCHBATCHREQUEST']._serialized_start=1287
-  _globals['_SEARCHBATCHREQUEST']._serialized_end=1352
-  _globals['_SEARCHBATCHRESPONSE']._serialized_start=1354
-  _globals['_SEARCHBATCHRESPONSE']._serialized_end=1420
-  _globals['_DELETEREQUEST']._serialized_start=1422
-  _globals['_DELETEREQUEST']._serialized_end=1506
-  _globals['_DELETERESPONSE']._serialized_start=1508
-  _globals['_DELETERESPONSE']._serialized_end=1541
-  _globals['_GETCOLLECTIONREQUEST']._serialized_start=1543
-  _globals['_GETCOLLECTIONREQUEST']._serialized_end=1579
-  _globals['_COLLECTIONINFO']._serialized_start=1581
-  _globals['_COLLECTIONINFO']._serialized_end=1697
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=1699
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=1762
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=1764
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=1878
-  _globals['_RETRIEVALSERVICE']._serialized_start=1881
-  _globals['_RETRIEVALSERVICE']._serialized_end=2406
+  _globals['_WORDVERDICT']._serialized_start=2288
+  _globals['_WORDVERDICT']._serialized_end=2414
+  _globals['_INDEXITEM']._serialized_start=92
+  _globals['_INDEXITEM']._serialized_end=185
+  _globals['_INDEXREQUEST']._serialized_start=187
+  _globals['_INDEXREQUEST']._serialized_end=307
+  _globals['_INDEXRESPONSE']._serialized_start=309
+  _globals['_INDEXRESPONSE']._serialized_end=394
+  _globals['_FILTER']._serialized_start=396
+  _globals['_FILTER']._serialized_end=521
+  _globals['_CONDITION']._serialized_start=524
+  _globals['_CONDITION']._serialized_end=683
+  _globals['_ANYOF']._serialized_start=685
+  _globals['_ANYOF']._serialized_end=710
+  _globals['_RANGE']._serialized_start=712
+  _globals['_RANGE']._serialized_end=819
+  _globals['_SEARCHREQUEST']._serialized_start=822
+  _globals['_SEARCHREQUEST']._serialized_end=1135
+  _globals['_EXPLAINEDWORD']._serialized_start=1137
+  _globals['_EXPLAINEDWORD']._serialized_end=1261
+  _globals['_HITEXPLANATION']._serialized_start=1263
+  _globals['_HITEXPLANATION']._serialized_end=1380
+  _globals['_HIT']._serialized_start=1383
+  _globals['_HIT']._serialized_end=1542
+  _globals['_SEARCHRESPONSE']._serialized_start=1545
+  _globals['_SEARCHRESPONSE']._serialized_end=1693
+  _globals['_SEARCHBATCHREQUEST']._serialized_start=1695
+  _globals['_SEARCHBATCHREQUEST']._serialized_end=1760
+  _globals['_SEARCHBATCHRESPONSE']._serialized_start=1762
+  _globals['_SEARCHBATCHRESPONSE']._serialized_end=1828
+  _globals['_DELETEREQUEST']._serialized_start=1830
+  _globals['_DELETEREQUEST']._serialized_end=1914
+  _globals['_DELETERESPONSE']._serialized_start=1916
+  _globals['_DELETERESPONSE']._serialized_end=1949
+  _globals['_GETCOLLECTIONREQUEST']._serialized_start=1951
+  _globals['_GETCOLLECTIONREQUEST']._serialized_end=1987
+  _globals['_COLLECTIONINFO']._serialized_start=1989
+  _globals['_COLLECTIONINFO']._serialized_end=2105
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=2107
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=2170
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=2172
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=2286
+  _globals['_RETRIEVALSERVICE']._serialized_start=2417
+  _globals['_RETRIEVALSERVICE']._serialized_end=2942
 # @@protoc_insertion_point(module_scope)

@@ -1,11 +1,24 @@
 from concord.proto.v1 import common_pb2 as _common_pb2
+from concord.proto.v1 import scorer_pb2 as _scorer_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class WordVerdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WORD_VERDICT_UNSPECIFIED: _ClassVar[WordVerdict]
+    WORD_VERDICT_SUPPORTS: _ClassVar[WordVerdict]
+    WORD_VERDICT_CONTRADICTS: _ClassVar[WordVerdict]
+    WORD_VERDICT_NEUTRAL: _ClassVar[WordVerdict]
+WORD_VERDICT_UNSPECIFIED: WordVerdict
+WORD_VERDICT_SUPPORTS: WordVerdict
+WORD_VERDICT_CONTRADICTS: WordVerdict
+WORD_VERDICT_NEUTRAL: WordVerdict
 
 class IndexItem(_message.Message):
     __slots__ = ("item", "payload", "id")
@@ -18,14 +31,16 @@ class IndexItem(_message.Message):
     def __init__(self, item: _Optional[_Union[_common_pb2.Item, _Mapping]] = ..., payload: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., id: _Optional[str] = ...) -> None: ...
 
 class IndexRequest(_message.Message):
-    __slots__ = ("collection", "items", "store_tokens")
+    __slots__ = ("collection", "items", "store_tokens", "store_thumbnails")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     STORE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    STORE_THUMBNAILS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     items: _containers.RepeatedCompositeFieldContainer[IndexItem]
     store_tokens: bool
-    def __init__(self, collection: _Optional[str] = ..., items: _Optional[_Iterable[_Union[IndexItem, _Mapping]]] = ..., store_tokens: _Optional[bool] = ...) -> None: ...
+    store_thumbnails: bool
+    def __init__(self, collection: _Optional[str] = ..., items: _Optional[_Iterable[_Union[IndexItem, _Mapping]]] = ..., store_tokens: _Optional[bool] = ..., store_thumbnails: _Optional[bool] = ...) -> None: ...
 
 class IndexResponse(_message.Message):
     __slots__ = ("ids", "collection", "model")
@@ -82,7 +97,7 @@ class Range(_message.Message):
     def __init__(self, gt: _Optional[float] = ..., gte: _Optional[float] = ..., lt: _Optional[float] = ..., lte: _Optional[float] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "text", "image", "vector", "target", "top_k", "filter", "rerank_late_interaction", "with_payload", "exact")
+    __slots__ = ("collection", "text", "image", "vector", "target", "top_k", "filter", "rerank_late_interaction", "with_payload", "exact", "explain")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +108,7 @@ class SearchRequest(_message.Message):
     RERANK_LATE_INTERACTION_FIELD_NUMBER: _ClassVar[int]
     WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     EXACT_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     collection: str
     text: str
     image: _common_pb2.Image
@@ -103,29 +119,56 @@ class SearchRequest(_message.Message):
     rerank_late_interaction: bool
     with_payload: bool
     exact: bool
-    def __init__(self, collection: _Optional[str] = ..., text: _Optional[str] = ..., image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., vector: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., target: _Optional[_Union[_common_pb2.Modality, str]] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., rerank_late_interaction: _Optional[bool] = ..., with_payload: _Optional[bool] = ..., exact: _Optional[bool] = ...) -> None: ...
+    explain: bool
+    def __init__(self, collection: _Optional[str] = ..., text: _Optional[str] = ..., image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., vector: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., target: _Optional[_Union[_common_pb2.Modality, str]] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., rerank_late_interaction: _Optional[bool] = ..., with_payload: _Optional[bool] = ..., exact: _Optional[bool] = ..., explain: _Optional[bool] = ...) -> None: ...
+
+class ExplainedWord(_message.Message):
+    __slots__ = ("word", "span", "attribution", "verdict")
+    WORD_FIELD_NUMBER: _ClassVar[int]
+    SPAN_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    word: str
+    span: _common_pb2.Span
+    attribution: float
+    verdict: WordVerdict
+    def __init__(self, word: _Optional[str] = ..., span: _Optional[_Union[_common_pb2.Span, _Mapping]] = ..., attribution: _Optional[float] = ..., verdict: _Optional[_Union[WordVerdict, str]] = ...) -> None: ...
+
+class HitExplanation(_message.Message):
+    __slots__ = ("words", "score", "unavailable")
+    WORDS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    words: _containers.RepeatedCompositeFieldContainer[ExplainedWord]
+    score: _scorer_pb2.PairScore
+    unavailable: str
+    def __init__(self, words: _Optional[_Iterable[_Union[ExplainedWord, _Mapping]]] = ..., score: _Optional[_Union[_scorer_pb2.PairScore, _Mapping]] = ..., unavailable: _Optional[str] = ...) -> None: ...
 
 class Hit(_message.Message):
-    __slots__ = ("id", "score", "modality", "payload")
+    __slots__ = ("id", "score", "modality", "payload", "explanation")
     ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     MODALITY_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     id: str
     score: float
     modality: _common_pb2.Modality
     payload: _common_pb2.Payload
-    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., modality: _Optional[_Union[_common_pb2.Modality, str]] = ..., payload: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ...) -> None: ...
+    explanation: HitExplanation
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., modality: _Optional[_Union[_common_pb2.Modality, str]] = ..., payload: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., explanation: _Optional[_Union[HitExplanation, _Mapping]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "model", "collection")
+    __slots__ = ("hits", "model", "collection", "scorer_model")
     HITS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    SCORER_MODEL_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     model: _common_pb2.ModelRef
     collection: str
-    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., collection: _Optional[str] = ...) -> None: ...
+    scorer_model: _common_pb2.ModelRef
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., collection: _Optional[str] = ..., scorer_model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ...) -> None: ...
 
 class SearchBatchRequest(_message.Message):
     __slots__ = ("searches",)
