@@ -11,6 +11,8 @@ number of times, started or not.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -38,6 +40,7 @@ class Worker:
         self._bus = bus
         self.topic = topic
         self.consumer: Consumer | None = None
+        self._pending: asyncio.Task[None] | None = None  # start_when_ready's wait
 
     def handle(self, message: Any, delivery: Delivery) -> None:
         """Handle one event; raising hands it back to the bus: InvalidArgument goes to the DLQ
@@ -64,7 +67,27 @@ class Worker:
         if self.consumer is None:
             self.consumer = await start_consumer(lambda: self.subscribe(self._bus()))
 
+    async def start_when_ready(self, ready: Callable[[], bool], poll_seconds: float = 1.0) -> None:
+        """Start now when `ready()` holds, else as soon as it does (a model that arrives later,
+        e.g. through a moved registry alias); until then the events stay queued."""
+        # Worker.start, not self.start: a subclass's start is what calls this.
+        if ready():
+            await Worker.start(self)
+            return
+
+        async def wait_then_start() -> None:
+            while not ready():
+                await asyncio.sleep(poll_seconds)
+            await Worker.start(self)
+
+        self._pending = asyncio.create_task(wait_then_start())
+
     async def stop(self) -> None:
         """Stop consuming, committing what was finished; a no-op when not running."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
         consumer, self.consumer = self.consumer, None
         await stop_consumer(consumer)

@@ -118,12 +118,11 @@ class VerdictWorker(Worker):
         log.debug("checked %d events from %s", len(batch), self.topic)
 
     async def start(self) -> None:
-        """Start consuming only when the model loaded: without it every check would fail, so
-        the events are left queued for a replica that has one."""
-        if self._servable.ready:
-            await super().start()
-        else:
-            log.warning("bias worker on %s not started: no bias model loaded", self.topic)
+        """Start consuming once the model is loaded (at start, or when one is registered
+        later): without it every check would fail, so the events stay queued until then."""
+        if not self._servable.ready:
+            log.warning("bias worker on %s waits for a bias model; events stay queued", self.topic)
+        await self.start_when_ready(lambda: self._servable.ready)
 
 
 class GeneratedChecker(VerdictWorker):

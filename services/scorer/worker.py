@@ -111,9 +111,8 @@ class Auditor(Worker):
         log.debug("audited %d events from %s", len(batch), self.topic)
 
     async def start(self) -> None:
-        """Start auditing, only when the scorer loaded: without a model, audits would fail,
-        so the events are left queued."""
-        if self._servable.ready:
-            await super().start()
-        else:
-            log.warning("scorer auditor not started: no scorer model loaded")
+        """Start auditing once the scorer has a model (at start, or when one is registered
+        later): without a model, audits would fail, so the events are left queued."""
+        if not self._servable.ready:
+            log.warning("scorer auditor waits for a scorer model; events stay queued")
+        await self.start_when_ready(lambda: self._servable.ready)

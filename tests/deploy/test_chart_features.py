@@ -533,3 +533,10 @@ def test_metrics_behind_the_token_and_the_service_monitor_sends_it() -> None:
     credentials = endpoint["authorization"]["credentials"]
     assert credentials["name"] in secret and credentials["key"] in secret[credentials["name"]]["data"]
     assert _config(_objects())["CONCORD_SERVING__METRICS_AUTH"] == "false"
+
+
+def test_model_reload_interval_reaches_every_pod(render: Any) -> None:
+    assert _config(render("default"))["CONCORD_SERVING__RELOAD_INTERVAL_SECONDS"] == "30"
+    off = _config(_objects("--set", "config.reloadIntervalSeconds=0"))
+    assert off["CONCORD_SERVING__RELOAD_INTERVAL_SECONDS"] == "0"
+    assert "reloadIntervalSeconds" in _fails("--set", "config.reloadIntervalSeconds=-1")

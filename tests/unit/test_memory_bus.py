@@ -322,3 +322,42 @@ def test_worker_base_consumes_in_its_group_and_stops_idempotently() -> None:
             assert bus.committed("t", worker.group) == {0: 5}
 
     asyncio.run(scenario())
+
+
+def test_a_worker_waiting_for_its_model_starts_when_it_arrives_and_loses_nothing() -> None:
+    """A scorer or bias worker whose model is registered after start-up (the model watcher
+    loads it later) leaves events queued, then consumes all of them; stop cancels the wait."""
+
+    class Waiting(Worker):
+        group = "waiting"
+        message_type = IngestRequest
+
+        def __init__(self, bus: MemoryBus) -> None:
+            super().__init__(lambda: bus, "t")
+            self.rec = Recorder()
+            self.model = False
+
+        async def start(self) -> None:
+            await self.start_when_ready(lambda: self.model, poll_seconds=0.01)
+
+        def handle(self, message: IngestRequest, delivery: Delivery) -> None:
+            self.rec(message, delivery)
+
+    async def scenario() -> None:
+        bus = MemoryBus(partitions=1)
+        for i in range(3):
+            bus.publish("t", "k", ingest_event(i))
+        worker = Waiting(bus)
+        await worker.start()
+        await asyncio.sleep(0.1)
+        assert not worker.running and worker.rec.ids() == []  # no model: nothing consumed
+        worker.model = True
+        await asyncio.to_thread(wait_until, lambda: len(worker.rec.ids()) == 3, "3")
+        assert worker.running
+        await worker.stop()
+        never = Waiting(bus)
+        await never.start()
+        await never.stop()  # the wait is cancelled; nothing left running
+        assert not never.running
+
+    asyncio.run(scenario())
