@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -22,18 +21,9 @@ import numpy as np
 
 from concord.clients import Connection
 from concord.config import SERVICE_NAMES
+from concord.ports import free_ports
 
 CONCORD = str(Path(sys.executable).with_name("concord"))
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +33,7 @@ from concord.checkpoints.generator import is_generator_dir
 from concord.clients import Concord
 from concord.clients.generator import AlignedGeneration
 from concord.config import Settings, load_settings
+from concord.ports import free_ports as _free_ports
 from pipelines.evaluate.report import MetricRow, write_report
 from pipelines.generator.data import DataConfig
 from pipelines.generator.gcdp_eval import held_out_prompts
@@ -74,16 +74,6 @@ class Run:
                 return True, score
             scores.append(score)
         return False, max(scores)
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def eval_settings(generator: str, scorer: str) -> Settings:
