@@ -183,9 +183,11 @@ class Topology:
                         pytest.fail(f"{name} not SERVING in time:\n{self.tail(name)}")
                     time.sleep(0.5)
 
-    def tail(self, name: str, lines: int = 40) -> str:
+    def tail(self, name: str, lines: int = 40, quiet: str = "") -> str:
+        """The last `lines` lines of the service's log, without lines containing `quiet`."""
         text = (self.root / f"{name}.log").read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
+        kept = [line for line in text.splitlines() if not quiet or quiet not in line]
+        return "\n".join(kept[-lines:])
 
     def close(self) -> None:
         for process in self.processes.values():
@@ -294,7 +296,7 @@ def test_compose_wires_each_service_to_its_peers(
 def test_a_product_flow_runs_through_separate_processes(
     compose_topology: tuple[Topology, Settings],
 ) -> None:
-    _, settings = compose_topology
+    topology, settings = compose_topology
     collection = f"topology-{uuid.uuid4().hex[:6]}"
     red, blue = _image((220, 20, 20)), _image((20, 20, 220))
     with Concord(settings) as sdk:
@@ -340,8 +342,14 @@ def test_a_product_flow_runs_through_separate_processes(
         assert detection.model.name == "concord-bias"
         assert detection.verdicts[0].label in ("biased", "neutral")
 
-    _ingest_over_kafka(settings, collection)
-    _audit_over_kafka(settings)
+    # A wait that times out says what each process logged, not only what it waited for.
+    try:
+        _ingest_over_kafka(settings, collection)
+        _audit_over_kafka(settings)
+    except AssertionError as err:
+        tails = (f"--- {n}.log\n{topology.tail(n, 60, quiet=' INFO kafka.')}" for n in FLOW)
+        logs = "\n".join(tails)
+        raise AssertionError(f"{err}\n{logs}") from err
 
 
 def _publish_and_await(
