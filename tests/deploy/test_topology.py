@@ -37,7 +37,7 @@ import yaml
 from google.protobuf.message import Message
 from PIL import Image
 
-from concord.bus import Delivery, make_bus, topics
+from concord.bus import Bus, Delivery, make_bus, topics
 from concord.clients import Concord, Connection, IndexItem, status_of
 from concord.clients.linker import Entity, Mention
 from concord.config import Settings
@@ -363,23 +363,12 @@ def _publish_and_await(
     what: str,
 ) -> E:
     """Publish `message` on `topic` and wait for the first `watch` event that `match`es."""
-    lock = threading.Lock()
-    seen: list[E] = []
 
-    def on_event(event: E, _: Delivery) -> None:
-        if match(event):
-            with lock:
-                seen.append(event)
+    def publish(bus: Bus) -> None:
+        bus.publish(topic, key, message)
+        bus.flush()
 
-    with make_bus(settings) as bus:
-        observer = bus.subscribe(watch, f"obs-{key}", on_event, event_type).start()
-        try:
-            bus.publish(topic, key, message)
-            bus.flush()
-            wait_until(lambda: bool(seen), what, WAIT_S)
-        finally:
-            observer.stop()
-    return seen[0]
+    return _await(settings, watch, key, event_type, match, what, then=publish)
 
 
 def _await(
@@ -389,8 +378,10 @@ def _await(
     event_type: type[E],
     match: Callable[[E], bool],
     what: str,
+    then: Callable[[Bus], None] = lambda bus: None,
 ) -> E:
-    """Wait for the first `watch` event that `match`es (a new group: from the topic's start)."""
+    """Watch `watch` with a new group (from the topic's start), run `then` on the bus, and
+    wait for the first event that `match`es."""
     lock = threading.Lock()
     seen: list[E] = []
 
@@ -402,6 +393,7 @@ def _await(
     with make_bus(settings) as bus:
         observer = bus.subscribe(watch, f"obs-{watch}-{key}", on_event, event_type).start()
         try:
+            then(bus)
             wait_until(lambda: bool(seen), what, WAIT_S)
         finally:
             observer.stop()
