@@ -85,6 +85,7 @@ class DynamicBatcher(Generic[In, Out]):
         self.batch_sizes: list[int] = []  # sizes of the calls made, for tests and benchmarks
         self.batch_seconds: float | None = None  # running estimate of one model call
         self.expired = 0  # items dropped because their deadline passed while queued
+        self._busy_since: float | None = None  # time.monotonic() the running model call began
 
     async def submit(self, item: In) -> Out:
         """Queue one item and wait for its result.
@@ -116,12 +117,16 @@ class DynamicBatcher(Generic[In, Out]):
         return await future
 
     def expected_wait(self) -> float:
-        """Seconds a new item would wait for its result: the batches queued ahead of it plus
-        its own, at the measured time per batch (0 before the first batch is measured)."""
+        """Seconds a new item would wait for its result: what is left of the model call
+        running now, the batches queued ahead of it and its own, at the measured time per
+        batch (0 before the first batch is measured)."""
         if self.batch_seconds is None:
             return 0.0
+        running = 0.0
+        if self._busy_since is not None:
+            running = max(0.0, self.batch_seconds - (time.monotonic() - self._busy_since))
         batches_ahead = self._queue.qsize() // self.max_batch_size + 1
-        return batches_ahead * self.batch_seconds
+        return running + batches_ahead * self.batch_seconds
 
     async def submit_many(self, items: Sequence[In]) -> list[Out]:
         """Submit several items (e.g. one request's batch); results keep their order."""
@@ -190,7 +195,7 @@ class DynamicBatcher(Generic[In, Out]):
     async def _process(self, batch: list[_Pending[In, Out]]) -> None:
         self.batch_sizes.append(len(batch))
         metrics.BATCH_SIZE.labels(self.name).observe(len(batch))
-        started = time.monotonic()
+        started = self._busy_since = time.monotonic()
         try:
             outputs = await self._call([p.item for p in batch])
             if len(outputs) != len(batch):
@@ -204,6 +209,8 @@ class DynamicBatcher(Generic[In, Out]):
             log.exception("batch call of %s failed", self.name)
             self._fail(batch, err)
             return
+        finally:
+            self._busy_since = None
         self._measured(time.monotonic() - started)
         for pending, output in zip(batch, outputs, strict=True):
             if not pending.future.done():

@@ -178,3 +178,26 @@ async def test_a_call_without_deadline_is_admitted_whatever_the_queue() -> None:
         assert await batcher.submit(3) == 6
     finally:
         await batcher.stop()
+
+
+async def test_the_wait_estimate_counts_the_model_call_already_running() -> None:
+    """An item arriving while a batch runs waits for the rest of that call too: the estimate
+    is that remainder plus its own batch, and drops back to one batch once the call ends."""
+    gate = asyncio.Event()
+
+    async def held(items: list[int]) -> list[int]:
+        await gate.wait()
+        return items
+
+    batcher = DynamicBatcher(held, name="t-estimate", max_batch_size=2)
+    batcher.start()
+    try:
+        batcher.batch_seconds = 1.0
+        running = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0.05)  # the batch of item 1 is in the model call now
+        assert 1.5 < batcher.expected_wait() <= 2.0
+        gate.set()
+        assert await running == 1
+        assert batcher.expected_wait() == pytest.approx(batcher.batch_seconds)
+    finally:
+        await batcher.stop()
