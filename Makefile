@@ -79,6 +79,13 @@ bench: install kafka
 
 # Minutes of mixed traffic with bad input through the services (tiny models): RSS, open files,
 # threads and status codes -> reports/soak.md.
+# Concord vs Jina's clip-as-service on the same random ViT-B/32 (clip-server in its own venv,
+# .cache/peers/venv, 1.7 GB; about 10-15 minutes on 2 cores). Not in `bench`: it needs PyPI.
+.PHONY: bench-peers
+bench-peers: install
+	benchmarks/peers/install.sh
+	$(BIN)/python -m benchmarks.peers
+
 .PHONY: soak
 SOAK_MINUTES ?= 5
 soak: install
