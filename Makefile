@@ -79,6 +79,12 @@ bench: install kafka
 
 # Minutes of mixed traffic with bad input through the services (tiny models): RSS, open files,
 # threads and status codes -> reports/soak.md.
+# The GPU path (issue 17): one run on an NVIDIA GPU (~5 min on an H200); reports/bench_gpu.md + .json
+# ($OUT when set). Makes the venv when missing, or uses a python with torch plus wheels carried in .whl/.
+.PHONY: bench-gpu
+bench-gpu:
+	bash benchmarks/gpu.sh $(ARGS)
+
 # Concord vs Jina's clip-as-service on the same random ViT-B/32 (clip-server in its own venv,
 # .cache/peers/venv, 1.7 GB; about 10-15 minutes on 2 cores). Not in `bench`: it needs PyPI.
 .PHONY: bench-peers
