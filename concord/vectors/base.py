@@ -18,6 +18,7 @@ from concord.vectors.types import (
     Point,
     PointId,
     ScoredPoint,
+    SearchQuery,
     VectorLike,
 )
 
@@ -57,6 +58,11 @@ class VectorStore(ABC):
     @abstractmethod
     def collection_info(self, name: str) -> CollectionInfo:
         """Returns: the spec and point count. Raises: CollectionNotFound."""
+
+    def collection_spec(self, name: str) -> CollectionSpec:
+        """Returns: the spec alone, without counting points (cheaper than `collection_info`).
+        Raises: CollectionNotFound."""
+        return self.collection_info(name).spec
 
     @abstractmethod
     def upsert(self, collection: str, points: Sequence[Point]) -> None:
@@ -120,6 +126,40 @@ class VectorStore(ABC):
         Returns:
             Hits, best first.
         """
+
+    def search_batch(
+        self, collection: str, queries: Sequence[SearchQuery]
+    ) -> list[list[ScoredPoint] | Exception]:
+        """Several dense searches of one collection, in one engine call where the backend has
+        one (cheaper than one `search` each). Each query is checked on its own: a bad one
+        gets its error in its slot, the others still run.
+
+        Args:
+            collection: collection name.
+            queries: the searches (the arguments of `search`).
+
+        Returns:
+            Per query, in order: its hits (best first, as `search` returns them), or the
+            exception `search` would have raised for it.
+        """
+        out: list[list[ScoredPoint] | Exception] = []
+        for q in queries:
+            try:
+                out.append(
+                    self.search(
+                        collection,
+                        q.vector,
+                        using=q.using,
+                        limit=q.limit,
+                        filter=q.filter,
+                        exact=q.exact,
+                        with_payload=q.with_payload,
+                        score_threshold=q.score_threshold,
+                    )
+                )
+            except Exception as exc:  # handed back in its slot, as documented
+                out.append(exc)
+        return out
 
     @abstractmethod
     def search_multivector(

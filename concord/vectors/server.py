@@ -219,6 +219,13 @@ class QdrantServerStore(VectorStore):
             raise CollectionNotFound(name)
         return CollectionInfo(spec=spec, count=self.count(name))
 
+    def collection_spec(self, name: str) -> CollectionSpec:
+        """See `VectorStore.collection_spec` (fresh from the server, as `collection_info`)."""
+        spec = self._fetch_spec(name)
+        if spec is None:
+            raise CollectionNotFound(name)
+        return spec
+
     # ----------------------------------------------------------------- points
 
     def upsert(self, collection: str, points: Sequence[Point]) -> None:

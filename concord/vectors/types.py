@@ -285,13 +285,26 @@ def named_vectors(value: object) -> dict[str, DenseVector | MultiVector]:
     return {name: vec for name, vec in value.items() if isinstance(vec, list)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ScoredPoint:
     """A search hit: higher score is closer (cosine/dot), for euclid lower distance ranks first."""
 
     id: PointId
     score: float
     payload: dict[str, Any] | None = None  # None when with_payload=False
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """One dense search of `VectorStore.search_batch`: the arguments of `VectorStore.search`."""
+
+    vector: VectorLike
+    using: str | None = None
+    limit: int = 10
+    filter: Filter | None = None
+    exact: bool = False
+    with_payload: bool = True
+    score_threshold: float | None = None
 
 
 def as_vector(value: VectorLike, field_name: str) -> DenseVector | MultiVector:

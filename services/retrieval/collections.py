@@ -61,19 +61,15 @@ class Collections:
         """Returns: the catalog entry. Raises: NotFound (unknown), InvalidArgument (bad name)."""
         if not valid_collection_name(name) or name == CATALOG:
             raise InvalidArgument(field, f"{name!r} is not a collection name ([A-Za-z0-9_-])")
-        cached = self._entries.get(name)
-        # A collection's model never changes and has_tokens only turns on, so a cached entry
-        # is safe to serve; entries without tokens are re-read now and then in case another
-        # replica turned tokens on (a store read per query cost ~10 ms at 100k points).
-        fresh = time.monotonic() - self._read_at.get(name, float("-inf")) < ENTRY_TTL_SECONDS
-        if cached is not None and (cached.has_tokens or fresh):
+        cached = self.cached(name)
+        if cached is not None:
             return cached
         found = self.store.retrieve(CATALOG, [_catalog_id(name)])
         if found:
             entry = _entry(name, found[0].payload)
         else:
             try:
-                spec = self.store.collection_info(name).spec
+                spec = self.store.collection_spec(name)
             except CollectionNotFound:
                 raise NotFound(f"collection {name!r} does not exist") from None
             # Made outside this service: describe it from its spec alone.
@@ -81,6 +77,20 @@ class Collections:
         self._entries[name] = entry
         self._read_at[name] = time.monotonic()
         return entry
+
+    def cached(self, name: str) -> Entry | None:
+        """Returns: the entry `entry(name)` would return without a store read (cheap enough
+        for the event loop), or None when `entry` has to read the store (or raise)."""
+        cached = self._entries.get(name)
+        if cached is None:
+            return None
+        # A collection's model never changes and has_tokens only turns on, so a cached entry
+        # is safe to serve; entries without tokens are re-read now and then in case another
+        # replica turned tokens on (a store read per query cost ~10 ms at 100k points).
+        if cached.has_tokens:
+            return cached
+        fresh = time.monotonic() - self._read_at.get(name, float("-inf")) < ENTRY_TTL_SECONDS
+        return cached if fresh else None
 
     def ensure(self, name: str, model: ModelId, dim: int, tokens: bool) -> Entry:
         """Create the collection for `model` if missing; mark it as holding tokens if asked.

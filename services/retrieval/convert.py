@@ -4,10 +4,11 @@ options, hits and collection info. Field names in errors follow the request's pa
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.protobuf import struct_pb2
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from concord.clients.scorer import PairScore
 from concord.errors import FieldViolation, InvalidArgument
@@ -20,7 +21,6 @@ from concord.wire import (
     MODALITY_NAMES,
     ImageData,
     model_ref,
-    payload_from_dict,
     payload_to_dict,
 )
 from services.retrieval import thumbnails
@@ -133,27 +133,50 @@ def search_spec(request: retrieval_pb2.SearchRequest) -> SearchSpec:
     )
 
 
-def hits_proto(
+def add_hits(
+    out: RepeatedCompositeFieldContainer[retrieval_pb2.Hit],
     points: Sequence[ScoredPoint],
     explanations: Sequence[HitExplanation | None] = (),
     with_payload: bool = True,
-) -> list[retrieval_pb2.Hit]:
-    """Returns: the wire hits (payloads without the stored thumbnail; none unless
-    `with_payload`), each with its explanation when one is given."""
-    hits = []
+) -> None:
+    """Append the wire hits to `out` (a response's `hits`), built in place: payloads without
+    the stored thumbnail (none unless `with_payload`), each hit with its explanation when
+    one is given. (Built in place, with the payload's scalars set directly: a copy of each
+    Hit and a Struct per payload cost ~14 us per hit, most of a search's conversion.)"""
+    add = out.add
     for i, p in enumerate(points):
-        payload = thumbnails.strip(p.payload or {})
-        modality = str(payload.pop("modality", ""))
-        hit = retrieval_pb2.Hit(
-            id=str(p.id), score=p.score, modality=MODALITY_ENUMS.get(modality, 0)
-        )
-        if p.payload is not None and with_payload:
-            hit.payload.CopyFrom(payload_from_dict(payload))
+        payload = p.payload
+        modality = str(payload.get("modality", "")) if payload else ""
+        hit = add(id=str(p.id), score=p.score, modality=MODALITY_ENUMS.get(modality, 0))
+        if payload is not None and with_payload:
+            struct = hit.payload.fields
+            struct.SetInParent()  # an empty payload is still a payload
+            _fill_struct(struct, payload)
         explained = explanations[i] if i < len(explanations) else None
         if explained is not None:
             hit.explanation.CopyFrom(explanation_proto(explained))
-        hits.append(hit)
-    return hits
+
+
+_HIDDEN = frozenset({"modality", thumbnails.THUMBNAIL_KEY})  # carried elsewhere / never sent
+
+
+def _fill_struct(struct: struct_pb2.Struct, payload: Mapping[str, Any]) -> None:
+    """`struct.update(payload)` less the hidden keys, with scalars set directly (what
+    protobuf's Struct.update does for them); lists and objects go through Struct.update."""
+    fields = struct.fields
+    for key, value in payload.items():
+        if key in _HIDDEN:
+            continue
+        if value is None:
+            fields[key].null_value = struct_pb2.NULL_VALUE
+        elif isinstance(value, bool):
+            fields[key].bool_value = value
+        elif isinstance(value, str):
+            fields[key].string_value = value
+        elif isinstance(value, int | float):
+            fields[key].number_value = value
+        else:
+            struct.update({key: value})
 
 
 VERDICTS = {

@@ -94,9 +94,12 @@ class Retrieval:
         self.dependencies = Dependencies(settings, ["encoder"])
         # Encoder upgrades (services.retrieval.upgrade): set by app.build; None: no routing.
         self.upgrades: Upgrades | None = None
+        # Runs the dense searches of RPCs (inline or batched across callers); set by start.
+        self.runner: search.SearchRunner | None = None
 
     async def start(self, store: VectorStore) -> None:
         self._collections = await asyncio.to_thread(Collections, store)
+        self.runner = search.SearchRunner(store)
         address, options = encoder_address(self.settings), _channel_options(self.settings)
         self._aio_channel = open_channel(address, self.settings.serving, options, aio=True)
         self._channel = open_channel(address, self.settings.serving, options)
@@ -108,6 +111,8 @@ class Retrieval:
         self.scorer = AsyncScorerClient(self._scorer_channel, _metadata(self.settings))
 
     async def stop(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
         if self._aio_channel is not None:
             await self._aio_channel.close()
         if self._channel is not None:
@@ -196,7 +201,7 @@ class Retrieval:
         """Encode the query if needed and search. Returns: hits and the collection searched."""
         if query.text is not None:
             check_text(query.text, "text", self.max_text_chars)
-        entry = await asyncio.to_thread(self.collections.entry, collection) if collection else None
+        entry = await self._entry(collection) if collection else None
         tokens: np.ndarray | None = None
         if query.vector is not None:
             if entry is None:
@@ -209,7 +214,7 @@ class Retrieval:
                     self.upgrades.default_route, embedding, model
                 )
             if entry is None:
-                entry = await asyncio.to_thread(self.collections.entry, default_collection(model))
+                entry = await self._entry(default_collection(model))
             if entry.model.name and entry.model != model:
                 raise FailedPrecondition(
                     f"collection {entry.name!r} was built by {entry.model}, the encoder serves "
@@ -217,10 +222,19 @@ class Retrieval:
                 )
             vector = embedding.vector
             tokens = embedding.tokens.vectors if embedding.tokens is not None else None
-        hits = await asyncio.to_thread(
-            search.run, self.collections.store, entry, spec, vector, tokens
-        )
+        if spec.rerank or self.runner is None:
+            hits = await asyncio.to_thread(
+                search.run, self.collections.store, entry, spec, vector, tokens
+            )
+        else:
+            hits = await self.runner.search(entry.name, search.dense_query(spec, vector))
         return hits, entry
+
+    async def _entry(self, name: str) -> Entry:
+        """The catalog entry, from memory when it is there (no thread hand-off)."""
+        collections = self.collections
+        cached = collections.cached(name)
+        return cached if cached is not None else await asyncio.to_thread(collections.entry, name)
 
     async def explain(
         self, text: str, hits: Sequence[ScoredPoint], timeout: float | None = None
@@ -259,7 +273,7 @@ class Retrieval:
             raise FailedPrecondition(
                 "name a collection: the encoder serves no model, so there is no default one"
             )
-        return await asyncio.to_thread(self.collections.entry, default_collection(model))
+        return await self._entry(default_collection(model))
 
     # ----------------------------------------------------------------- delete
 

@@ -73,9 +73,9 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             explained, scorer = await self.engine.explain(request.text, hits, _remaining(context))
             if scorer is not None:
                 response.scorer_model.CopyFrom(model_ref(scorer))
-            response.hits.extend(convert.hits_proto(hits, explained, request.with_payload))
+            convert.add_hits(response.hits, hits, explained, request.with_payload)
         else:
-            response.hits.extend(convert.hits_proto(hits))
+            convert.add_hits(response.hits, hits)
         return response
 
     async def SearchBatch(
