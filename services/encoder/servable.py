@@ -1,12 +1,28 @@
 """The encoder's model state: load once, then encode images and texts through one dynamic
-batcher per modality (torch in a worker thread, inference mode). No proto types here."""
+batcher per modality (torch in inference mode on that modality's own model thread). No proto
+types here.
+
+Each modality's batches run on one dedicated thread, not on asyncio's shared pool: OpenMP
+keeps a thread team per calling thread, so a forward that hops between pool threads builds
+(and spins) a new team on each, and a shared pool lets decode work queue behind forwards. One
+thread per modality keeps one team, lets an image batch and a text batch run side by side, and
+never runs two batches of one modality at once (the batcher sends one at a time anyway).
+
+A batch of one item whose in-process forward has been measured at under `INLINE_MODEL_SECONDS`
+runs on the event loop itself: on a busy machine each hop to a thread and back waits to be
+scheduled (about 1 ms of a batch-1 call's p50 at load 4 on 2 cores, benchmarks/encoder_serving.py),
+a cost of the same order as such a forward. A remote (Triton) backend never runs on the loop."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -25,6 +41,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+INLINE_MODEL_SECONDS = 0.015  # a single-item forward this fast runs on the event loop
+EWMA_WEIGHT = 0.2  # of the newest single-item forward in the running estimate
 MAX_ITEMS_PER_REQUEST = 1024  # also capped by settings.batching.max_queue
 
 
@@ -54,6 +75,8 @@ class EncoderServable(Servable[LoadedModel]):
         self.max_items = min(MAX_ITEMS_PER_REQUEST, settings.batching.max_queue)
         self.max_text_chars = settings.serving.max_text_chars  # checked before tokenizing
         self.precision = settings.device.precision
+        self._threads: dict[str, ThreadPoolExecutor] = {}  # per modality, made on first use
+        self.single_seconds: dict[str, float] = {}  # per modality: a one-item batch's forward
         # Items carry the model their request took: a batch runs each on that model.
         self.images: DynamicBatcher[Pinned[LoadedModel, Image.Image], ItemEncoding] = batcher(
             self._encode_images, "encoder-images", settings.batching
@@ -77,6 +100,9 @@ class EncoderServable(Servable[LoadedModel]):
 
     async def stop(self) -> None:
         await super().stop()
+        threads, self._threads = self._threads, {}
+        for pool in threads.values():
+            pool.shutdown(wait=False)
         if self.remote is not None:
             self.remote.close()
 
@@ -125,10 +151,39 @@ class EncoderServable(Servable[LoadedModel]):
         loaded = model or self.require()
         return await self.texts.submit_many([Pinned(loaded, text) for text in texts])
 
-    def _encode_images(self, items: list[Pinned[LoadedModel, Image.Image]]) -> list[ItemEncoding]:
+    async def _encode_images(
+        self, items: list[Pinned[LoadedModel, Image.Image]]
+    ) -> list[ItemEncoding]:
+        return await self._on_thread("images", self._run_images, items)
+
+    async def _encode_texts(self, items: list[Pinned[LoadedModel, str]]) -> list[ItemEncoding]:
+        return await self._on_thread("texts", self._run_texts, items)
+
+    async def _on_thread(self, kind: str, fn: Callable[[list[T]], R], items: list[T]) -> R:
+        single = len(items) == 1 and self.remote is None
+        if single and self.single_seconds.get(kind, INLINE_MODEL_SECONDS) < INLINE_MODEL_SECONDS:
+            return self._timed(kind, fn, items)
+        pool = self._threads.get(kind)
+        if pool is None:
+            pool = self._threads[kind] = ThreadPoolExecutor(1, f"encoder-{kind}")
+        call = partial(self._timed, kind, fn, items) if single else partial(fn, items)
+        return await asyncio.get_running_loop().run_in_executor(pool, call)
+
+    def _timed(self, kind: str, fn: Callable[[list[T]], R], items: list[T]) -> R:
+        """`fn(items)` for a single item, its time kept in `single_seconds[kind]`."""
+        started = time.perf_counter()
+        out = fn(items)
+        elapsed = time.perf_counter() - started
+        previous = self.single_seconds.get(kind)
+        self.single_seconds[kind] = (
+            elapsed if previous is None else (1 - EWMA_WEIGHT) * previous + EWMA_WEIGHT * elapsed
+        )
+        return out
+
+    def _run_images(self, items: list[Pinned[LoadedModel, Image.Image]]) -> list[ItemEncoding]:
         return run_pinned(items, self._images_on)
 
-    def _encode_texts(self, items: list[Pinned[LoadedModel, str]]) -> list[ItemEncoding]:
+    def _run_texts(self, items: list[Pinned[LoadedModel, str]]) -> list[ItemEncoding]:
         return run_pinned(items, self._texts_on)
 
     def _images_on(self, loaded: LoadedModel, images: list[Image.Image]) -> list[ItemEncoding]:

@@ -30,6 +30,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         loaded = self.servable.require()
         requests.check_model(request.options.model, loaded.id, "encoder")
         requests.check_count(len(request.images), "images", self.servable.max_items)
+        # Always off the event loop: a few KiB of PNG can decode to tens of MB of pixels.
         images = await asyncio.to_thread(decode_images, request.images)
         items = await self.servable.encode_images(images, loaded)
         return convert.encode_response(items, request.options, loaded.id, loaded.embed_dim)

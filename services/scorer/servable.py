@@ -1,12 +1,17 @@
 """The scorer's model state: load the scorer package once, then score pairs through a dynamic
 batcher and explain single pairs (CLIP4DM needs gradients: one pair per model call).
-Torch runs in worker threads, one model call at a time. No proto types here."""
+Torch runs on one model thread, one model call at a time (OpenMP keeps a thread team per
+calling thread: hopping between asyncio's pool threads would build one per thread). No proto
+types here."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from PIL import Image
 
@@ -19,6 +24,9 @@ from concord.serving import DynamicBatcher
 from concord.serving.servable import Pinned, Servable, batcher, run_pinned
 from concord.wire import ModelId
 from services.scorer.loading import LoadedScorer, load_scorer
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,7 @@ class ScorerServable(Servable[LoadedScorer]):
         # One model call at a time: Score batches, explanations and the auditor share the
         # model, and CLIP4DM's backward passes must not interleave.
         self._model_lock = threading.Lock()
+        self._thread: ThreadPoolExecutor | None = None  # the model thread, made on first use
         # Items carry the package their request took: a batch runs each on that package.
         self.pairs: DynamicBatcher[Pinned[LoadedScorer, PairIn], Scored] = batcher(
             self._score_batch, "scorer-pairs", settings.batching
@@ -148,11 +157,25 @@ class ScorerServable(Servable[LoadedScorer]):
         (out,) = self._explain_on(loaded, [item])
         return out
 
-    def _score_batch(self, items: list[Pinned[LoadedScorer, PairIn]]) -> list[Scored]:
-        return run_pinned(items, self._score_on)
+    async def stop(self) -> None:
+        await super().stop()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.shutdown(wait=False)
 
-    def _explain_batch(self, items: list[Pinned[LoadedScorer, ExplainIn]]) -> list[Explained]:
-        return run_pinned(items, self._explain_on)
+    async def _score_batch(self, items: list[Pinned[LoadedScorer, PairIn]]) -> list[Scored]:
+        return await self._on_model_thread(items, self._score_on)
+
+    async def _explain_batch(self, items: list[Pinned[LoadedScorer, ExplainIn]]) -> list[Explained]:
+        return await self._on_model_thread(items, self._explain_on)
+
+    async def _on_model_thread(
+        self, items: list[Pinned[LoadedScorer, T]], fn: Callable[[LoadedScorer, list[T]], list[R]]
+    ) -> list[R]:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, "scorer-model")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, run_pinned, items, fn)
 
     def _score_on(self, loaded: LoadedScorer, items: list[PairIn]) -> list[Scored]:
         pixels = images_to_tensor([p.image for p in items], loaded.image_size).to(self.device)
