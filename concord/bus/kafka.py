@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,6 +37,11 @@ log = logging.getLogger(__name__)
 DLQ_SEND_TIMEOUT_SECONDS = 30.0
 SESSION_TIMEOUT_MS = 10_000  # defaults of settings.kafka (consumer_config overrides them)
 HEARTBEAT_INTERVAL_MS = 1_000
+# A member whose join has not ended in an assignment after this long is replaced by a new one.
+# kafka-python 3.0.12 can leave a JoinGroup/SyncGroup round in flight for good (heartbeats are
+# off during it, so the broker evicts the member, which then waits on that round forever):
+# seen in the suite as a worker that never received a record after a rebalance at startup.
+JOIN_STUCK_SECONDS = 45.0
 
 
 def _headers_out(headers: dict[str, str]) -> list[tuple[str, bytes]]:
@@ -73,6 +79,9 @@ class KafkaConsumerMember(Consumer[T]):
         self._consumer: KafkaConsumer | None = None
         self._finished: dict[TopicPartition, int] = {}
         self.assigned: set[int] = set()  # partitions held now (read from other threads: a copy)
+        self.join_stuck_seconds = JOIN_STUCK_SECONDS
+        self._joining_since: float | None = None  # monotonic time a (re)join began; None: done
+        self.rejoins = 0  # members replaced because their join never ended
 
     def _open(self) -> None:
         config = {
@@ -95,8 +104,13 @@ class KafkaConsumerMember(Consumer[T]):
         # Learn the topic's partitions before joining, so the first assignment includes them.
         self._consumer.partitions_for_topic(self.topic)
         self._consumer.subscribe([self.topic], listener=_Rebalance(self))
+        self._joining_since = time.monotonic()
 
     def _poll(self, timeout: float) -> Sequence[RawRecord]:
+        assert self._consumer is not None
+        since = self._joining_since
+        if since is not None and time.monotonic() - since > self.join_stuck_seconds:
+            self._replace_member(time.monotonic() - since)
         assert self._consumer is not None
         polled = self._consumer.poll(timeout_ms=int(timeout * 1000))
         return [
@@ -164,13 +178,29 @@ class KafkaConsumerMember(Consumer[T]):
         consumer.close(autocommit=False)
         self.assigned = set()
 
+    def _replace_member(self, waited: float) -> None:
+        """Leave the group and join again as a new member (nothing is lost: what this member
+        finished was committed when its partitions were revoked; the rest is read again)."""
+        log.warning(
+            "%s/%s: no assignment %.0f s after joining; rejoining as a new member",
+            self.topic,
+            self.group,
+            waited,
+        )
+        self.rejoins += 1
+        self._close(commit=True)
+        self._open()
+
     def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._joining_since = time.monotonic()  # a rebalance began: a join follows
         self._commit(set(revoked))
         for tp in revoked:
             self._finished.pop(tp, None)
         self.assigned = self.assigned - {tp.partition for tp in revoked}
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        # Called at the end of every join, also with no partitions (more members than them).
+        self._joining_since = None
         self.assigned = self.assigned | {tp.partition for tp in assigned}
 
 

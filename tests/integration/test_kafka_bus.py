@@ -274,3 +274,27 @@ def test_broker_restart_is_survived(kafka_broker: KafkaBroker, bus: KafkaBus) ->
     assert c.error is None
     end = {p: o for p, o in bus.end_offsets(topic).items() if o}
     wait_until(lambda: bus.committed(topic, topic) == end, "commits after the restart")
+
+
+def test_a_member_whose_join_never_ends_is_replaced_and_nothing_is_lost(bus: KafkaBus) -> None:
+    """kafka-python can leave a join round in flight for good (heartbeats off, the broker
+    evicts the member, which then waits on it forever). A member with no assignment long after
+    a join began leaves and joins again as a new member, and the records still arrive."""
+    topic = name("stuckjoin")
+    rec = Recorder()
+    c = bus.subscribe(topic, topic, rec, IngestRequest).start()
+    for i in range(5):
+        bus.publish(topic, f"k{i}", ingest_event(i))
+    bus.flush(timeout=30)
+    wait_until(lambda: len(set(rec.ids())) == 5, "the first 5 records")
+    # As if a rebalance had revoked everything long ago and no assignment had followed.
+    c._joining_since = time.monotonic() - c.join_stuck_seconds - 1
+    wait_until(lambda: c.rejoins == 1, "the replacement member")
+    for i in range(5, 10):
+        bus.publish(topic, f"k{i}", ingest_event(i))
+    bus.flush(timeout=30)
+    wait_until(lambda: set(rec.ids()) == {f"m{i}" for i in range(10)}, "all 10 records")
+    assert c.stop()
+    assert c.rejoins == 1  # the new member's join ended in an assignment
+    end = {p: o for p, o in bus.end_offsets(topic).items() if o}
+    assert bus.committed(topic, topic) == end
