@@ -13,6 +13,7 @@ import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
@@ -197,6 +198,31 @@ class Servable(ABC, Generic[M]):
 
 def _message(err: Exception) -> str:
     return getattr(err, "message", None) or f"{type(err).__name__}: {err}"
+
+
+class ModelThread:
+    """One thread that runs a model's calls in order, made on first use (again after `close`).
+
+    A forward that hops between asyncio's shared pool threads builds (and spins) an OpenMP
+    thread team on each of them, and queues decode work behind model calls; one dedicated
+    thread keeps one team and runs one call at a time.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def run(self, fn: Callable[..., R], *args: Any) -> R:
+        """Returns: `fn(*args)`, run on this thread."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, self.name)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def close(self) -> None:
+        """Let the thread end once its queued calls are done."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
 
 
 def batcher(

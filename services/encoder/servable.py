@@ -15,11 +15,9 @@ a cost of the same order as such a forward. A remote (Triton) backend never runs
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
@@ -34,7 +32,7 @@ from concord.models.dual_encoder import Encoded
 from concord.models.preprocess import images_to_tensor
 from concord.registry import Registry
 from concord.serving import DynamicBatcher
-from concord.serving.servable import Pinned, Servable, batcher, run_pinned
+from concord.serving.servable import ModelThread, Pinned, Servable, batcher, run_pinned
 
 if TYPE_CHECKING:
     from services.encoder.triton_backend import TritonEncoderBackend
@@ -75,7 +73,7 @@ class EncoderServable(Servable[LoadedModel]):
         self.max_items = min(MAX_ITEMS_PER_REQUEST, settings.batching.max_queue)
         self.max_text_chars = settings.serving.max_text_chars  # checked before tokenizing
         self.precision = settings.device.precision
-        self._threads: dict[str, ThreadPoolExecutor] = {}  # per modality, made on first use
+        self._threads = {kind: ModelThread(f"encoder-{kind}") for kind in ("images", "texts")}
         self.single_seconds: dict[str, float] = {}  # per modality: a one-item batch's forward
         # Items carry the model their request took: a batch runs each on that model.
         self.images: DynamicBatcher[Pinned[LoadedModel, Image.Image], ItemEncoding] = batcher(
@@ -100,9 +98,8 @@ class EncoderServable(Servable[LoadedModel]):
 
     async def stop(self) -> None:
         await super().stop()
-        threads, self._threads = self._threads, {}
-        for pool in threads.values():
-            pool.shutdown(wait=False)
+        for thread in self._threads.values():
+            thread.close()
         if self.remote is not None:
             self.remote.close()
 
@@ -163,11 +160,8 @@ class EncoderServable(Servable[LoadedModel]):
         single = len(items) == 1 and self.remote is None
         if single and self.single_seconds.get(kind, INLINE_MODEL_SECONDS) < INLINE_MODEL_SECONDS:
             return self._timed(kind, fn, items)
-        pool = self._threads.get(kind)
-        if pool is None:
-            pool = self._threads[kind] = ThreadPoolExecutor(1, f"encoder-{kind}")
         call = partial(self._timed, kind, fn, items) if single else partial(fn, items)
-        return await asyncio.get_running_loop().run_in_executor(pool, call)
+        return await self._threads[kind].run(call)
 
     def _timed(self, kind: str, fn: Callable[[list[T]], R], items: list[T]) -> R:
         """`fn(items)` for a single item, its time kept in `single_seconds[kind]`."""

@@ -269,11 +269,10 @@ class SearchRunner:
                 self._busy -= 1
                 return
         while jobs:
-            outcomes: list[Outcome] = []
             by_collection: dict[str, list[int]] = {}
             for i, job in enumerate(jobs):
                 by_collection.setdefault(job.collection, []).append(i)
-            outcomes = [[] for _ in jobs]
+            outcomes: list[Outcome] = [[] for _ in jobs]
             for collection, slots in by_collection.items():
                 done = self._run(collection, [jobs[i].query for i in slots])
                 for i, outcome in zip(slots, done, strict=True):

@@ -6,10 +6,8 @@ types here."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -21,7 +19,7 @@ from concord.models.alignment import Explanation, PairScores, aligned_probabilit
 from concord.models.preprocess import images_to_tensor
 from concord.registry import Registry
 from concord.serving import DynamicBatcher
-from concord.serving.servable import Pinned, Servable, batcher, run_pinned
+from concord.serving.servable import ModelThread, Pinned, Servable, batcher, run_pinned
 from concord.wire import ModelId
 from services.scorer.loading import LoadedScorer, load_scorer
 
@@ -86,7 +84,7 @@ class ScorerServable(Servable[LoadedScorer]):
         # One model call at a time: Score batches, explanations and the auditor share the
         # model, and CLIP4DM's backward passes must not interleave.
         self._model_lock = threading.Lock()
-        self._thread: ThreadPoolExecutor | None = None  # the model thread, made on first use
+        self._thread = ModelThread("scorer-model")
         # Items carry the package their request took: a batch runs each on that package.
         self.pairs: DynamicBatcher[Pinned[LoadedScorer, PairIn], Scored] = batcher(
             self._score_batch, "scorer-pairs", settings.batching
@@ -159,9 +157,7 @@ class ScorerServable(Servable[LoadedScorer]):
 
     async def stop(self) -> None:
         await super().stop()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.shutdown(wait=False)
+        self._thread.close()
 
     async def _score_batch(self, items: list[Pinned[LoadedScorer, PairIn]]) -> list[Scored]:
         return await self._on_model_thread(items, self._score_on)
@@ -172,10 +168,7 @@ class ScorerServable(Servable[LoadedScorer]):
     async def _on_model_thread(
         self, items: list[Pinned[LoadedScorer, T]], fn: Callable[[LoadedScorer, list[T]], list[R]]
     ) -> list[R]:
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, "scorer-model")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, run_pinned, items, fn)
+        return await self._thread.run(run_pinned, items, fn)
 
     def _score_on(self, loaded: LoadedScorer, items: list[PairIn]) -> list[Scored]:
         pixels = images_to_tensor([p.image for p in items], loaded.image_size).to(self.device)
