@@ -23,12 +23,19 @@ from tqdm import tqdm
 from concord.checkpoints import build_encoder, save_encoder
 from concord.models.config import load_config
 from concord.models.dual_encoder import DualEncoder, Encoded
-from concord.models.losses import contrastive_loss, filip_loss
+from concord.models.losses import contrastive_loss, filip_loss, foil_loss
 from concord.models.preprocess import TextTokenizer
 from pipelines.encoder import distributed
-from pipelines.encoder.data import ImageTextSet, ensure_dataset, load_retrieval, sample_captions
-from pipelines.encoder.embed import TextStateCache, embed_images, embed_texts, encode_texts
+from pipelines.encoder.data import ImageTextSet, ensure_dataset, load_retrieval
+from pipelines.encoder.embed import (
+    TextStateCache,
+    embed_images,
+    embed_texts,
+    encode_foils,
+    encode_texts,
+)
 from pipelines.encoder.evaluate import filip_scores, global_scores, retrieval
+from pipelines.encoder.scenes import SceneTrainingSet, build_training_set
 from pipelines.tracking import TrainingRun
 
 MODEL_NAME = "concord-encoder"
@@ -53,6 +60,13 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_frac: float = 0.1  # of all steps, then cosine decay to 0
     train_limit: int = 0  # use only the first N train images (0: all)
+    # The recipe's hard negatives (0 / False / None: the plain caption-only training):
+    hard_negatives: int = 0  # foils per caption per step (NegCLIP); > 0 drafts captions from scenes
+    foil_weight: float = 1.0  # weight of the foil term beside the contrastive loss
+    twins: bool = False  # add a rendered twin per train scene (swapped binding / mirrored)
+    binding: Path | None = None  # a `binding` dataset whose train pairs join the training set
+    binding_size: str = ""  # else the binding preset generated into data_cache ("": none)
+    caption_rounds: int = 2  # scene-drafted captions: rounds of the 5 styles per image
     val_limit: int = 0
     threads: int = 2  # torch CPU threads (per process under torchrun)
     device: str = "auto"  # auto | cpu | cuda | cuda:N: the model and its batches
@@ -62,6 +76,30 @@ class TrainConfig:
     alias: str | None = None  # alias to move to the new version (needs register)
     run_name: str | None = None
     progress: bool = True
+
+
+# Named training recipes: what `python -m pipelines.train_encoder --recipe NAME` sets unless an
+# option overrides it. TrainConfig's own defaults are the small caption-only run tests use.
+RECIPES: dict[str, dict[str, object]] = {
+    # The shared concord-encoder (issue 15): a conv stem, MiniLM's top layer trained, global and
+    # FILIP losses, two NegCLIP foils per caption, a rendered twin per scene and the binding
+    # train pairs in the same batches. See reports/encoder.md for what each part buys.
+    "concord": {
+        "preset": "tiny-conv",
+        "loss": "both",
+        "unfrozen_layers": 1,
+        "hard_negatives": 2,
+        "twins": True,
+        "binding_size": "small",
+        "caption_rounds": 1,
+        "epochs": 30,
+        "batch_size": 64,
+        "lr": 2e-3,
+        "text_lr": 3e-4,
+    },
+    # The dataset's captions only, no hard negatives: the baseline the reports compare with.
+    "plain": {"preset": "tiny", "loss": "clip", "epochs": 5, "batch_size": 128, "lr": 1e-3},
+}
 
 
 @dataclass(frozen=True)
@@ -104,13 +142,61 @@ def loss_fn(kind: Loss, image: Encoded, text: Encoded, scale: torch.Tensor) -> t
     )
 
 
+def foil_term(
+    kind: Loss,
+    image: Encoded,
+    text: Encoded,
+    foils: Encoded,
+    mask: torch.Tensor,
+    scale: torch.Tensor,
+) -> torch.Tensor:
+    """The hard-negative term scored the way the loss scores: pooled, FILIP, or their mean."""
+    if kind == "clip":
+        return foil_loss(image, text, foils, mask, scale)
+    if kind == "filip":
+        return foil_loss(image, text, foils, mask, scale, filip=True)
+    return 0.5 * (
+        foil_loss(image, text, foils, mask, scale)
+        + foil_loss(image, text, foils, mask, scale, filip=True)
+    )
+
+
+def training_set(cfg: TrainConfig, root: Path, image_size: int) -> SceneTrainingSet:
+    """The dataset's train captions as they are, or (the recipe) captions drafted from the scenes
+    with foils, rendered twins and the binding train pairs."""
+    binding = resolve_binding(cfg)
+    if not (cfg.hard_negatives or cfg.twins or binding):
+        data = load_retrieval(root, "train", image_size, cfg.train_limit)
+        return SceneTrainingSet.from_captions(data)
+    return build_training_set(
+        root, binding, image_size, cfg.seed, cfg.caption_rounds, cfg.twins, cfg.train_limit
+    )
+
+
+def resolve_binding(cfg: TrainConfig) -> Path | None:
+    """The binding dataset whose train pairs join: `cfg.binding`, the preset `cfg.binding_size`
+    generated (once) into the data cache, or None."""
+    if cfg.binding is not None or not cfg.binding_size:
+        return cfg.binding
+    size = cfg.binding_size
+    return ensure_dataset(
+        "binding", _cache_dir(cfg) / f"binding-{size}-seed{cfg.seed}", size, cfg.seed
+    )
+
+
+def _cache_dir(cfg: TrainConfig) -> Path:
+    if cfg.data_cache:
+        return Path(cfg.data_cache)
+    from concord.config import load_settings
+
+    return load_settings().home / "datasets"
+
+
 def resolve_data(cfg: TrainConfig) -> Path:
     """The dataset dir: `cfg.data`, or the retrieval set generated (once) for this seed and size."""
     if cfg.data is not None:
         return Path(cfg.data)
-    from concord.config import load_settings
-
-    cache = Path(cfg.data_cache) if cfg.data_cache else load_settings().home / "datasets"
+    cache = _cache_dir(cfg)
     return ensure_dataset(
         "retrieval", cache / f"retrieval-{cfg.data_size}-seed{cfg.seed}", cfg.data_size, cfg.seed
     )
@@ -148,14 +234,13 @@ def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Cont
     model, tokenizer = build_encoder(arch, seed=cfg.seed)  # initialised on the CPU: same weights
     model.to(device)  # in place, before the optimiser and the text cache see the parameters
     root = resolve_data(cfg)
-    train_set = load_retrieval(root, "train", arch.image.image_size, cfg.train_limit)
+    train_set = training_set(cfg, root, arch.image.image_size)
     val_set = load_retrieval(root, "val", arch.image.image_size, cfg.val_limit)
     train_pixels = train_set.pixels.to(device)  # 64x64 scenes: the set fits on any GPU
-    frozen = arch.text.unfrozen_layers == 0
-    cache = (cache if cache is not None else TextStateCache()) if frozen else None
-    if cache is not None:
-        texts = [c for caps in train_set.captions + val_set.captions for c in caps]
-        cache.add(model, tokenizer, texts, progress=cfg.progress and ctx.is_main)
+    # MiniLM's frozen layers run once per text; a step runs only the trainable top layers.
+    cache = cache if cache is not None else TextStateCache()
+    texts = train_set.texts() + val_set.flat_captions()[0]
+    cache.add(model, tokenizer, texts, progress=cfg.progress and ctx.is_main)
     backbone = {id(p) for p in model.text_tower.parameters()}
     groups = [
         {
@@ -197,12 +282,21 @@ def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Cont
     result = TrainResult(model, tokenizer, model_dir, rank=ctx.rank, world_size=ctx.world_size)
     gather_tokens = cfg.loss != "clip"  # the global loss needs only pooled embeddings
 
-    def step_loss(m: DualEncoder, pixels: torch.Tensor, texts: list[str]) -> torch.Tensor:
-        """This rank's shard encoded, every rank's gathered: the loss of the global batch."""
-        image = distributed.gather_encoded(m.encode_image(pixels), ctx, tokens=gather_tokens)
-        text = encode_texts(m, tokenizer, texts, cache)
-        text = distributed.gather_encoded(text, ctx, tokens=gather_tokens)
-        return loss_fn(cfg.loss, image, text, m.logit_scale)
+    def step_loss(
+        m: DualEncoder, pixels: torch.Tensor, texts: list[str], foils: list[tuple[str, ...]]
+    ) -> torch.Tensor:
+        """This rank's shard encoded, every rank's gathered: the loss of the global batch, plus
+        this shard's foil term (an image against its own caption's foils needs no gathering)."""
+        image_local = m.encode_image(pixels)
+        text_local = encode_texts(m, tokenizer, texts, cache)
+        image = distributed.gather_encoded(image_local, ctx, tokens=gather_tokens)
+        text = distributed.gather_encoded(text_local, ctx, tokens=gather_tokens)
+        loss = loss_fn(cfg.loss, image, text, m.logit_scale)
+        if cfg.hard_negatives:
+            enc, mask = encode_foils(m, tokenizer, foils, cfg.hard_negatives, cache)
+            term = foil_term(cfg.loss, image_local, text_local, enc, mask, m.logit_scale)
+            loss = loss + cfg.foil_weight * term
+        return loss
 
     forward = distributed.wrap(distributed.Step(model, step_loss), ctx)  # DDP with several ranks
     # -- loop
@@ -211,8 +305,8 @@ def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Cont
         for epoch in range(cfg.epochs):
             te = time.perf_counter()
             model.train()
-            order = rng.permutation(len(train_set))
-            captions = sample_captions(train_set, rng)
+            order = train_set.order(rng)
+            captions, foils = train_set.draw(rng, cfg.hard_negatives)
             losses = []
             bar = tqdm(
                 range(steps_per_epoch),
@@ -223,7 +317,9 @@ def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Cont
                 idx = distributed.shard(order[b * cfg.batch_size : (b + 1) * cfg.batch_size], ctx)
                 for g, base in zip(opt.param_groups, base_lrs, strict=True):
                     g["lr"] = base * _lr_at(step, total, warmup)
-                loss = forward(train_pixels[idx], [captions[i] for i in idx])
+                loss = forward(
+                    train_pixels[idx], [captions[i] for i in idx], [foils[i] for i in idx]
+                )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -298,9 +394,17 @@ def _env(name: str) -> str:
 
 @app.command()
 def main(
+    recipe: Annotated[
+        str,
+        typer.Option(
+            envvar=_env("RECIPE"),
+            help="concord (the shared encoder: hard negatives, twins, binding pairs) | plain; "
+            "the options below override its settings",
+        ),
+    ] = "concord",
     preset: Annotated[
-        str, typer.Option(envvar=_env("PRESET"), help="encoder preset or config JSON")
-    ] = "tiny",
+        str | None, typer.Option(envvar=_env("PRESET"), help="encoder preset or config JSON")
+    ] = None,
     data: Annotated[
         Path | None, typer.Option(envvar=_env("DATA"), help="retrieval dataset dir")
     ] = None,
@@ -308,13 +412,37 @@ def main(
         str, typer.Option(envvar=_env("DATA_SIZE"), help="size generated without --data")
     ] = "small",
     seed: Annotated[int, typer.Option(envvar=_env("SEED"))] = 0,
-    loss: Annotated[str, typer.Option(envvar=_env("LOSS"), help="clip | filip | both")] = "clip",
+    loss: Annotated[
+        str | None, typer.Option(envvar=_env("LOSS"), help="clip | filip | both")
+    ] = None,
     unfrozen_layers: Annotated[
         int | None, typer.Option(envvar=_env("UNFROZEN_LAYERS"), help="MiniLM top layers to train")
     ] = None,
-    epochs: Annotated[int, typer.Option(envvar=_env("EPOCHS"))] = 5,
-    batch_size: Annotated[int, typer.Option(envvar=_env("BATCH_SIZE"))] = 128,
-    lr: Annotated[float, typer.Option(envvar=_env("LR"))] = 1e-3,
+    epochs: Annotated[int | None, typer.Option(envvar=_env("EPOCHS"))] = None,
+    batch_size: Annotated[int | None, typer.Option(envvar=_env("BATCH_SIZE"))] = None,
+    lr: Annotated[float | None, typer.Option(envvar=_env("LR"))] = None,
+    hard_negatives: Annotated[
+        int | None,
+        typer.Option(
+            envvar=_env("HARD_NEGATIVES"),
+            help="foils per caption per step (captions drafted from the scenes; 0: none)",
+        ),
+    ] = None,
+    twins: Annotated[
+        bool | None,
+        typer.Option(envvar=_env("TWINS"), help="a rendered twin per scene in the same batch"),
+    ] = None,
+    binding: Annotated[
+        Path | None,
+        typer.Option(envvar=_env("BINDING"), help="a binding dataset whose train pairs join"),
+    ] = None,
+    binding_size: Annotated[
+        str | None,
+        typer.Option(
+            envvar=_env("BINDING_SIZE"),
+            help="binding preset generated without --binding ('' for none)",
+        ),
+    ] = None,
     threads: Annotated[
         int, typer.Option(envvar=_env("THREADS"), help="torch CPU threads (per torchrun process)")
     ] = 2,
@@ -343,28 +471,38 @@ def main(
             "in its container (CONCORD_TRAIN_* env)",
             param_hint="--on",
         )
-    if loss not in ("clip", "filip", "both"):
-        raise typer.BadParameter(f"unknown loss {loss!r}", param_hint="--loss")
+    if recipe not in RECIPES:
+        raise typer.BadParameter(f"one of {', '.join(RECIPES)}", param_hint="--recipe")
+    given = {
+        "preset": preset,
+        "loss": loss,
+        "unfrozen_layers": unfrozen_layers,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "hard_negatives": hard_negatives,
+        "twins": twins,
+        "binding_size": binding_size,
+    }
+    settings = {**RECIPES[recipe], **{k: v for k, v in given.items() if v is not None}}
+    if settings.get("loss", "clip") not in ("clip", "filip", "both"):
+        raise typer.BadParameter(f"unknown loss {settings['loss']!r}", param_hint="--loss")
     if tracking_uri is None:
         from concord.config import load_settings
 
         tracking_uri = load_settings().tracking_uri
     cfg = TrainConfig(
-        preset=preset,
         data=data,
         data_size=data_size,
         seed=seed,
-        loss=loss,  # type: ignore[arg-type]
-        unfrozen_layers=unfrozen_layers,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
+        binding=binding,
         threads=threads,
         out=out,
         tracking_uri=tracking_uri,
         register=register,
         alias=alias,
         device=device,
+        **settings,  # type: ignore[arg-type]
     )
     res = train(cfg)
     if res.rank != 0:  # rank 0 reports for the job

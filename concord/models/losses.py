@@ -76,6 +76,64 @@ def filip_loss(image: Encoded, text: Encoded, logit_scale: Tensor | float) -> Te
     return _symmetric_ce(logit_scale * sim.image_to_text, logit_scale * sim.text_to_image.T)
 
 
+def foil_loss(
+    image: Encoded,
+    captions: Encoded,
+    foils: Encoded,
+    foil_mask: Tensor,
+    logit_scale: Tensor | float,
+    filip: bool = False,
+) -> Tensor:
+    """Hard text negatives (NegCLIP): each image must prefer its own caption to that caption's
+    foils, the same words with one binding, object, relation or count made false. Only an
+    image's own foils are its negatives here; the other captions are `contrastive_loss`'s job.
+    The term is local to a batch shard, so data-parallel ranks add it without gathering.
+
+    Args:
+        image: B images; captions: their B captions, row i paired with image i.
+        foils: B * K texts, row i * K + k the k-th foil of caption i.
+        foil_mask: (B, K) bool, False where caption i has fewer than K foils (padding rows).
+        logit_scale: multiplier for the similarities (1 / temperature).
+        filip: score with FILIP's text->image late interaction instead of pooled cosines.
+    Returns:
+        Scalar: mean over images with at least one foil of the cross-entropy of choosing the
+        caption among [caption, its foils]; 0 when no image has a foil.
+    """
+    b, k = foil_mask.shape
+    if len(image) != b or len(captions) != b or len(foils) != b * k:
+        raise ValueError(
+            f"foil batch mismatch: {len(image)} images, {len(captions)} captions, "
+            f"{len(foils)} foils for a {b}x{k} mask"
+        )
+    rows = foil_mask.any(dim=1)
+    if k == 0 or not bool(rows.any()):
+        return image.pooled.sum() * 0.0  # keeps the graph (DDP needs every rank to backward)
+    if filip:
+        positive = _paired_text_to_image(
+            image.tokens, captions.tokens[:, None], captions.mask[:, None]
+        )
+        t, d = foils.tokens.shape[1:]
+        negative = _paired_text_to_image(
+            image.tokens, foils.tokens.view(b, k, t, d), foils.mask.view(b, k, t)
+        )
+        positive = positive[:, 0]
+    else:
+        positive = (image.pooled * captions.pooled).sum(-1)
+        negative = torch.einsum("be,bke->bk", image.pooled, foils.pooled.view(b, k, -1))
+    logits = logit_scale * torch.cat([positive[:, None], negative], dim=1)
+    padding = torch.cat([torch.zeros_like(foil_mask[:, :1]), ~foil_mask], dim=1)
+    logits = logits.masked_fill(padding, torch.finfo(logits.dtype).min)
+    target = torch.zeros(b, dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits[rows], target[rows])
+
+
+def _paired_text_to_image(image_tokens: Tensor, texts: Tensor, text_mask: Tensor) -> Tensor:
+    """FILIP text->image similarity of image i with each of ITS texts only: (B, N, E) patches and
+    (B, K, T, E) texts -> (B, K), the mean over real text tokens of the best patch."""
+    sim = torch.einsum("bnd,bktd->bktn", image_tokens, texts)  # (B, K, T, N)
+    return _masked_mean(sim.amax(dim=3), text_mask)
+
+
 def _filip_block(image: Encoded, text: Encoded) -> tuple[Tensor, Tensor]:
     sim = torch.einsum("ind,jtd->ijnt", image.tokens, text.tokens)  # (Bi, Bt, N, T)
     lowest = torch.finfo(sim.dtype).min

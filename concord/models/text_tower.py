@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from concord.models.config import TextTowerConfig
@@ -64,6 +65,38 @@ class TextTower(nn.Module):
             (mean-pooled (B, D), token states (B, T, D)), D = backbone hidden size (384).
         """
         states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return mean_pool(states, attention_mask), states
+
+    @property
+    def frozen_depth(self) -> int:
+        """How many backbone layers are frozen: the states after them never change in training."""
+        return len(_encoder_layers(self.backbone)) - len(self._trainable)
+
+    @torch.no_grad()
+    def frozen_states(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """The token states entering the first trainable layer (the last hidden state when the
+        whole tower is frozen): what a training loop can compute once per caption.
+
+        Returns:
+            (B, T, D) states, `frozen_depth` layers deep.
+        """
+        out = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
+        )
+        return out.hidden_states[self.frozen_depth]
+
+    def top(self, states: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Finish `forward` from `frozen_states`: the trainable layers, then mean pooling.
+
+        Returns:
+            (pooled (B, D), token states (B, T, D)), equal to `forward` on the same tokens.
+        """
+        # The additive mask BERT's eager and SDPA attention both accept: 0 keep, min drop.
+        keep = attention_mask[:, None, None, :].to(states.dtype)
+        additive = (1.0 - keep) * torch.finfo(states.dtype).min
+        for layer in self._trainable:
+            out = layer(states, attention_mask=additive)
+            states = out[0] if isinstance(out, tuple) else out  # a tuple before transformers 5
         return mean_pool(states, attention_mask), states
 
 

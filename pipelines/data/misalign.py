@@ -49,7 +49,7 @@ def _candidates(slot: Slot) -> list[str]:
     return []
 
 
-def _contradicted(draft: Draft, index: int, new: Slot, scene: Scene) -> bool:
+def contradicted(draft: Draft, index: int, new: Slot, scene: Scene) -> bool:
     """Whether the scene makes the changed noun phrase (or relation / total) false."""
     if new.kind == "relation":
         return True  # relations are stored strictly, so the flipped word is false
@@ -101,7 +101,7 @@ def make_variants(draft: Draft, scene: Scene, rng: np.random.Generator) -> list[
             cands = _candidates(slot)
             for c in rng.permutation(len(cands)) if cands else []:
                 new = Slot(slot.kind, cands[int(c)], slot.np, slot.form)
-                if not _contradicted(draft, index, new, scene):
+                if not contradicted(draft, index, new, scene):
                     continue
                 cap = replace_slot(draft, index, new).render()
                 span = next((s, e) for sl, s, e in cap.slots if sl is new)

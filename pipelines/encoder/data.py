@@ -1,5 +1,5 @@
 """Encoder training/eval data: Concord Scenes directories -> pixel tensors and captions, the
-binding pairs, the digits smoke set, caption sampling, and text-only grammar captions for XBT."""
+binding pairs, the digits smoke set, and text-only grammar captions for XBT."""
 
 from __future__ import annotations
 
@@ -138,11 +138,6 @@ def load_digits(root: Path, split: str, image_size: int) -> LabelledImages:
         load_pixels(root, [r["image"] for r in recs], image_size),
         np.array([r["label"] for r in recs], dtype=np.int64),
     )
-
-
-def sample_captions(data: ImageTextSet, rng: np.random.Generator) -> list[str]:
-    """One caption per image, drawn uniformly from its captions (a fresh draw each epoch)."""
-    return [caps[int(rng.integers(len(caps)))] for caps in data.captions]
 
 
 def grammar_captions(n: int, seed: int) -> list[str]:

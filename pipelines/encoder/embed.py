@@ -1,5 +1,5 @@
-"""Running a DualEncoder over datasets: batched image/text encoding, and the frozen-text-tower
-cache (MiniLM outputs computed once per caption, the main CPU cost, then only projected)."""
+"""Running a DualEncoder over datasets: batched image/text encoding, and the text-state cache
+(MiniLM's frozen layers computed once per caption, the main CPU cost; a step runs the rest)."""
 
 from __future__ import annotations
 
@@ -22,20 +22,31 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 @dataclass
 class TextStateCache:
-    """Frozen text-tower outputs per text: (pooled (D,), token states (L, D)), padding stripped.
+    """The text tower's frozen part, computed once per text: the token states entering the first
+    trainable layer (padding stripped), so a training step runs only the trainable
+    top layers (none when the tower is frozen) and the projection.
 
-    Valid for any model whose text tower is the same frozen backbone (unfrozen_layers=0), so one
-    cache serves every frozen run in a process.
+    Valid for every model whose text tower has the same frozen depth over the same backbone, so
+    one cache serves every run in a process that freezes the same layers.
     """
 
-    pooled: dict[str, Tensor] = field(default_factory=dict)
     states: dict[str, Tensor] = field(default_factory=dict)
+    depth: int | None = None  # frozen layers under the cached states; set by the first add
 
     def __contains__(self, text: str) -> bool:
-        return text in self.pooled
+        return text in self.states
 
     def __len__(self) -> int:
-        return len(self.pooled)
+        return len(self.states)
+
+    def check(self, model: DualEncoder) -> None:
+        """Raise if `model` freezes a different number of layers than the cached states."""
+        depth = model.text_tower.frozen_depth
+        if self.depth is not None and self.depth != depth:
+            raise ValueError(
+                f"the text-state cache holds states after {self.depth} frozen layers; this model "
+                f"freezes {depth} (one cache per frozen depth)"
+            )
 
     @torch.no_grad()
     def add(
@@ -46,31 +57,23 @@ class TextStateCache:
         batch_size: int = 128,
         progress: bool = False,
     ) -> None:
-        """Run the text tower over the texts not cached yet.
-
-        Args:
-            model: supplies the text tower; it must be frozen.
-            texts: captions (duplicates are encoded once).
-        """
-        if model.config.text.unfrozen_layers:
-            raise ValueError(
-                "the text-state cache is only valid for a frozen text tower (unfrozen_layers=0)"
-            )
-        todo = sorted({t for t in texts if t not in self.pooled}, key=len)
+        """Run the frozen layers over the texts not cached yet (duplicates once)."""
+        self.check(model)
+        self.depth = model.text_tower.frozen_depth
+        todo = sorted({t for t in texts if t not in self.states}, key=len)
         tower = model.text_tower
         steps = range(0, len(todo), batch_size)
         for s in tqdm(steps, desc="text tower", disable=not progress or not todo, leave=False):
             chunk = todo[s : s + batch_size]
             tok = tokenizer(chunk).to(model_device(model))
-            pooled, states = tower(tok.input_ids, tok.attention_mask)
+            states = tower.frozen_states(tok.input_ids, tok.attention_mask)
             for k, text in enumerate(chunk):
                 n = int(tok.attention_mask[k].sum())
-                self.pooled[text] = pooled[k].clone()
                 self.states[text] = states[k, :n].clone()
 
-    def batch(self, texts: Sequence[str]) -> tuple[Tensor, Tensor, Tensor]:
-        """Returns: (pooled (B, D), states (B, L, D) zero-padded, mask (B, L) bool) for cached texts."""
-        missing = [t for t in texts if t not in self.pooled]
+    def batch(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Returns: (states (B, L, D) zero-padded, mask (B, L) bool) for cached texts."""
+        missing = [t for t in texts if t not in self.states]
         if missing:
             raise KeyError(f"{len(missing)} texts not in the cache, e.g. {missing[0]!r}")
         rows = [self.states[t] for t in texts]
@@ -81,7 +84,7 @@ class TextStateCache:
         for k, r in enumerate(rows):
             states[k, : r.shape[0]] = r
             mask[k, : r.shape[0]] = True
-        return torch.stack([self.pooled[t] for t in texts]), states, mask
+        return states, mask
 
 
 def project_text(model: DualEncoder, pooled: Tensor, states: Tensor, mask: Tensor) -> Encoded:
@@ -98,7 +101,10 @@ def encode_texts(
 ) -> Encoded:
     """One batch of texts, through the cache when given (gradients flow into the projection)."""
     if cache is not None:
-        return project_text(model, *cache.batch(texts))
+        cache.check(model)
+        states, mask = cache.batch(texts)
+        pooled, states = model.text_tower.top(states, mask)
+        return project_text(model, pooled, states, mask)
     tok = tokenizer(texts).to(model_device(model))
     return model.encode_text(tok.input_ids, tok.attention_mask)
 
@@ -140,3 +146,41 @@ def embed_texts(
             for s in range(0, len(texts), batch_size)
         ]
     )
+
+
+def encode_foils(
+    model: DualEncoder,
+    tokenizer: TextTokenizer,
+    foils: Sequence[Sequence[str]],
+    k: int,
+    cache: TextStateCache | None = None,
+) -> tuple[Encoded, Tensor]:
+    """Each caption's foils laid out as `concord.models.losses.foil_loss` takes them.
+
+    Args:
+        foils: per caption, at most `k` foil texts.
+    Returns:
+        (Encoded of B * K rows, row i * K + j the j-th foil of caption i, zero where caption i
+        has fewer; mask (B, K) bool). Only real foils are encoded.
+    """
+    device = model_device(model)
+    mask = torch.zeros(len(foils), k, dtype=torch.bool, device=device)
+    for i, fs in enumerate(foils):
+        mask[i, : min(len(fs), k)] = True
+    texts = [f for fs in foils for f in fs[:k]]
+    dim = model.config.embed_dim
+    if not texts:
+        empty = torch.zeros(len(foils) * k, dim, device=device)
+        return Encoded(
+            empty, empty[:, None, :], torch.zeros_like(empty[:, :1], dtype=torch.bool)
+        ), mask
+    real = encode_texts(model, tokenizer, texts, cache)
+    rows = mask.flatten().nonzero().squeeze(1)
+    pooled = real.pooled.new_zeros(len(foils) * k, dim).index_copy(0, rows, real.pooled)
+    tokens = real.tokens.new_zeros(len(foils) * k, *real.tokens.shape[1:]).index_copy(
+        0, rows, real.tokens
+    )
+    token_mask = real.mask.new_zeros(len(foils) * k, real.mask.shape[1]).index_copy(
+        0, rows, real.mask
+    )
+    return Encoded(pooled, tokens, token_mask), mask

@@ -44,13 +44,17 @@ class EvalSets:
     test_compositional: ImageTextSet
     binding: BindingPairs
     digits: LabelledImages | None = None
+    unseen_wording: ImageTextSet | None = None  # test images, captions in frames never trained on
 
     def retrieval_splits(self) -> dict[str, ImageTextSet]:
-        return {
+        splits = {
             "test": self.test,
             "test_compositional": self.test_compositional,
             "binding": self.binding.as_retrieval(),
         }
+        if self.unseen_wording is not None:
+            splits["test_unseen_wording"] = self.unseen_wording
+        return splits
 
 
 def _chance_r(k: int, candidates: int, relevant: int) -> float:

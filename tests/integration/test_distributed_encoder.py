@@ -31,7 +31,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # 8 training images in global batches of 3: shards of 2 + 1 rows (uneven, padded for the gather),
 # 3 steps an epoch. `both` gathers pooled embeddings and the FILIP tokens of captions of different
 # lengths on each rank.
-ARGS = ("--preset", "tiny", "--loss", "both", "--epochs", "2", "--batch-size", "3", "--seed", "0")
+ARGS = (
+    "--recipe", "plain", "--preset", "tiny", "--loss", "both",
+    "--epochs", "2", "--batch-size", "3", "--seed", "0",
+)  # fmt: skip
 # Both runs compute the same float32 loss on the same global batch; they differ only in how the
 # towers' matmuls are blocked (shards of 1-2 rows vs batches of 3) and in the order gradients are
 # summed (DDP's all-reduce): ~1e-7 relative per step, compounded by 5 AdamW steps. Measured: max

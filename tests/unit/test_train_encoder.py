@@ -15,7 +15,7 @@ from concord.checkpoints import build_encoder, load_encoder
 from concord.models.config import load_config
 from concord.registry import Registry
 from pipelines.encoder.data import ensure_dataset, load_retrieval
-from pipelines.encoder.embed import TextStateCache, encode_texts, project_text
+from pipelines.encoder.embed import TextStateCache, encode_texts
 from pipelines.train_encoder import MODEL_NAME, TrainConfig, app, loss_fn, train
 
 # A smaller image tower than `tiny` keeps the overfit check fast; the text tower is the real MiniLM.
@@ -89,8 +89,10 @@ def test_loss_decreases_on_a_fixed_batch(scenes: Path, loss: str) -> None:
     assert losses[-1] < 0.7 * losses[0]
 
 
-def test_cached_text_path_equals_encode_text(scenes: Path) -> None:
-    model, tokenizer = build_encoder(load_config("tiny").replace(image=SMALL), seed=0)
+@pytest.mark.parametrize("unfrozen", [0, 2])
+def test_cached_text_path_equals_encode_text(scenes: Path, unfrozen: int) -> None:
+    arch = load_config("tiny").replace(image=SMALL, text={"unfrozen_layers": unfrozen})
+    model, tokenizer = build_encoder(arch, seed=0)
     model.eval()
     texts = ["a red circle", "two small blue squares to the left of a green star"]
     cache = TextStateCache()
@@ -98,10 +100,21 @@ def test_cached_text_path_equals_encode_text(scenes: Path) -> None:
     tok = tokenizer(texts)
     with torch.no_grad():
         want = model.encode_text(tok.input_ids, tok.attention_mask)
-        got = project_text(model, *cache.batch(texts))
+        got = encode_texts(model, tokenizer, texts, cache)
     torch.testing.assert_close(got.pooled, want.pooled)
     torch.testing.assert_close(got.tokens, want.tokens)
     assert torch.equal(got.mask, want.mask)
+
+
+def test_a_cache_serves_only_models_that_freeze_as_many_layers() -> None:
+    frozen, tokenizer = build_encoder(load_config("tiny").replace(image=SMALL), seed=0)
+    top2, _ = build_encoder(
+        load_config("tiny").replace(image=SMALL, text={"unfrozen_layers": 2}), seed=0
+    )
+    cache = TextStateCache()
+    cache.add(frozen, tokenizer, ["a red circle"])
+    with pytest.raises(ValueError, match="frozen layers"):
+        encode_texts(top2, tokenizer, ["a red circle"], cache)
 
 
 def test_cli_rejects_bad_target_and_loss() -> None:

@@ -1,0 +1,206 @@
+"""Training data for the encoder recipe, drawn from the scenes behind the images: every train
+scene with a rendered twin that differs in one binding or relation (a hard image negative in the
+same batch), the binding train pairs, and per image a pool of captions, each with its foils (the
+caption with one attribute, object, relation or count made false, or two objects' colours or
+shapes swapped: NegCLIP's hard text negatives, Yuksekgonul et al. 2023)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipelines.data.captions import Draft, Slot, draft_captions, replace_slot
+from pipelines.data.misalign import contradicted, make_variants
+from pipelines.data.render import render
+from pipelines.data.scene import Scene, compute_relations, held_out_combos, jitter_rgb
+from pipelines.data.store import read_jsonl
+from pipelines.data.vocab import COLOURS
+from pipelines.encoder.data import ImageTextSet, load_pixels
+
+TWIN_KINDS = ("colour swap", "shape swap", "mirror")
+
+
+@dataclass(frozen=True)
+class CaptionWithFoils:
+    text: str
+    foils: tuple[str, ...]  # false of the image, each differing from `text` in one place
+
+
+@dataclass(frozen=True)
+class SceneTrainingSet:
+    """Images with caption pools; `groups` are images that go into one batch together."""
+
+    pixels: torch.Tensor  # (N, 3, S, S) float in [0, 1]
+    pools: tuple[tuple[CaptionWithFoils, ...], ...]  # per image, at least one caption
+    groups: tuple[tuple[int, ...], ...]  # every image once: an image and its twin, or alone
+
+    def __len__(self) -> int:
+        return len(self.pools)
+
+    @staticmethod
+    def from_captions(data: ImageTextSet) -> SceneTrainingSet:
+        """A caption-only set: each image alone, its dataset captions without foils."""
+        pools = tuple(tuple(CaptionWithFoils(c, ()) for c in caps) for caps in data.captions)
+        return SceneTrainingSet(data.pixels, pools, tuple((i,) for i in range(len(data))))
+
+    def texts(self) -> list[str]:
+        """Every caption and foil once (what a text-state cache must hold)."""
+        out = {c.text for pool in self.pools for c in pool}
+        out.update(f for pool in self.pools for c in pool for f in c.foils)
+        return sorted(out)
+
+    def order(self, rng: np.random.Generator) -> np.ndarray:
+        """An epoch's image order: the groups shuffled, each group's images adjacent."""
+        return np.array([i for g in rng.permutation(len(self.groups)) for i in self.groups[g]])
+
+    def draw(self, rng: np.random.Generator, foils: int) -> tuple[list[str], list[tuple[str, ...]]]:
+        """One caption per image and up to `foils` of its foils, drawn afresh each epoch."""
+        captions, chosen = [], []
+        for pool in self.pools:
+            c = pool[int(rng.integers(len(pool)))]
+            captions.append(c.text)
+            k = min(foils, len(c.foils))
+            picks = rng.choice(len(c.foils), k, replace=False) if k else []
+            chosen.append(tuple(c.foils[int(j)] for j in picks))
+        return captions, chosen
+
+
+def swap_foils(draft: Draft, scene: Scene) -> list[str]:
+    """The caption with the colours (or the shapes) of two of its noun phrases swapped, where
+    the scene makes the result false: "a red circle and a blue square" -> "a blue circle and a
+    red square". The words are the caption's own; only their binding changes."""
+    out = []
+    for kind in ("colour", "shape"):
+        slots = [
+            (k, p)
+            for k, p in enumerate(draft.pieces)
+            if isinstance(p, Slot) and p.kind == kind and p.np >= 0
+        ]
+        for a in range(len(slots)):
+            for b in range(a + 1, len(slots)):
+                (i, x), (j, y) = slots[a], slots[b]
+                if x.np == y.np or x.value == y.value:
+                    continue
+                nx, ny = replace(x, value=y.value), replace(y, value=x.value)
+                if contradicted(draft, i, nx, scene) or contradicted(draft, j, ny, scene):
+                    swapped = replace_slot(replace_slot(draft, i, nx), j, ny)
+                    out.append(swapped.render().text)
+    return out
+
+
+def caption_pool(scene: Scene, rng: np.random.Generator, rounds: int) -> list[CaptionWithFoils]:
+    """`rounds` drafts of every caption style, each with its one-word foils and swap foils."""
+    pool = []
+    for _ in range(rounds):
+        for draft in draft_captions(scene, rng):
+            text = draft.render().text
+            foils = [v.text for v in make_variants(draft, scene, rng)] + swap_foils(draft, scene)
+            pool.append(CaptionWithFoils(text, tuple(dict.fromkeys(f for f in foils if f != text))))
+    return pool
+
+
+def twin_scene(scene: Scene, rng: np.random.Generator, held: frozenset) -> Scene | None:
+    """A scene differing from `scene` in one binding or in its left-right layout, or None
+    when no twin keeps clear of the held-out colour-shape combinations."""
+    objs = list(scene.objects)
+    for kind in rng.permutation(TWIN_KINDS):
+        new = list(objs)
+        if kind == "mirror":
+            new = [replace(o, x=1.0 - o.x) for o in objs]
+            if not any(r.predicate == "left_of" for r in scene.relations):
+                continue
+        elif len(objs) == 1:
+            if kind != "colour swap":
+                continue
+            colour = str(rng.choice([c for c in COLOURS if c != objs[0].colour]))
+            new = [replace(objs[0], colour=colour, rgb=jitter_rgb(rng, COLOURS[colour]))]
+        else:
+            field = "colour" if kind == "colour swap" else "shape"
+            pairs = [
+                (a, b)
+                for a in range(len(objs))
+                for b in range(a + 1, len(objs))
+                if getattr(objs[a], field) != getattr(objs[b], field)
+                and "blob" not in (objs[a].shape, objs[b].shape)
+            ]
+            if not pairs:
+                continue
+            a, b = pairs[int(rng.integers(len(pairs)))]
+            if field == "colour":
+                new[a] = replace(objs[a], colour=objs[b].colour, rgb=objs[b].rgb)
+                new[b] = replace(objs[b], colour=objs[a].colour, rgb=objs[a].rgb)
+            else:
+                new[a] = replace(objs[a], shape=objs[b].shape)
+                new[b] = replace(objs[b], shape=objs[a].shape)
+        if any((o.colour, o.shape) in held for o in new):
+            continue
+        return Scene(tuple(new), compute_relations(new), scene.background, scene.noise_seed)
+    return None
+
+
+def build_training_set(
+    retrieval_root: Path,
+    binding_root: Path | None,
+    image_size: int,
+    seed: int,
+    rounds: int = 2,
+    twins: bool = True,
+    limit: int = 0,
+) -> SceneTrainingSet:
+    """The recipe's training set.
+
+    Args:
+        retrieval_root: a `retrieval` dataset; its train split's images and scenes.
+        binding_root: a `binding` dataset whose train pairs join (None: none).
+        rounds: caption drafts per style and image (5 styles: 5 * rounds captions per image).
+        twins: render a twin for every train scene that has one.
+        limit: only the first `limit` retrieval train images (0: all).
+    """
+    rng = np.random.default_rng([seed, 15])
+    held = held_out_combos(_manifest_seed(retrieval_root))
+    recs = read_jsonl(Path(retrieval_root) / "train.jsonl")
+    recs = recs[:limit] if limit > 0 else recs
+    scenes = [Scene.from_dict(r["scene"]) for r in recs]
+    pixels = [load_pixels(retrieval_root, [r["image"] for r in recs], image_size)]
+    groups: list[tuple[int, ...]] = []
+    n = len(scenes)
+    all_scenes = list(scenes)
+    for i, scene in enumerate(scenes):
+        twin = twin_scene(scene, rng, held) if twins else None
+        if twin is None:
+            groups.append((i,))
+            continue
+        groups.append((i, len(all_scenes)))
+        all_scenes.append(twin)
+    if len(all_scenes) > n:
+        pixels.append(_render(all_scenes[n:], image_size))
+    if binding_root is not None:
+        pairs = read_jsonl(Path(binding_root) / "train.jsonl")
+        start = len(all_scenes)
+        for k, r in enumerate(pairs):
+            all_scenes += [Scene.from_dict(r["scene_a"]), Scene.from_dict(r["scene_b"])]
+            groups.append((start + 2 * k, start + 2 * k + 1))
+        rels = [x for r in pairs for x in (r["image_a"], r["image_b"])]
+        pixels.append(load_pixels(binding_root, rels, image_size))
+    pools = tuple(tuple(caption_pool(s, rng, rounds)) for s in all_scenes)
+    return SceneTrainingSet(torch.cat(pixels), pools, tuple(groups))
+
+
+def _render(scenes: Sequence[Scene], image_size: int) -> torch.Tensor:
+    from PIL import Image
+
+    from concord.models.preprocess import images_to_tensor  # what the service runs
+
+    return images_to_tensor(
+        [Image.fromarray(render(s, image_size).image) for s in scenes], image_size
+    )
+
+
+def _manifest_seed(root: Path) -> int:
+    from pipelines.data.store import Manifest
+
+    return Manifest.load(Path(root)).seed

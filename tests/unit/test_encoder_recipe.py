@@ -1,0 +1,209 @@
+"""The encoder recipe's parts: foils that are false of the scene and differ from the caption only
+in their binding, twins that differ from their scene and keep off the held-out combinations, the
+foil loss (it prefers the caption, ignores padding, and its paired FILIP score equals FILIP's),
+foil batches laid out as the loss takes them, and a training run with every part switched on."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from concord.checkpoints import build_encoder
+from concord.models.config import load_config
+from concord.models.dual_encoder import Encoded
+from concord.models.losses import filip_similarity, foil_loss
+from pipelines.data.captions import Draft, Slot, noun_phrase
+from pipelines.data.scene import (
+    Scene,
+    compute_relations,
+    held_out_combos,
+    make_object,
+    sample_background,
+    sample_scene,
+)
+from pipelines.encoder.data import ensure_dataset
+from pipelines.encoder.embed import TextStateCache, encode_foils, encode_texts
+from pipelines.encoder.scenes import build_training_set, caption_pool, swap_foils, twin_scene
+from pipelines.train_encoder import TrainConfig, train
+
+SMALL = {"width": 64, "depth": 1, "heads": 2}
+
+
+def _two_object_scene(seed: int = 0) -> Scene:
+    rng = np.random.default_rng(seed)
+    red = replace(make_object(rng, "red", "circle", "medium"), x=0.25, y=0.5, r=0.15)
+    blue = replace(make_object(rng, "blue", "square", "medium"), x=0.75, y=0.5, r=0.15)
+    placed = [red, blue]
+    return Scene(tuple(placed), compute_relations(placed), sample_background(rng), 1)
+
+
+def _words(text: str) -> Counter[str]:
+    return Counter(text.lower().split())
+
+
+def test_a_swap_foil_has_the_captions_words_bound_the_other_way() -> None:
+    scene = _two_object_scene()
+    a = noun_phrase([scene.objects[0]], ("colour",), "a", "pre", 0)
+    b = noun_phrase([scene.objects[1]], ("colour",), "a", "pre", 1)
+    draft = Draft((*a, " and ", *b), "short")
+
+    foils = swap_foils(draft, scene)
+
+    assert "A blue circle and a red square" in foils  # colours swapped
+    assert "A red square and a blue circle" in foils  # shapes swapped
+    assert all(_words(f) == _words(draft.render().text) for f in foils)
+
+
+def test_no_swap_foil_when_the_swap_is_still_true() -> None:
+    scene = _two_object_scene()
+    same = Slot("colour", "red", 0, "adj")
+    draft = Draft((same, " ", Slot("shape", "circle", 0, "sg")), "short")  # one noun phrase
+    assert swap_foils(draft, scene) == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_every_caption_is_true_and_every_foil_differs_from_it(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    scene = sample_scene(rng, exclude=held_out_combos(0))
+    pool = caption_pool(scene, rng, rounds=1)
+    assert len(pool) == 5  # one per caption style
+    for c in pool:
+        assert c.text not in c.foils and len(set(c.foils)) == len(c.foils)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_a_twin_differs_and_keeps_off_the_held_out_combinations(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    held = held_out_combos(0)
+    scene = sample_scene(rng, exclude=held)
+    twin = twin_scene(scene, rng, held)
+    if twin is None:
+        return
+    assert twin != scene
+    assert all((o.colour, o.shape) not in held for o in twin.objects)
+    if len(scene.objects) > 1:  # a swap or a mirror: the same colours, bound otherwise
+        assert sorted(o.colour for o in twin.objects) == sorted(o.colour for o in scene.objects)
+
+
+def _encoded(pooled: torch.Tensor, tokens: torch.Tensor) -> Encoded:
+    return Encoded(
+        F.normalize(pooled, dim=-1),
+        F.normalize(tokens, dim=-1),
+        torch.ones(tokens.shape[:2], dtype=torch.bool),
+    )
+
+
+def test_the_foil_loss_is_low_when_the_caption_wins_and_high_when_a_foil_does() -> None:
+    g = torch.Generator().manual_seed(0)
+    image = _encoded(torch.randn(4, 8, generator=g), torch.randn(4, 5, 8, generator=g))
+    caption = image  # the caption is the image itself: cosine 1
+    other = _encoded(torch.randn(8, 8, generator=g), torch.randn(8, 5, 8, generator=g))
+    mask = torch.ones(4, 2, dtype=torch.bool)
+    each_twice = image[torch.arange(4).repeat_interleave(2)]  # foils equal to their image
+    for filip in (False, True):
+        good = foil_loss(image, caption, other, mask, 10.0, filip=filip)
+        flipped = foil_loss(image, other[::2], each_twice, mask, 10.0, filip=filip)
+        assert float(good) < 0.1 < 1.0 < float(flipped)
+
+
+def test_padding_foils_do_not_count_and_no_foils_gives_zero() -> None:
+    g = torch.Generator().manual_seed(1)
+    image = _encoded(torch.randn(3, 8, generator=g), torch.randn(3, 4, 8, generator=g))
+    text = _encoded(torch.randn(3, 8, generator=g), torch.randn(3, 2, 8, generator=g))
+    foils = _encoded(torch.randn(6, 8, generator=g), torch.randn(6, 2, 8, generator=g))
+    mask = torch.tensor([[True, False], [True, False], [True, False]])
+    changed = Encoded(foils.pooled.clone(), foils.tokens, foils.mask)
+    changed.pooled[1::2] = image.pooled  # padding rows now equal the image: would dominate
+    for filip in (False, True):
+        a = foil_loss(image, text, foils, mask, 5.0, filip=filip)
+        b = foil_loss(image, text, changed, mask, 5.0, filip=filip)
+        assert math.isclose(float(a), float(b), rel_tol=1e-6)
+    none = foil_loss(image, text, foils, torch.zeros(3, 2, dtype=torch.bool), 5.0)
+    assert float(none) == 0.0
+
+
+def test_the_paired_filip_score_is_filips_own() -> None:
+    g = torch.Generator().manual_seed(2)
+    image = _encoded(torch.randn(3, 8, generator=g), torch.randn(3, 6, 8, generator=g))
+    text = _encoded(torch.randn(3, 8, generator=g), torch.randn(3, 4, 8, generator=g))
+    foils = _encoded(torch.randn(3, 8, generator=g), torch.randn(3, 4, 8, generator=g))
+    mask = torch.ones(3, 1, dtype=torch.bool)
+    t2i = filip_similarity(image, text).text_to_image.diagonal()
+    neg = filip_similarity(image, foils).text_to_image.diagonal()
+    want = F.cross_entropy(torch.stack([t2i, neg], dim=1) * 5.0, torch.zeros(3, dtype=torch.long))
+    got = foil_loss(image, text, foils, mask, 5.0, filip=True)
+    torch.testing.assert_close(got, want)
+
+
+def test_foil_batches_are_laid_out_per_caption() -> None:
+    model, tokenizer = build_encoder(load_config("tiny").replace(image=SMALL), seed=0)
+    model.eval()
+    foils = [("a red square",), (), ("a blue circle", "two stars", "one cross")]
+    cache = TextStateCache()
+    cache.add(model, tokenizer, [f for fs in foils for f in fs])
+    with torch.no_grad():
+        enc, mask = encode_foils(model, tokenizer, foils, 2, cache)
+        want = encode_texts(model, tokenizer, ["a red square", "a blue circle", "two stars"])
+    assert mask.tolist() == [[True, False], [False, False], [True, True]]
+    torch.testing.assert_close(enc.pooled[[0, 4, 5]], want.pooled)
+    assert not enc.pooled[[1, 2, 3]].any()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("data")
+    return (
+        ensure_dataset("retrieval", root / "retrieval", "tiny", seed=0),
+        ensure_dataset("binding", root / "binding", "tiny", seed=0),
+    )
+
+
+def test_the_training_set_keeps_twins_and_binding_pairs_together(data: tuple[Path, Path]) -> None:
+    retrieval, binding = data
+    ts = build_training_set(retrieval, binding, 64, seed=0, rounds=1)
+    assert len(ts) == len(ts.pixels) == sum(len(g) for g in ts.groups)
+    assert sorted(i for g in ts.groups for i in g) == list(range(len(ts)))
+    assert sum(len(g) == 2 for g in ts.groups) >= 6  # the 6 binding pairs at least
+    order = ts.order(np.random.default_rng(0))
+    for g in ts.groups:
+        if len(g) == 2:
+            at = int(np.flatnonzero(order == g[0])[0])
+            assert order[at + 1] == g[1]
+    captions, foils = ts.draw(np.random.default_rng(0), 2)
+    assert len(captions) == len(ts) and all(len(f) <= 2 for f in foils)
+    assert sum(map(len, foils)) > len(ts)  # most captions have foils
+
+
+def test_training_with_every_recipe_part_runs_and_saves(
+    data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    retrieval, binding = data
+    arch = tmp_path / "arch.json"
+    cfg = load_config("tiny-conv").replace(image=SMALL, text={"unfrozen_layers": 1})
+    arch.write_text(json.dumps(cfg.to_dict()))
+    res = train(
+        TrainConfig(
+            preset=str(arch),
+            data=retrieval,
+            loss="both",
+            epochs=1,
+            batch_size=8,
+            hard_negatives=2,
+            twins=True,
+            binding=binding,
+            caption_rounds=1,
+            out=tmp_path / "model",
+            progress=False,
+        )
+    )
+    assert math.isfinite(res.history[0].loss)
+    assert (tmp_path / "model" / "config.json").is_file()
+    assert res.model.config.text.unfrozen_layers == 1
