@@ -7,6 +7,7 @@ loss is computed on the gathered global batch, and rank 0 evaluates, logs, saves
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 import time
@@ -123,6 +124,13 @@ class TrainResult:
     version: int | None = None  # registered version, if registered
     rank: int = 0  # torch.distributed rank of this process (rank 0 saved and registered)
     world_size: int = 1  # processes that trained (torchrun)
+    train_images: int = 0  # images one epoch shows (scenes, twins and binding pairs)
+
+    @property
+    def images_per_second(self) -> float:
+        """Training throughput over the whole run (all ranks; setup and caching excluded)."""
+        epochs = self.history[-1].epoch if self.history else 0
+        return self.train_images * epochs / self.seconds if self.seconds else 0.0
 
 
 def _lr_at(step: int, total: int, warmup: int) -> float:
@@ -280,6 +288,7 @@ def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Cont
     else:
         model_dir = Path(tempfile.mkdtemp(prefix="concord-encoder-"))
     result = TrainResult(model, tokenizer, model_dir, rank=ctx.rank, world_size=ctx.world_size)
+    result.train_images = len(train_set)
     gather_tokens = cfg.loss != "clip"  # the global loss needs only pooled embeddings
 
     def step_loss(
@@ -349,6 +358,7 @@ def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Cont
         model.eval()
         if ctx.is_main:
             save_encoder(model, tokenizer, result.model_dir)
+            write_training_record(result, cfg)
             tracker.log({"train_seconds": result.seconds}, cfg.epochs)
             result.run_id, result.version = tracker.finish(
                 result.model_dir, cfg.register, cfg.alias
@@ -361,6 +371,25 @@ def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Cont
         tracker.fail()
         raise
     return result
+
+
+TRAINING_RECORD = "training.json"  # beside the weights: what trained them and how it went
+
+
+def write_training_record(result: TrainResult, cfg: TrainConfig) -> Path:
+    """Write the settings, per-epoch stats and wall time next to the saved model, so a report
+    can reuse a finished run (and say how it trained) instead of training it again."""
+    record = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "history": [asdict(h) for h in result.history],
+        "seconds": result.seconds,
+        "train_images": result.train_images,
+        "images_per_second": result.images_per_second,
+        "world_size": result.world_size,
+    }
+    path = result.model_dir / TRAINING_RECORD
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
 
 
 @torch.no_grad()
@@ -411,6 +440,13 @@ def main(
     data_size: Annotated[
         str, typer.Option(envvar=_env("DATA_SIZE"), help="size generated without --data")
     ] = "small",
+    data_cache: Annotated[
+        Path | None,
+        typer.Option(
+            envvar=_env("DATA_CACHE"),
+            help="where generated datasets go (default: Concord's home/datasets)",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(envvar=_env("SEED"))] = 0,
     loss: Annotated[
         str | None, typer.Option(envvar=_env("LOSS"), help="clip | filip | both")
@@ -494,6 +530,7 @@ def main(
     cfg = TrainConfig(
         data=data,
         data_size=data_size,
+        data_cache=data_cache,
         seed=seed,
         binding=binding,
         threads=threads,

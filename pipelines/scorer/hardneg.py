@@ -94,7 +94,7 @@ def fine_tune(
     """Fine-tune a saved encoder with hard negatives and save it to `out`.
 
     Args:
-        encoder_dir: a `save_encoder` directory (the plain encoder).
+        encoder_dir: a `save_encoder` directory (the shared encoder).
         data: the misalignment train split (captions and their variants).
         cache: frozen text-tower outputs (reused across calls; frozen towers only), filled by
             a model on the same device.

@@ -10,7 +10,7 @@ import numpy as np
 from pipelines.evaluate.report import MetricRow
 from pipelines.evaluate.tokens import token_metrics
 from pipelines.scorer import evaluate as ev
-from pipelines.scorer.config import HARDNEG, PLAIN
+from pipelines.scorer.config import HARDNEG, SHARED
 from pipelines.scorer.data import KINDS
 
 
@@ -158,9 +158,9 @@ def template_rows(
 
 
 def cross_encoder_rows(measured: list[Measured]) -> list[MetricRow]:
-    """The hard-negative encoder's CLIPScore against the plain one's, on the same test pairs."""
+    """The hard-negative encoder's CLIPScore against the shared one's, on the same test pairs."""
     labels = [m.label for m in measured]
-    if PLAIN not in labels or HARDNEG not in labels:
+    if SHARED not in labels or HARDNEG not in labels:
         return []
     out = []
     for kind in (None, *KINDS):
@@ -172,9 +172,9 @@ def cross_encoder_rows(measured: list[Measured]) -> list[MetricRow]:
             MetricRow(
                 "pair AUC",
                 split,
-                f"CLIPScore [{HARDNEG}] vs plain",
+                f"CLIPScore [{HARDNEG}] vs shared",
                 ev.pair_auc(hn.test, hn.test_scores["clip_score"], kind),
-                f"CLIPScore [{PLAIN}]",
+                f"CLIPScore [{SHARED}]",
             )
         )
     return out

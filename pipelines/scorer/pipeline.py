@@ -1,6 +1,7 @@
-"""The scorer pipeline: get an encoder (train one on Concord Scenes, or take a registered / local
-one), optionally fine-tune it with hard negatives, score the misalignment set, fit thresholds
-and the calibration on val, measure on test, write and register the scorer package."""
+"""The scorer pipeline: get the shared encoder (train it with the encoder recipe, or take a
+registered / local one), optionally fine-tune a copy with hard negatives, score the
+misalignment set, fit thresholds and the calibration on val, measure on test, write and
+register the scorer package."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pipelines.evaluate.report import MetricRow
 from pipelines.scorer import evaluate as ev
 from pipelines.scorer.config import HARDNEG, TEMPLATE, ScorerConfig
 from pipelines.scorer.data import load_pairs
-from pipelines.scorer.encoders import EncoderRun, plain_encoder, register_encoder, registry_of
+from pipelines.scorer.encoders import EncoderRun, register_encoder, registry_of, shared_encoder
 from pipelines.scorer.hardneg import fine_tune
 from pipelines.scorer.measure import Measured, cross_encoder_rows, measure, template_rows
 from pipelines.scorer.package import register_scorer_package, write_scorer_package
@@ -62,8 +63,8 @@ def run(cfg: ScorerConfig) -> ScorerResult:
     )
     phases["data"] = time.perf_counter() - t
     t = time.perf_counter()
-    encoders = [plain_encoder(cfg, registry)]
-    phases["plain encoder"] = time.perf_counter() - t
+    encoders = [shared_encoder(cfg, registry)]
+    phases["encoder"] = time.perf_counter() - t
     image_size = load_encoder(encoders[0].directory)[0].image_size
     val = load_pairs(root, "val", image_size, cfg.val_limit)
     test = load_pairs(root, "test", image_size, cfg.test_limit)
@@ -115,7 +116,7 @@ def run(cfg: ScorerConfig) -> ScorerResult:
 
     package = read_scorer_package(package_dir)
     version = None
-    if registry is not None:
+    if registry is not None and cfg.register_package:
         val_auc = {"val_calibrated_auc": chosen.val_auc}
         info = register_scorer_package(
             package_dir,

@@ -1,9 +1,10 @@
-"""`python -m pipelines.scorer.report`: train (or take) an encoder, fine-tune it with hard
-negatives, score the misalignment set, fit and package the scorer, and write
-reports/scorer.{md,json} with a reliability diagram."""
+"""`python -m pipelines.scorer.report`: train (with the encoder recipe) or take the shared
+encoder, optionally fine-tune a copy with hard negatives, score the misalignment set, fit and
+package the scorer, and write reports/scorer.{md,json} with a reliability diagram."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +16,7 @@ import matplotlib.pyplot as plt
 import typer
 from rich.console import Console
 
-from pipelines.evaluate.report import ReportFiles, write_report
+from pipelines.evaluate.report import ReportFiles, mean_over_seeds, write_report
 from pipelines.scorer.evaluate import reliability
 from pipelines.scorer.hardneg import HardNegConfig
 from pipelines.scorer.pipeline import ScorerConfig, ScorerResult, run
@@ -45,14 +46,41 @@ def plot_reliability(result: ScorerResult, path: Path) -> Path:
 
 
 def build_report(
-    cfg: ScorerConfig, out_dir: Path, name: str = "scorer"
+    cfg: ScorerConfig, out_dir: Path, name: str = "scorer", more_encoders: Sequence[str] = ()
 ) -> tuple[ScorerResult, ReportFiles]:
-    """Run the pipeline and write `<out_dir>/<name>.md`, `.json`, plots and reliability.png."""
+    """Run the pipeline and write `<out_dir>/<name>.md`, `.json`, plots and reliability.png.
+
+    Args:
+        more_encoders: further encoders (other training seeds of the one given in `cfg`): each
+            is scored the same way, and every row becomes the mean ± std over all of them. The
+            package, the registry entry, the claims and the plot are the first encoder's.
+    """
     result = run(cfg)
-    notes = result.notes.replace("](scorer/", f"]({name}/")
+    rows, notes = result.rows, result.notes.replace("](scorer/", f"]({name}/")
+    if more_encoders:
+        if cfg.encoder is None:
+            raise ValueError("more encoders need a first one given (--encoder)")
+        others = [
+            run(
+                replace(
+                    cfg,
+                    encoder=encoder,
+                    work_dir=cfg.work_dir / f"encoder-{i}",
+                    register_package=False,
+                )
+            )
+            for i, encoder in enumerate(more_encoders, start=2)
+        ]
+        rows = mean_over_seeds([result.rows, *(o.rows for o in others)])
+        given = ", ".join(f"`{e}`" for e in (cfg.encoder, *more_encoders))
+        notes = (
+            f"Every table value is the mean ± std over {1 + len(more_encoders)} encoders (training "
+            f"seeds of one recipe): {given}. The notes and claims below, the package and the "
+            f"reliability plot are the first encoder's.\n\n{notes}"
+        )
     files = write_report(
         name,
-        result.rows,
+        rows,
         out_dir,
         data_seed=cfg.seed,
         title="Scorer: CLIPScore, fine-grained, CLIP4DM / F-CLIPScore, calibration",
@@ -64,17 +92,26 @@ def build_report(
 
 def main(
     encoder: Annotated[
-        str | None,
-        typer.Option(help="models:/NAME/VERSION or a local encoder dir; default: train one"),
+        list[str] | None,
+        typer.Option(
+            help="models:/NAME/VERSION or a local encoder dir (default: train one with the "
+            "recipe); repeat it with other seeds' encoders to report the mean ± std over them"
+        ),
     ] = None,
     seed: Annotated[int, typer.Option()] = 0,
-    preset: Annotated[str, typer.Option(help="plain encoder preset")] = ScorerConfig.preset,
-    epochs: Annotated[int, typer.Option(help="plain encoder epochs")] = ScorerConfig.epochs,
-    hard_negatives: Annotated[bool, typer.Option(help="also fine-tune with hard negatives")] = True,
+    recipe: Annotated[
+        str, typer.Option(help="encoder recipe (pipelines.train_encoder) without --encoder")
+    ] = ScorerConfig.recipe,
+    epochs: Annotated[
+        int | None, typer.Option(help="encoder epochs (default: the recipe's)")
+    ] = None,
+    hard_negatives: Annotated[
+        bool, typer.Option(help="also fine-tune a copy with the misalignment hard negatives")
+    ] = ScorerConfig.hard_negatives,
     hard_neg_epochs: Annotated[int, typer.Option()] = 4,
     misalignment_size: Annotated[str, typer.Option(help="misalignment preset")] = "small",
     retrieval_size: Annotated[
-        str, typer.Option(help="retrieval preset for the plain encoder")
+        str, typer.Option(help="retrieval preset the encoder trains on")
     ] = "small",
     out_dir: Annotated[Path, typer.Option(help="where the report goes")] = Path("reports"),
     name: Annotated[str, typer.Option(help="report file stem")] = "scorer",
@@ -93,9 +130,9 @@ def main(
 ) -> None:
     """Regenerate the scorer report (and the scorer package)."""
     cfg = ScorerConfig(
-        encoder=encoder,
+        encoder=encoder[0] if encoder else None,
         seed=seed,
-        preset=preset,
+        recipe=recipe,
         epochs=epochs,
         hard_negatives=hard_negatives,
         hard_neg=replace(HardNegConfig(), epochs=hard_neg_epochs, seed=seed),
@@ -107,7 +144,7 @@ def main(
         threads=threads,
         device=device,
     )
-    result, files = build_report(cfg, out_dir, name)
+    result, files = build_report(cfg, out_dir, name, more_encoders=(encoder or [])[1:])
     console.print(
         f"[green]wrote[/] {files.markdown} {files.json}; package {result.package_dir}"
         + (f" (concord-scorer v{result.version})" if result.version else "")

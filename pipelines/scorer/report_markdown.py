@@ -9,7 +9,7 @@ import numpy as np
 from concord.checkpoints import read_encoder_config
 from pipelines.evaluate.report import MetricRow
 from pipelines.scorer import evaluate as ev
-from pipelines.scorer.config import GIVEN, HARDNEG, PLAIN, ScorerConfig
+from pipelines.scorer.config import GIVEN, HARDNEG, SHARED, ScorerConfig
 from pipelines.scorer.data import KINDS
 from pipelines.scorer.encoders import EncoderRun
 from pipelines.scorer.measure import Measured
@@ -23,7 +23,7 @@ def _value(rows: list[MetricRow], metric: str, split: str, method: str) -> float
 
 
 def _image_tower(directory: Path) -> str:
-    """What the (plain) encoder's image tower is, from its saved config."""
+    """What the (shared) encoder's image tower is, from its saved config."""
     config = read_encoder_config(directory)
     stem = ", convolutional stem" if config.image.stem == "conv" else ""
     return f"{config.name}: ViT {config.image.depth} x {config.image.width}{stem}"
@@ -31,6 +31,12 @@ def _image_tower(directory: Path) -> str:
 
 def _verdict(ok: bool) -> str:
     return "**holds**" if ok else "**does not hold**"
+
+
+def _text_tower(directory: Path) -> str:
+    unfrozen = read_encoder_config(directory).text.unfrozen_layers
+    trained = f"top {unfrozen} layer(s) trained" if unfrozen else "frozen"
+    return f"all-MiniLM-L6-v2 ({trained})"
 
 
 def markdown_notes(
@@ -46,8 +52,8 @@ def markdown_notes(
 ) -> str:
     """The markdown notes above the scorer report's tables (`ScorerResult.notes`)."""
     lines = [
-        f"Encoder `{_image_tower(encoders[0].directory)}` from scratch + frozen "
-        "all-MiniLM-L6-v2, Concord Scenes "
+        f"Encoder `{_image_tower(encoders[0].directory)}` from scratch + "
+        f"{_text_tower(encoders[0].directory)}, Concord Scenes "
         f"misalignment `{cfg.misalignment_size}` (seed {cfg.seed}): val {n_val} pairs, test {n_test} "
         "pairs (every caption, aligned, plus its one-word-false variants). Regenerate: "
         "`python -m pipelines.scorer.report`.",
@@ -73,9 +79,9 @@ def markdown_notes(
         "|---|---|---:|---|---|",
     ]
     what = {
-        PLAIN: f"trained by pipelines.train_encoder (loss {cfg.loss}, {cfg.epochs} epochs, retrieval "
-        f"`{cfg.retrieval_size}`)",
-        HARDNEG: f"plain + NegCLIP-style fine-tuning, {cfg.hard_neg.epochs} epochs on the "
+        SHARED: f"the shared concord-encoder, trained by pipelines.train_encoder (recipe "
+        f"`{cfg.recipe}`, retrieval `{cfg.retrieval_size}`)",
+        HARDNEG: f"shared + NegCLIP-style fine-tuning, {cfg.hard_neg.epochs} epochs on the "
         "misalignment train split, the caption's variants as extra negatives (global + FILIP)",
         GIVEN: f"given: {cfg.encoder}",
     }
@@ -152,7 +158,7 @@ def markdown_notes(
         "",
         "### Caveats",
         "",
-        "- One seed, a tiny encoder and small data: differences of a few points are within noise.",
+        "- A tiny encoder and small data: differences of a few points are within noise.",
         "- Thresholds are fitted on val; the paper's fixed epsilon (5e-5) is for OpenAI CLIP's "
         "attribution scale and does not transfer to another encoder.",
         "- Relation and count variants are few (they need a relation or count slot in the caption).",

@@ -32,7 +32,7 @@ from pipelines.data.scene import (
 from pipelines.encoder.data import ensure_dataset
 from pipelines.encoder.embed import TextStateCache, encode_foils, encode_texts
 from pipelines.encoder.scenes import build_training_set, caption_pool, swap_foils, twin_scene
-from pipelines.train_encoder import TrainConfig, train
+from pipelines.train_encoder import TRAINING_RECORD, TrainConfig, train
 
 SMALL = {"width": 64, "depth": 1, "heads": 2}
 
@@ -207,3 +207,9 @@ def test_training_with_every_recipe_part_runs_and_saves(
     assert math.isfinite(res.history[0].loss)
     assert (tmp_path / "model" / "config.json").is_file()
     assert res.model.config.text.unfrozen_layers == 1
+    # the training record beside the weights: what trained them, how it went, how fast
+    record = json.loads((tmp_path / "model" / TRAINING_RECORD).read_text())
+    assert record["config"]["hard_negatives"] == 2 and record["config"]["binding"] == str(binding)
+    assert [h["epoch"] for h in record["history"]] == [1]
+    assert record["train_images"] == res.train_images > 0
+    assert record["images_per_second"] == pytest.approx(res.train_images / res.seconds)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.evaluate.report import MetricRow, log_to_mlflow, write_report
+from pipelines.evaluate.report import MetricRow, log_to_mlflow, mean_over_seeds, write_report
 
 ROWS = [
     MetricRow("R@1", "test", "global", 0.41),
@@ -31,6 +31,23 @@ def test_report_files_hold_the_rows_and_compare_with_baselines(tmp_path: Path) -
     assert [MetricRow(**r) for r in data["rows"]] == ROWS
     assert "baseline" not in data["rows"][0]
     assert data["data_seed"] == 7 and data["machine"]["cpus"] >= 1 and data["commit"]
+
+
+def test_means_over_seeds_carry_their_spread_into_the_table_and_json(tmp_path: Path) -> None:
+    seeds = [
+        [MetricRow("R@1", "test", "recipe", v), MetricRow("R@1", "test", "base", b)]
+        for v, b in ((0.40, 0.30), (0.50, 0.30), (0.60, 0.30))
+    ]
+    seeds[2].append(MetricRow("R@1", "val", "recipe", 0.7))  # only one seed has it: kept out
+    rows = mean_over_seeds(seeds)
+    assert [(r.method, r.split) for r in rows] == [("recipe", "test"), ("base", "test")]
+    assert rows[0].value == pytest.approx(0.5) and rows[0].spread == pytest.approx(0.08165, abs=1e-4)
+    assert rows[0].seeds == 3 and rows[1].spread == 0.0
+    files = write_report("seeds", rows, out_dir=tmp_path)
+    assert "| test | recipe | 0.5000 ± 0.0816 (3 seeds) |" in files.markdown.read_text()
+    assert [MetricRow(**r) for r in json.loads(files.json.read_text())["rows"]] == rows
+    one = mean_over_seeds(seeds[:1])
+    assert one == seeds[0] and one[0].spread is None  # one run: the row as it is
 
 
 def test_rows_naming_a_missing_baseline_or_duplicated_are_refused(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,6 +35,8 @@ def test_pipeline_writes_package_registry_and_report(tmp_path: Path) -> None:
         work_dir=tmp_path / "work",
         epochs=1,
         batch_size=8,
+        binding_size="tiny",
+        hard_negatives=True,
         hard_neg=HardNegConfig(epochs=1, batch_size=4),
         hard_neg_limit=3,
         val_limit=2,
@@ -73,12 +76,23 @@ def test_pipeline_writes_package_registry_and_report(tmp_path: Path) -> None:
     metrics = {r["metric"] for r in rows}
     assert {"pair AUC", "word F1", "word AP", "localisation accuracy", "ECE"} <= metrics
     methods = {r["method"] for r in rows}
-    for enc in ("plain", "hard-neg"):
+    for enc in ("shared", "hard-neg"):
         assert f"F-CLIPScore [{enc}]" in methods and f"CLIP4DM [{enc}]" in methods
         assert f"CLIP4DM clamped (ablation) [{enc}]" in methods
     assert (tmp_path / "reports" / "scorer" / "reliability.png").stat().st_size > 0
     text = files.markdown.read_text()
     assert "![reliability](scorer/reliability.png)" in text and "## pair AUC" in text
+
+    # -- several encoders (seeds): every row is the mean over them, the package the first's
+    shared = str(tmp_path / "work" / "encoder-shared")
+    given = replace(cfg, encoder=shared, hard_negatives=False, work_dir=tmp_path / "work2")
+    again, files = build_report(given, tmp_path / "reports", "seeds", more_encoders=[shared])
+    rows = json.loads(files.json.read_text())["rows"]
+    auc = next(r for r in rows if r["metric"] == "pair AUC" and r["method"] == "CLIPScore [given]")
+    assert auc["seeds"] == 2 and auc["spread"] == pytest.approx(0.0)  # the same encoder twice
+    assert read_scorer_package(again.package_dir)["encoder"] == shared
+    latest = Registry(uri).download("models:/concord-scorer@production")[0]
+    assert latest.version == 2  # the first encoder's package registered; the second's not
 
 
 def test_package_refuses_missing_calibration_and_relative_encoder(tmp_path: Path) -> None:

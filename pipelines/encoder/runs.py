@@ -1,0 +1,120 @@
+"""The encoder runs a report measures: the shared recipe and its caption-only baseline, one run
+per seed, kept in a runs directory so that a report reuses a finished run (its training record
+says how it was trained) instead of training it again."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from concord.checkpoints import load_encoder
+from pipelines.train_encoder import (
+    RECIPES,
+    TRAINING_RECORD,
+    EpochStats,
+    TrainConfig,
+    TrainResult,
+    train,
+)
+
+console = Console()
+RECIPE, BASELINE = "Concord recipe", "captions only"
+
+# What must match for a stored run to stand for the one asked for (paths compared resolved).
+MATCHED = (
+    "preset", "loss", "unfrozen_layers", "embed_dim", "hard_negatives", "foil_weight", "twins",
+    "caption_rounds", "epochs", "batch_size", "lr", "text_lr", "weight_decay", "seed",
+    "train_limit", "data", "binding",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # the method name in the report's rows
+    slug: str  # its runs-directory prefix
+    overrides: dict[str, object]  # on top of the recipe
+
+    def settings(self, recipe: str, epochs: int | None) -> dict[str, object]:
+        s = {**RECIPES[recipe], **self.overrides}
+        return s if epochs is None else {**s, "epochs": epochs}
+
+
+VARIANTS = (
+    Variant(RECIPE, "concord", {}),
+    # The same model, optimiser and epochs on the dataset's own captions: no foils, no twins, no
+    # binding pairs. What the recipe's hard negatives buy is the difference.
+    Variant(BASELINE, "captions", {"hard_negatives": 0, "twins": False, "binding_size": ""}),
+)
+
+
+def _comparable(cfg: TrainConfig) -> dict[str, object]:
+    d = asdict(cfg)
+    out = {}
+    for k in MATCHED:
+        v = d.get(k)
+        out[k] = str(Path(v).resolve()) if k in ("data", "binding") and v else v
+    return out
+
+
+def stored_run(cfg: TrainConfig) -> TrainResult | None:
+    """The run in `cfg.out` if its training record matches `cfg`, else None (says why)."""
+    assert cfg.out is not None
+    path = Path(cfg.out) / TRAINING_RECORD
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    stored = {**_comparable(TrainConfig()), **record["config"]}
+    for k in ("data", "binding"):
+        stored[k] = str(Path(stored[k]).resolve()) if stored.get(k) else stored.get(k)
+    wanted = _comparable(cfg)
+    differs = [k for k in MATCHED if stored.get(k) != wanted[k]]
+    if differs:
+        console.print(f"[yellow]{cfg.out}: trained with other {', '.join(differs)}; retraining[/]")
+        return None
+    model, tokenizer = load_encoder(Path(cfg.out))
+    result = TrainResult(model, tokenizer, Path(cfg.out))
+    result.history = [EpochStats(**h) for h in record["history"]]
+    result.seconds = float(record["seconds"])
+    result.train_images = int(record.get("train_images", 0))
+    result.world_size = int(record.get("world_size", 1))
+    return result
+
+
+def obtain(
+    variant: Variant,
+    seed: int,
+    *,
+    recipe: str,
+    runs_dir: Path,
+    data: Path,
+    binding: Path | None,
+    data_cache: Path,
+    epochs: int | None = None,
+    threads: int = 2,
+    tracking_uri: str | None = None,
+) -> tuple[TrainResult, bool]:
+    """The variant's run for `seed`: the stored one when it matches, else trained now.
+
+    Returns: (the run, whether it was reused).
+    """
+    settings = variant.settings(recipe, epochs)
+    cfg = TrainConfig(
+        data=data,
+        binding=binding if settings.get("binding_size") else None,
+        data_cache=data_cache,
+        seed=seed,
+        out=runs_dir / f"{variant.slug}-seed{seed}",
+        threads=threads,
+        tracking_uri=tracking_uri,
+        run_name=f"report-{variant.slug}-seed{seed}",
+        progress=False,
+        **settings,  # type: ignore[arg-type]
+    )
+    stored = stored_run(cfg)
+    if stored is not None:
+        console.print(f"[dim]{variant.name}, seed {seed}: reusing {cfg.out}[/]")
+        return stored, True
+    return train(cfg), False
