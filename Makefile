@@ -49,11 +49,15 @@ test: install kafka helm browser check
 run: install
 	$(BIN)/concord demo $(if $(FULL),--full)
 
+# The shared encoder's recipe vs its caption-only baseline, 3 seeds each (about 3 h on 2 cores;
+# finished runs in .cache/encoder-runs are reused). SEEDS=0,1 for fewer.
 report-encoder: install
-	$(BIN)/python -m pipelines.encoder.report
+	$(BIN)/python -m pipelines.encoder.report $(if $(SEEDS),--seeds $(SEEDS))
 
+# The scorer on the shared encoder: ENCODERS="DIR DIR ..." scores those (other seeds: mean ± std),
+# e.g. the report's runs; without it, trains one encoder with the recipe first (about 40 minutes).
 report-scorer: install
-	$(BIN)/python -m pipelines.scorer.report
+	$(BIN)/python -m pipelines.scorer.report $(foreach e,$(ENCODERS),--encoder $(e))
 
 report-generator: install
 	$(BIN)/python -m pipelines.generator.report

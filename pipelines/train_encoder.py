@@ -181,15 +181,26 @@ def training_set(cfg: TrainConfig, root: Path, image_size: int) -> SceneTraining
     )
 
 
+def dataset_dirs(cfg: TrainConfig) -> tuple[Path, Path | None]:
+    """Where the run's retrieval and binding datasets are (or will be generated): `cfg.data`
+    and `cfg.binding`, else the presets' directories in the data cache. Nothing is built."""
+    data = (
+        Path(cfg.data)
+        if cfg.data
+        else _cache_dir(cfg) / f"retrieval-{cfg.data_size}-seed{cfg.seed}"
+    )
+    if cfg.binding is not None or not cfg.binding_size:
+        return data, Path(cfg.binding) if cfg.binding else None
+    return data, _cache_dir(cfg) / f"binding-{cfg.binding_size}-seed{cfg.seed}"
+
+
 def resolve_binding(cfg: TrainConfig) -> Path | None:
     """The binding dataset whose train pairs join: `cfg.binding`, the preset `cfg.binding_size`
     generated (once) into the data cache, or None."""
-    if cfg.binding is not None or not cfg.binding_size:
-        return cfg.binding
-    size = cfg.binding_size
-    return ensure_dataset(
-        "binding", _cache_dir(cfg) / f"binding-{size}-seed{cfg.seed}", size, cfg.seed
-    )
+    binding = dataset_dirs(cfg)[1]
+    if binding is None or cfg.binding is not None:
+        return binding
+    return ensure_dataset("binding", binding, cfg.binding_size, cfg.seed)
 
 
 def _cache_dir(cfg: TrainConfig) -> Path:
@@ -202,12 +213,10 @@ def _cache_dir(cfg: TrainConfig) -> Path:
 
 def resolve_data(cfg: TrainConfig) -> Path:
     """The dataset dir: `cfg.data`, or the retrieval set generated (once) for this seed and size."""
+    data = dataset_dirs(cfg)[0]
     if cfg.data is not None:
-        return Path(cfg.data)
-    cache = _cache_dir(cfg)
-    return ensure_dataset(
-        "retrieval", cache / f"retrieval-{cfg.data_size}-seed{cfg.seed}", cfg.data_size, cfg.seed
-    )
+        return data
+    return ensure_dataset("retrieval", data, cfg.data_size, cfg.seed)
 
 
 def train(cfg: TrainConfig, cache: TextStateCache | None = None) -> TrainResult:

@@ -83,7 +83,7 @@ def finished(out: Path, step: str) -> bool:
     return (out / STEP_OUTPUTS[step]).is_file()
 
 
-class _Step:
+class Step:
     """One training command running as a subprocess (or kept: its output is already there)."""
 
     def __init__(self, name: str, out: Path, steps: dict[str, list[str]], reuse: bool, say: Say):
@@ -116,9 +116,9 @@ def build_bundle(out: Path, *, preset: str = "demo", reuse: bool = False, say: S
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     steps = commands(out, preset)
-    generator = _Step("generator", out, steps, reuse, say)
+    generator = Step("generator", out, steps, reuse, say)
     for name in ("encoder", "scorer", "linker", "bias"):  # each needs the encoder
-        _Step(name, out, steps, reuse, say).wait()
+        Step(name, out, steps, reuse, say).wait()
     generator.wait()
     return pack(out, out / "bundle", preset=preset)
 

@@ -92,6 +92,7 @@ def build(cfg: ReportConfig) -> tuple[list[MetricRow], str]:
     }
     times.add("data", t)
     runs: list[Run] = []
+    cache = TextStateCache()  # every variant freezes the same MiniLM layers
     for variant in VARIANTS:
         for seed in cfg.seeds:
             t = time.perf_counter()
@@ -106,6 +107,7 @@ def build(cfg: ReportConfig) -> tuple[list[MetricRow], str]:
                 epochs=cfg.epochs,
                 threads=cfg.threads,
                 tracking_uri=cfg.tracking_uri,
+                cache=cache,
             )
             runs.append(Run(variant.name, seed, result, reused))
             times.add(f"{'reuse' if reused else 'train'} {variant.slug} seed {seed}", t)

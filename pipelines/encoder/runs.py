@@ -5,18 +5,20 @@ says how it was trained) instead of training it again."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from rich.console import Console
 
 from concord.checkpoints import load_encoder
+from pipelines.encoder.embed import TextStateCache
 from pipelines.train_encoder import (
     RECIPES,
     TRAINING_RECORD,
     EpochStats,
     TrainConfig,
     TrainResult,
+    dataset_dirs,
     train,
 )
 
@@ -51,12 +53,18 @@ VARIANTS = (
 
 
 def _comparable(cfg: TrainConfig) -> dict[str, object]:
+    """The settings that decide what a run learns; the datasets as resolved directories."""
     d = asdict(cfg)
-    out = {}
-    for k in MATCHED:
-        v = d.get(k)
-        out[k] = str(Path(v).resolve()) if k in ("data", "binding") and v else v
-    return out
+    data, binding = dataset_dirs(cfg)
+    d["data"], d["binding"] = str(data.resolve()), str(binding.resolve()) if binding else None
+    return {k: d.get(k) for k in MATCHED}
+
+
+def _stored_config(record: dict[str, object]) -> TrainConfig:
+    known = {f.name for f in fields(TrainConfig)}
+    stored = record["config"]
+    assert isinstance(stored, dict)
+    return TrainConfig(**{k: v for k, v in stored.items() if k in known})
 
 
 def stored_run(cfg: TrainConfig) -> TrainResult | None:
@@ -66,11 +74,8 @@ def stored_run(cfg: TrainConfig) -> TrainResult | None:
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
-    stored = {**_comparable(TrainConfig()), **record["config"]}
-    for k in ("data", "binding"):
-        stored[k] = str(Path(stored[k]).resolve()) if stored.get(k) else stored.get(k)
-    wanted = _comparable(cfg)
-    differs = [k for k in MATCHED if stored.get(k) != wanted[k]]
+    stored, wanted = _comparable(_stored_config(record)), _comparable(cfg)
+    differs = [k for k in MATCHED if stored[k] != wanted[k]]
     if differs:
         console.print(f"[yellow]{cfg.out}: trained with other {', '.join(differs)}; retraining[/]")
         return None
@@ -95,8 +100,12 @@ def obtain(
     epochs: int | None = None,
     threads: int = 2,
     tracking_uri: str | None = None,
+    cache: TextStateCache | None = None,
 ) -> tuple[TrainResult, bool]:
     """The variant's run for `seed`: the stored one when it matches, else trained now.
+
+    `cache` holds the frozen MiniLM layers' states of texts already seen (shared by the runs of
+    one report: same backbone, same frozen depth), so a second run skips most of that setup.
 
     Returns: (the run, whether it was reused).
     """
@@ -117,4 +126,4 @@ def obtain(
     if stored is not None:
         console.print(f"[dim]{variant.name}, seed {seed}: reusing {cfg.out}[/]")
         return stored, True
-    return train(cfg), False
+    return train(cfg, cache=cache), False

@@ -15,7 +15,7 @@ from concord.checkpoints import load_encoder
 from concord.config import Settings
 from concord.registry import Registry
 from pipelines.demo import models as demo
-from pipelines.demo.build import pack
+from pipelines.demo.build import Step, commands, finished, pack
 from tests.fixtures.models import (
     bias_package,
     linker_package,
@@ -32,6 +32,7 @@ def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A build directory laid out as `pipelines.demo.build` leaves it, with tiny models."""
     out = tmp_path_factory.mktemp("demo-build")
     encoder = tiny_encoder(tmp_path_factory)
+    (out / "encoder").symlink_to(encoder, target_is_directory=True)
     scorer_package(out / "scorer" / "package", encoder)
     (out / "generator").symlink_to(tiny_generator(tmp_path_factory), target_is_directory=True)
     linker_package(out / "linker", encoder)
@@ -62,8 +63,22 @@ def test_pack_ships_only_what_differs_from_minilm_and_names_the_encoder_by_alias
 
 
 def tiny_encoder_weights(build_dir: Path) -> Path:
-    package = json.loads((build_dir / "scorer" / "package" / "scorer.json").read_text())
-    return Path(package["encoder"]) / "model.safetensors"
+    return build_dir / "encoder" / "model.safetensors"
+
+
+def test_every_step_trains_on_the_one_encoder_and_a_finished_step_is_kept(build_dir: Path) -> None:
+    steps = commands(build_dir, "demo")
+    assert steps["encoder"][1:5] == ["-m", "pipelines.train_encoder", "--recipe", "concord"]
+    encoder = str(build_dir / "encoder")
+    assert steps["encoder"][steps["encoder"].index("--out") + 1] == encoder
+    for name in ("scorer", "linker", "bias"):  # no step trains an encoder of its own
+        assert steps[name][steps[name].index("--encoder") + 1] == encoder
+    assert all(finished(build_dir, n) for n in ("encoder", "scorer", "linker", "bias"))
+    assert not finished(build_dir / "elsewhere", "encoder")
+    said: list[str] = []
+    step = Step("encoder", build_dir, steps, reuse=True, say=said.append)
+    assert step.proc is None and "kept" in said[0]  # nothing started
+    step.wait()
 
 
 def test_the_encoder_rebuilt_from_its_delta_has_the_original_weights(
