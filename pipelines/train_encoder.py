@@ -304,7 +304,8 @@ def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Cont
         m: DualEncoder, pixels: torch.Tensor, texts: list[str], foils: list[tuple[str, ...]]
     ) -> torch.Tensor:
         """This rank's shard encoded, every rank's gathered: the loss of the global batch, plus
-        this shard's foil term (an image against its own caption's foils needs no gathering)."""
+        this shard's foil term (an image against its own caption's foils needs no gathering),
+        weighted by its share of the global batch's images that have foils."""
         image_local = m.encode_image(pixels)
         text_local = encode_texts(m, tokenizer, texts, cache)
         image = distributed.gather_encoded(image_local, ctx, tokens=gather_tokens)
@@ -313,7 +314,8 @@ def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Cont
         if cfg.hard_negatives:
             enc, mask = encode_foils(m, tokenizer, foils, cfg.hard_negatives, cache)
             term = foil_term(cfg.loss, image_local, text_local, enc, mask, m.logit_scale)
-            loss = loss + cfg.foil_weight * term
+            share = distributed.local_share(mask.any(dim=1).sum(), ctx)
+            loss = loss + cfg.foil_weight * share * term
         return loss
 
     forward = distributed.wrap(distributed.Step(model, step_loss), ctx)  # DDP with several ranks
@@ -341,7 +343,7 @@ def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Cont
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                losses.append(float(loss.detach()))
+                losses.append(distributed.mean_over_ranks(loss, ctx))  # as one process logs
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
                 step += 1
                 tracker.log({"train_step_loss": losses[-1]}, step)

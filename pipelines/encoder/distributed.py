@@ -171,6 +171,33 @@ def gather_encoded(x: Encoded, ctx: Context, *, tokens: bool = True) -> Encoded:
     return Encoded(pooled, _cat(_all_gather(padded), counts), _cat(masks, counts).bool())
 
 
+def local_share(rows: Tensor, ctx: Context) -> Tensor:
+    """The factor that turns this rank's mean over its `rows` items into its part of the global
+    batch's mean: rows * world / (rows summed over ranks). A term that needs no gathering (an
+    image against its own caption's foils) is a mean over this shard; times this factor, DDP's
+    averaging of the ranks' gradients gives the gradient of the mean over the global batch, also
+    when shards differ in size. 1 on one process; 0 where no rank has an item.
+
+    Args:
+        rows: 0-d tensor on this rank's device, how many items the local mean is over.
+    """
+    if not ctx.distributed:
+        return torch.ones((), device=rows.device)
+    total = rows.detach().to(torch.float32).clone()
+    dist.all_reduce(total)
+    return rows.to(torch.float32) * ctx.world_size / total.clamp_min(1.0)
+
+
+def mean_over_ranks(value: Tensor, ctx: Context) -> float:
+    """The mean of a 0-d tensor over the ranks (a step's loss as one process would log it: the
+    gathered part is the same on every rank, the local terms are each rank's share)."""
+    if not ctx.distributed:
+        return float(value.detach())
+    total = value.detach().to(torch.float32).clone()
+    dist.all_reduce(total)
+    return float(total) / ctx.world_size
+
+
 def _all_gather(t: Tensor) -> tuple[Tensor, ...]:
     # The autograd all_gather that every torch >= 2.4 has; torch 2.15 deprecates it in favour of
     # the private torch.distributed._functional_collectives, whose names still change.

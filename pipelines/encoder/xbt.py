@@ -4,6 +4,7 @@ pairs -- and measure new-query-vs-old-index R@1 against old->old and a full back
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,4 +142,49 @@ def evaluate_upgrade(
     i2t = sim(text.old, project(proj, image.new))
     new_old = retrieval(Scores(t2i, i2t), text_to_image)
     new_new = retrieval(same(sim(text.new, image.new)), text_to_image)
+    return XbtResult(old_old, new_old, new_new)
+
+
+def procrustes(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """Orthogonal Procrustes: the map W (new_dim, old_dim) with orthonormal rows or columns that
+    minimises ||new @ W - old||_F over row-aligned items (training-free, fit on text alone).
+
+    When the dimensions differ this is the square solution of both spaces zero-padded to the
+    larger one, cut back to (new_dim, old_dim): W = U V^T from the thin SVD of new^T old.
+
+    Args:
+        new: (N, new_dim) new-model embeddings; old: (N, old_dim) the same items, old model.
+    Returns:
+        (new_dim, old_dim) W; new -> old is `normalize(new @ W)`.
+    """
+    if len(new) != len(old):
+        raise ValueError(f"row-aligned items expected, got {len(new)} and {len(old)}")
+    u, _, vh = torch.linalg.svd(new.double().T @ old.double(), full_matrices=False)
+    return (u @ vh).to(new.dtype)
+
+
+def evaluate_mapping(
+    image: Spaces,
+    text: Spaces,
+    text_to_image: np.ndarray,
+    to_old: Callable[[torch.Tensor], torch.Tensor],
+) -> XbtResult:
+    """`evaluate_upgrade` for any new -> old map (e.g. a Procrustes matrix), not only a psi.
+
+    Args:
+        image: (I, .) test images; text: (T, .) test captions; text_to_image: (T,) owner image.
+        to_old: new-space embeddings (N, E_new) -> old-space embeddings (N, E_old).
+    """
+
+    def sim(t: torch.Tensor, i: torch.Tensor) -> np.ndarray:
+        return (t.float() @ i.float().T).numpy()
+
+    def mapped(x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(to_old(x.float()), dim=-1)
+
+    oo, nn = sim(text.old, image.old), sim(text.new, image.new)
+    t2i, i2t = sim(mapped(text.new), image.old), sim(text.old, mapped(image.new))
+    old_old = retrieval(Scores(oo, oo), text_to_image)
+    new_old = retrieval(Scores(t2i, i2t), text_to_image)
+    new_new = retrieval(Scores(nn, nn), text_to_image)
     return XbtResult(old_old, new_old, new_new)

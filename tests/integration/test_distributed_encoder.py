@@ -1,8 +1,9 @@
 """Data-parallel encoder training (pipelines.encoder.distributed): with gathered embeddings and
 DDP, two gloo ranks get exactly the single-process gradient of the global batch (clip and FILIP
-losses, uneven shards, different caption lengths per rank); `torchrun --nproc-per-node 2` follows
-the single-process loss curve step by step, and only rank 0 logs, saves and registers; the
-Kubernetes Job for several GPUs runs torchrun."""
+losses, the rank-local foil term weighted by each shard's share, uneven shards, different caption
+lengths per rank); `torchrun --nproc-per-node 2` training the recipe (hard negatives, rendered
+twins) follows the single-process loss curve step by step, and only rank 0
+logs, saves and registers; the Kubernetes Job for several GPUs runs torchrun."""
 
 from __future__ import annotations
 
@@ -21,26 +22,31 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from concord.models.dual_encoder import Encoded
-from concord.models.losses import contrastive_loss, filip_loss
+from concord.models.losses import contrastive_loss, filip_loss, foil_loss
 from pipelines.encoder import distributed
 from pipelines.encoder.distributed import Context, shard, steps_per_epoch
 
 # Spawned ranks import this module: the pipeline (torch + MLflow) is imported inside the tests.
 
 ROOT = Path(__file__).resolve().parents[2]
-# 8 training images in global batches of 3: shards of 2 + 1 rows (uneven, padded for the gather),
-# 3 steps an epoch. `both` gathers pooled embeddings and the FILIP tokens of captions of different
-# lengths on each rank.
+# The shared recipe (two foils per caption, a rendered twin per scene) on the tiny preset without
+# the binding pairs and with MiniLM frozen: a trained MiniLM layer runs its dropout (p 0.1), whose
+# masks two ranks cannot draw as one process does (measured: step-1 losses 2.42 vs 2.51). The 13
+# training images (8 scenes, 5 rendered twins) go in global batches of 5: shards of 3 + 2 rows
+# (uneven, padded for the gather) and a last batch of 3 that both runs train on (one smaller than
+# the world would be dropped by the ranks). `both` gathers pooled embeddings and the FILIP tokens
+# of captions of different lengths on each rank.
+RECIPE = {"preset": "tiny", "binding_size": "", "unfrozen_layers": 0, "epochs": 2, "batch_size": 5}
 ARGS = (
-    "--recipe", "plain", "--preset", "tiny", "--loss", "both",
-    "--epochs", "2", "--batch-size", "3", "--seed", "0",
+    "--recipe", "concord", "--preset", "tiny", "--binding-size", "", "--unfrozen-layers", "0",
+    "--epochs", "2", "--batch-size", "5", "--seed", "0",
 )  # fmt: skip
 # Both runs compute the same float32 loss on the same global batch; they differ only in how the
-# towers' matmuls are blocked (shards of 1-2 rows vs batches of 3) and in the order gradients are
-# summed (DDP's all-reduce): ~1e-7 relative per step, compounded by 5 AdamW steps. Measured: max
-# |diff| 2.4e-7 over the 6 steps (losses 0.04-2.0). A rank that skipped the gather would be off by
-# ~0.4 on the first step already (near-uniform logits at init: ln 3 = 1.10 for the global batch of
-# 3, ln 2 = 0.69 and ln 1 = 0 for the shards).
+# towers' matmuls are blocked (shards of 2-3 rows vs batches of 5) and in the order gradients are
+# summed (DDP's all-reduce): ~1e-7 relative per step, compounded by the AdamW steps. A rank that
+# skipped the gather would be off by ~0.4 on the first step already (near-uniform logits at init:
+# ln 5 = 1.61 for the global batch of 5, ln 3 = 1.10 and ln 2 = 0.69 for the shards); one whose foil
+# term were not weighted by its share would be off wherever the shards' foil counts differ.
 TOLERANCE = 1e-5
 
 
@@ -69,49 +75,69 @@ class Toy(nn.Module):
         return Encoded(F.normalize(pooled, dim=-1), tokens, mask)
 
 
-def _toy_batch() -> tuple[Tensor, list[Tensor]]:
-    """A global batch of 5: images of 4 tokens, captions of 2-6 tokens."""
+def _toy_batch() -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
+    """A global batch of 5: images of 4 tokens, captions of 2-6 tokens, two foils of 3 tokens per
+    caption where the mask says so (3 captions with foils in rank 0's shard of 3, 1 in rank 1's 2:
+    the foil term's shares are 1.5 and 0.5)."""
     gen = torch.Generator().manual_seed(1)
     images = torch.randn(5, 4, 12, generator=gen)
     captions = [torch.randn(n, 12, generator=gen) for n in (2, 6, 3, 5, 2)]
-    return images, captions
+    foils = torch.randn(5, 2, 3, 12, generator=gen)
+    mask = torch.tensor([[1, 1], [1, 0], [1, 1], [1, 1], [0, 0]], dtype=torch.bool)
+    return images, captions, foils, mask
 
 
 def _toy_loss(
-    model: Toy, kind: str, ctx: Context, images: Tensor, captions: list[Tensor]
+    model: Toy,
+    kind: str,
+    ctx: Context,
+    images: Tensor,
+    captions: list[Tensor],
+    foils: Tensor,
+    foil_mask: Tensor,
 ) -> Tensor:
     # Captions padded to this rank's longest, as the text cache and the tokenizer do.
     length = max(len(c) for c in captions)
     texts = torch.stack([F.pad(c, (0, 0, 0, length - len(c))) for c in captions])
     mask = torch.arange(length)[None, :] < torch.tensor([len(c) for c in captions])[:, None]
-    image = Toy.encode(model.image, images, torch.ones(images.shape[:2], dtype=torch.bool))
-    text = Toy.encode(model.text, texts, mask)
+    image_local = Toy.encode(model.image, images, torch.ones(images.shape[:2], dtype=torch.bool))
+    text_local = Toy.encode(model.text, texts, mask)
     tokens = kind == "filip"
-    image = distributed.gather_encoded(image, ctx, tokens=tokens)
-    text = distributed.gather_encoded(text, ctx, tokens=tokens)
+    image = distributed.gather_encoded(image_local, ctx, tokens=tokens)
+    text = distributed.gather_encoded(text_local, ctx, tokens=tokens)
     scale = model.log_scale.exp()
     if tokens:
         return filip_loss(image, text, scale)
-    return contrastive_loss(image.pooled, text.pooled, scale)
+    loss = contrastive_loss(image.pooled, text.pooled, scale)
+    if kind == "foil":  # as the recipe's step adds its hard negatives
+        flat = foils.flatten(0, 1)
+        encoded = Toy.encode(model.text, flat, torch.ones(flat.shape[:2], dtype=torch.bool))
+        term = foil_loss(image_local, text_local, encoded, foil_mask, scale)
+        loss = loss + distributed.local_share(foil_mask.any(dim=1).sum(), ctx) * term
+    return loss
+
+
+KINDS = ("clip", "filip", "foil")
 
 
 def _toy_gradients(kind: str, ctx: Context) -> tuple[float, dict[str, Tensor]]:
     model = Toy()
-    images, captions = _toy_batch()
+    images, captions, foils, mask = _toy_batch()
     rows = shard(np.arange(len(images)), ctx)
     step = distributed.wrap(
-        distributed.Step(model, lambda m, i, c: _toy_loss(m, kind, ctx, i, c)), ctx
+        distributed.Step(model, lambda m, *args: _toy_loss(m, kind, ctx, *args)), ctx
     )
-    loss = step(images[rows], [captions[r] for r in rows])
+    loss = step(images[rows], [captions[r] for r in rows], foils[rows], mask[rows])
     loss.backward()
-    return float(loss.detach()), {n: p.grad.clone() for n, p in model.named_parameters()}
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    return distributed.mean_over_ranks(loss, ctx), grads
 
 
 def _gradient_rank(rank: int, world: int, init: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
         ctx = Context(torch.device("cpu"), rank, world, rank, "gloo")
-        results = {kind: _toy_gradients(kind, ctx) for kind in ("clip", "filip")}
+        results = {kind: _toy_gradients(kind, ctx) for kind in KINDS}
         torch.save(results, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
@@ -122,7 +148,7 @@ def _gradient_rank(rank: int, world: int, init: str, out: str) -> None:
 def test_gathered_loss_and_ddp_gradient_equal_the_single_process_ones(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     single = Context(torch.device("cpu"))
-    want = {kind: _toy_gradients(kind, single) for kind in ("clip", "filip")}
+    want = {kind: _toy_gradients(kind, single) for kind in KINDS}
     out = str(tmp_path / "grads")
     mp.spawn(_gradient_rank, args=(2, f"file://{tmp_path / 'rendezvous'}", out), nprocs=2)
     for rank in range(2):  # shards of 3 and 2 rows; captions padded to 6 and 5 tokens
@@ -140,7 +166,7 @@ def test_two_gloo_ranks_follow_the_single_process_loss_and_register_once(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    from pipelines.train_encoder import EXPERIMENT, MODEL_NAME, TrainConfig, train
+    from pipelines.train_encoder import EXPERIMENT, MODEL_NAME, RECIPES, TrainConfig, train
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {
@@ -162,18 +188,15 @@ def test_two_gloo_ranks_follow_the_single_process_loss_and_register_once(
             cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
+        settings = {**RECIPES["concord"], **RECIPE, "seed": 0}
         reference = train(
             TrainConfig(
-                preset="tiny",
                 data=scenes,
-                loss="both",
-                epochs=2,
-                batch_size=3,
-                seed=0,
                 threads=1,
                 device="cpu",
                 out=tmp_path / "reference",
                 progress=False,
+                **settings,  # type: ignore[arg-type]
             )
         )
         proc.wait(timeout=600)
@@ -193,12 +216,13 @@ def test_two_gloo_ranks_follow_the_single_process_loss_and_register_once(
     steps = sorted(
         client.get_metric_history(run.info.run_id, "train_step_loss"), key=lambda m: m.step
     )
-    assert [m.step for m in steps] == list(range(1, 7))
-    ddp = np.array([m.value for m in steps])
     single = np.array(reference.step_losses)
-    assert len(single) == 6 and np.all(np.isfinite(ddp))
+    assert len(single) == 6  # 13 images in batches of 5: 3 steps an epoch
+    assert [m.step for m in steps] == list(range(1, len(single) + 1))
+    ddp = np.array([m.value for m in steps])
+    assert np.all(np.isfinite(ddp))
     diff = float(np.max(np.abs(ddp - single)))
-    print(f"max |loss(2 ranks) - loss(1 process)| over 6 steps: {diff:.3g}")
+    print(f"max |loss(2 ranks) - loss(1 process)| over {len(single)} steps: {diff:.3g}")
     assert diff <= TOLERANCE, (ddp.tolist(), single.tolist())
 
     (version,) = client.search_model_versions(f"name='{MODEL_NAME}'")  # registered once
