@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install kafka helm browser protos check lint test run report-encoder report-scorer report-generator \
+.PHONY: install kafka helm browser protos check lint test run report-encoder report-scorer report-xbt report-generator \
 	report-linker report-bias bench freeze clean
 
 install: $(STAMP)
@@ -58,6 +58,11 @@ report-encoder: install
 # e.g. the report's runs; without it, trains one encoder with the recipe first (about 40 minutes).
 report-scorer: install
 	$(BIN)/python -m pipelines.scorer.report $(foreach e,$(ENCODERS),--encoder $(e))
+
+# XBT between two stored encoders (psi linear vs MLP, noise sweep, pair counts, Procrustes on
+# text; no encoder training): OLD=DIR NEW=DIR, e.g. the shipped encoder and a new one.
+report-xbt: install
+	$(BIN)/python -m pipelines.encoder.xbt_study --old $(OLD) --new $(NEW)
 
 report-generator: install
 	$(BIN)/python -m pipelines.generator.report
