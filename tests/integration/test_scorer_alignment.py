@@ -3,11 +3,12 @@ flagged through the gRPC API, on the scorer Concord ships, over many cases (neve
 
 1. Make a Concord Scenes `misalignment` set (seed 0): TEST_IMAGES held-out test scenes (items
    are seeded by set, seed, split and index, so the test split is never trained on).
-2. Serve the shipped scorer (models/demo: the encoder trained by the scorer pipeline with
-   NegCLIP-style hard negatives, its calibration and threshold; checksums verified, the encoder
-   rebuilt from its delta and the installed MiniLM) with `Deployment(["scorer"])`, real sockets.
-   Training it here took ~3.5 min of the suite; the recipe's own steps are tested small in
-   tests/unit/test_scorer_pipeline.py and the bundle's reproduction in pipelines.demo.build.
+2. Serve the shipped scorer (models/demo: the shared recipe encoder, NegCLIP-style foils and
+   rendered twins among its training batches, with the scorer's calibration and threshold;
+   checksums verified, the encoder rebuilt from its delta and the installed MiniLM) with
+   `Deployment(["scorer"])`, real sockets. Training it here would take ~35 min; the recipe's own
+   steps are tested small in tests/unit/test_encoder_recipe.py and the bundle's reproduction in
+   pipelines.demo.build.
 3. For every test variant that swaps one colour or one shape word, ExplainMisalignment over
    gRPC, and count how often the changed word has the most negative CLIP4DM attribution of
    the caption. Chance is 1 / (words in the caption). Require at least MIN_CASES cases and a
