@@ -25,6 +25,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import typer
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from concord.checkpoints import load_encoder
 from concord.models.dual_encoder import DualEncoder
@@ -527,14 +529,8 @@ def plot_pairs_curve(rows: Sequence[MetricRow], grid: Grid, train_size: int, pat
         for method, style in ((OLD_OLD, "-"), (BACKFILL, "--"), (PROCRUSTES, ":")):
             ax.axhline(_value(rows, R1, split, method), color="k", ls=style, lw=1, label=method)
         ax.set_xscale("log")
-        ax.set_xlabel("image-caption pairs N")
-        ax.set_ylabel(f"R@1 {short}")
-        ax.set_title(f"new->old {short}")
-    axes[1].legend(fontsize=6, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return path
+        _label(ax, "image-caption pairs N", short)
+    return _save(fig, axes, path)
 
 
 def plot_noise(rows: Sequence[MetricRow], grid: Grid, train_size: int, path: Path) -> Path:
@@ -552,10 +548,18 @@ def plot_noise(rows: Sequence[MetricRow], grid: Grid, train_size: int, path: Pat
                 ax.plot(grid.noises, y, "o-", label=f"{arch_name(hidden)} {name}")
         ax.axhline(_value(rows, R1, split, OLD_OLD), color="k", lw=1, label=OLD_OLD)
         ax.axhline(_value(rows, R1, split, BACKFILL), color="k", ls="--", lw=1, label=BACKFILL)
-        ax.set_xlabel("stage-1 noise σ")
-        ax.set_ylabel(f"R@1 {short}")
-        ax.set_title(f"new->old {short}")
-    axes[1].legend(fontsize=6, loc="best")
+        _label(ax, "stage-1 noise σ", short)
+    return _save(fig, axes, path)
+
+
+def _label(ax: Axes, xlabel: str, short: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"R@1 {short}")
+    ax.set_title(f"new->old {short}")
+
+
+def _save(fig: Figure, axes: Sequence[Axes], path: Path) -> Path:
+    axes[-1].legend(fontsize=6, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
