@@ -37,7 +37,7 @@ from pipelines.demo.models import (
 
 PRESETS: dict[str, dict[str, int]] = {
     # epochs of the shared encoder (its recipe); generator optimiser steps; M3EL steps
-    "demo": {"encoder_epochs": 30, "generator_steps": 4000, "linker_steps": 300},
+    "demo": {"encoder_epochs": 30, "generator_steps": 4000, "linker_steps": 600},
     "full": {"encoder_epochs": 40, "generator_steps": 8000, "linker_steps": 600},
 }
 PACKAGE_FILES = {  # the json that names the encoder, per packaged model
