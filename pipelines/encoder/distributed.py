@@ -183,9 +183,7 @@ def local_share(rows: Tensor, ctx: Context) -> Tensor:
     """
     if not ctx.distributed:
         return torch.ones((), device=rows.device)
-    total = rows.detach().to(torch.float32).clone()
-    dist.all_reduce(total)
-    return rows.to(torch.float32) * ctx.world_size / total.clamp_min(1.0)
+    return rows.to(torch.float32) * ctx.world_size / _summed(rows).clamp_min(1.0)
 
 
 def mean_over_ranks(value: Tensor, ctx: Context) -> float:
@@ -193,9 +191,14 @@ def mean_over_ranks(value: Tensor, ctx: Context) -> float:
     gathered part is the same on every rank, the local terms are each rank's share)."""
     if not ctx.distributed:
         return float(value.detach())
-    total = value.detach().to(torch.float32).clone()
+    return float(_summed(value)) / ctx.world_size
+
+
+def _summed(t: Tensor) -> Tensor:
+    """A 0-d tensor summed over the ranks, in float32, outside the autograd graph."""
+    total = t.detach().to(torch.float32).clone()
     dist.all_reduce(total)
-    return float(total) / ctx.world_size
+    return total
 
 
 def _all_gather(t: Tensor) -> tuple[Tensor, ...]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -114,35 +115,46 @@ def train_pair_stage(
 
 
 @torch.no_grad()
-def project(proj: CompatibleProjection, new: torch.Tensor) -> torch.Tensor:
-    """psi(new), L2-normalised, in eval mode."""
+def apply_psi(proj: CompatibleProjection, new: torch.Tensor) -> torch.Tensor:
+    """psi(new) in eval mode, without gradients (not normalised)."""
     proj.eval()
-    return F.normalize(proj(new), dim=-1)
+    return proj(new)
 
 
-def evaluate_upgrade(
-    image: Spaces, text: Spaces, text_to_image: np.ndarray, proj: CompatibleProjection
+def evaluate_mapping(
+    image: Spaces,
+    text: Spaces,
+    text_to_image: np.ndarray,
+    to_old: Callable[[torch.Tensor], torch.Tensor],
 ) -> XbtResult:
-    """Gallery and queries of a held-out split under both models.
+    """Gallery and queries of a held-out split under both models, for any new -> old map (a
+    trained psi, a Procrustes matrix).
 
     Args:
         image: (I, .) test images; text: (T, .) test captions; text_to_image: (T,) owner image.
-        proj: the trained psi.
+        to_old: new-space embeddings (N, E_new) -> old-space embeddings (N, E_old).
     """
 
     def sim(t: torch.Tensor, i: torch.Tensor) -> np.ndarray:
         return (t.float() @ i.float().T).numpy()
 
-    def same(s: np.ndarray) -> Scores:
-        return Scores(s, s)
+    def mapped(x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(to_old(x.float()), dim=-1)
 
-    old_old = retrieval(same(sim(text.old, image.old)), text_to_image)
+    oo, nn = sim(text.old, image.old), sim(text.new, image.new)
     # New text queries against the old image index, and new image queries against old texts.
-    t2i = sim(project(proj, text.new), image.old)
-    i2t = sim(text.old, project(proj, image.new))
+    t2i, i2t = sim(mapped(text.new), image.old), sim(text.old, mapped(image.new))
+    old_old = retrieval(Scores(oo, oo), text_to_image)
     new_old = retrieval(Scores(t2i, i2t), text_to_image)
-    new_new = retrieval(same(sim(text.new, image.new)), text_to_image)
+    new_new = retrieval(Scores(nn, nn), text_to_image)
     return XbtResult(old_old, new_old, new_new)
+
+
+def evaluate_upgrade(
+    image: Spaces, text: Spaces, text_to_image: np.ndarray, proj: CompatibleProjection
+) -> XbtResult:
+    """`evaluate_mapping` with a trained psi as the map."""
+    return evaluate_mapping(image, text, text_to_image, partial(apply_psi, proj))
 
 
 def procrustes(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
@@ -161,30 +173,3 @@ def procrustes(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"row-aligned items expected, got {len(new)} and {len(old)}")
     u, _, vh = torch.linalg.svd(new.double().T @ old.double(), full_matrices=False)
     return (u @ vh).to(new.dtype)
-
-
-def evaluate_mapping(
-    image: Spaces,
-    text: Spaces,
-    text_to_image: np.ndarray,
-    to_old: Callable[[torch.Tensor], torch.Tensor],
-) -> XbtResult:
-    """`evaluate_upgrade` for any new -> old map (e.g. a Procrustes matrix), not only a psi.
-
-    Args:
-        image: (I, .) test images; text: (T, .) test captions; text_to_image: (T,) owner image.
-        to_old: new-space embeddings (N, E_new) -> old-space embeddings (N, E_old).
-    """
-
-    def sim(t: torch.Tensor, i: torch.Tensor) -> np.ndarray:
-        return (t.float() @ i.float().T).numpy()
-
-    def mapped(x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(to_old(x.float()), dim=-1)
-
-    oo, nn = sim(text.old, image.old), sim(text.new, image.new)
-    t2i, i2t = sim(mapped(text.new), image.old), sim(text.old, mapped(image.new))
-    old_old = retrieval(Scores(oo, oo), text_to_image)
-    new_old = retrieval(Scores(t2i, i2t), text_to_image)
-    new_new = retrieval(Scores(nn, nn), text_to_image)
-    return XbtResult(old_old, new_old, new_new)
