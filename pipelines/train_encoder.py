@@ -68,6 +68,7 @@ class TrainConfig:
     binding: Path | None = None  # a `binding` dataset whose train pairs join the training set
     binding_size: str = ""  # else the binding preset generated into data_cache ("": none)
     caption_rounds: int = 2  # scene-drafted captions: rounds of the 5 styles per image
+    reword: float = 0.0  # share of drafted captions reworded (training-only synonyms, frames)
     val_limit: int = 0
     threads: int = 2  # torch CPU threads (per process under torchrun)
     device: str = "auto"  # auto | cpu | cuda | cuda:N: the model and its batches
@@ -173,11 +174,18 @@ def training_set(cfg: TrainConfig, root: Path, image_size: int) -> SceneTraining
     """The dataset's train captions as they are, or (the recipe) captions drafted from the scenes
     with foils, rendered twins and the binding train pairs."""
     binding = resolve_binding(cfg)
-    if not (cfg.hard_negatives or cfg.twins or binding):
+    if not (cfg.hard_negatives or cfg.twins or binding or cfg.reword):
         data = load_retrieval(root, "train", image_size, cfg.train_limit)
         return SceneTrainingSet.from_captions(data)
     return build_training_set(
-        root, binding, image_size, cfg.seed, cfg.caption_rounds, cfg.twins, cfg.train_limit
+        root,
+        binding,
+        image_size,
+        cfg.seed,
+        cfg.caption_rounds,
+        cfg.twins,
+        cfg.train_limit,
+        cfg.reword,
     )
 
 
@@ -490,6 +498,13 @@ def main(
             help="binding preset generated without --binding ('' for none)",
         ),
     ] = None,
+    reword: Annotated[
+        float | None,
+        typer.Option(
+            envvar=_env("REWORD"),
+            help="share of drafted captions reworded with training-only synonyms and frames",
+        ),
+    ] = None,
     threads: Annotated[
         int, typer.Option(envvar=_env("THREADS"), help="torch CPU threads (per torchrun process)")
     ] = 2,
@@ -530,6 +545,7 @@ def main(
         "hard_negatives": hard_negatives,
         "twins": twins,
         "binding_size": binding_size,
+        "reword": reword,
     }
     settings = {**RECIPES[recipe], **{k: v for k, v in given.items() if v is not None}}
     if settings.get("loss", "clip") not in ("clip", "filip", "both"):

@@ -26,10 +26,16 @@ class ImageTowerConfig:
     # 2021, "Early convolutions help transformers see better"): on small data trained from
     # scratch it learns shapes that the linear patch map does not. Needs a power-of-2 patch_size.
     stem: str = "patch"
+    # How patch tokens become the pooled embedding. "mean": their average (every background patch
+    # weighs as much as an object's). "attn": a learned query attends over the tokens (SigLIP's
+    # MAP head, Zhai et al. 2023), so a few object patches can carry the whole embedding.
+    pool: str = "mean"
 
     def __post_init__(self) -> None:
         if self.stem not in ("patch", "conv"):
             raise ValueError(f"stem must be 'patch' or 'conv', got {self.stem!r}")
+        if self.pool not in ("mean", "attn"):
+            raise ValueError(f"pool must be 'mean' or 'attn', got {self.pool!r}")
         if self.stem == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
             raise ValueError(
                 f"a conv stem needs a power-of-2 patch_size >= 2, got {self.patch_size}"

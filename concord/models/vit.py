@@ -53,8 +53,26 @@ def conv_stem(width: int, patch_size: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class AttentionPool(nn.Module):
+    """Multihead attention pooling (SigLIP's MAP head): one learned query attends over the
+    tokens, then a residual MLP; returns (B, width)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.probe = nn.Parameter(torch.zeros(1, 1, width))
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.norm = nn.LayerNorm(width)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        x = self.attn(self.probe.expand(len(tokens), -1, -1), tokens, tokens, need_weights=False)[0]
+        return (x + self.mlp(self.norm(x)))[:, 0]
+
+
 class ImageTower(nn.Module):
-    """ViT over non-overlapping patches; pooled = mean of the final (normed) patch tokens."""
+    """ViT over non-overlapping patches; pooled = mean of the final (normed) patch tokens, or
+    their attention pooling (`cfg.pool == "attn"`)."""
 
     def __init__(self, cfg: ImageTowerConfig) -> None:
         super().__init__()
@@ -69,10 +87,15 @@ class ImageTower(nn.Module):
             Block(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)
         )
         self.norm = nn.LayerNorm(cfg.width)
+        self.pool = (
+            AttentionPool(cfg.width, cfg.heads, cfg.mlp_ratio) if cfg.pool == "attn" else None
+        )
         self._init_weights()
 
     def _init_weights(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.pool is not None:
+            nn.init.trunc_normal_(self.pool.probe, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear | nn.Conv2d):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -95,4 +118,5 @@ class ImageTower(nn.Module):
         for block in self.blocks:
             x = block(x)
         tokens = self.norm(x)
-        return tokens.mean(dim=1), tokens
+        pooled = tokens.mean(dim=1) if self.pool is None else self.pool(tokens)
+        return pooled, tokens

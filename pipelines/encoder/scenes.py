@@ -20,6 +20,7 @@ from pipelines.data.scene import Scene, compute_relations, held_out_combos, jitt
 from pipelines.data.store import read_jsonl
 from pipelines.data.vocab import COLOURS
 from pipelines.encoder.data import ImageTextSet, load_pixels
+from pipelines.encoder.paraphrase import Rewording
 
 TWIN_KINDS = ("colour swap", "shape swap", "mirror")
 
@@ -92,13 +93,19 @@ def swap_foils(draft: Draft, scene: Scene) -> list[str]:
     return out
 
 
-def caption_pool(scene: Scene, rng: np.random.Generator, rounds: int) -> list[CaptionWithFoils]:
-    """`rounds` drafts of every caption style, each with its one-word foils and swap foils."""
+def caption_pool(
+    scene: Scene, rng: np.random.Generator, rounds: int, reword: float = 0.0
+) -> list[CaptionWithFoils]:
+    """`rounds` drafts of every caption style, each with its one-word foils and swap foils; a
+    `reword` share of them reworded (synonyms, word order, frames), foils alike."""
     pool = []
     for _ in range(rounds):
         for draft in draft_captions(scene, rng):
             text = draft.render().text
             foils = [v.text for v in make_variants(draft, scene, rng)] + swap_foils(draft, scene)
+            if reword and rng.uniform() < reword:
+                rewording = Rewording.draw(rng)
+                text, foils = rewording.apply(text), [rewording.apply(f) for f in foils]
             pool.append(CaptionWithFoils(text, tuple(dict.fromkeys(f for f in foils if f != text))))
     return pool
 
@@ -150,6 +157,7 @@ def build_training_set(
     rounds: int = 2,
     twins: bool = True,
     limit: int = 0,
+    reword: float = 0.0,
 ) -> SceneTrainingSet:
     """The recipe's training set.
 
@@ -159,6 +167,7 @@ def build_training_set(
         rounds: caption drafts per style and image (5 styles: 5 * rounds captions per image).
         twins: render a twin for every train scene that has one.
         limit: only the first `limit` retrieval train images (0: all).
+        reword: share of captions reworded with training-only synonyms and frames (paraphrase).
     """
     rng = np.random.default_rng([seed, 15])
     held = held_out_combos(_manifest_seed(retrieval_root))
@@ -186,7 +195,7 @@ def build_training_set(
             groups.append((start + 2 * k, start + 2 * k + 1))
         rels = [x for r in pairs for x in (r["image_a"], r["image_b"])]
         pixels.append(load_pixels(binding_root, rels, image_size))
-    pools = tuple(tuple(caption_pool(s, rng, rounds)) for s in all_scenes)
+    pools = tuple(tuple(caption_pool(s, rng, rounds, reword)) for s in all_scenes)
     return SceneTrainingSet(torch.cat(pixels), pools, tuple(groups))
 
 

@@ -79,6 +79,8 @@ def test_config_rejects_bad_values() -> None:
         ImageTowerConfig(stem="resnet")
     with pytest.raises(ValueError, match="power-of-2 patch_size"):
         ImageTowerConfig(image_size=60, patch_size=6, stem="conv")
+    with pytest.raises(ValueError, match="pool"):
+        ImageTowerConfig(pool="max")
 
 
 def test_conv_stem_keeps_the_patch_grid_and_sees_local_shape() -> None:
@@ -100,6 +102,33 @@ def test_conv_stem_keeps_the_patch_grid_and_sees_local_shape() -> None:
         changed_plain = (plain.patch_embed(y) - plain.patch_embed(x)).abs().sum(1)[0]
     assert changed_plain[0].max() == 0  # patch row 0 ignores pixels of patch row 1
     assert changed_conv[0].max() > 0  # 3x3 receptive fields cross the border
+
+
+def test_attention_pool_can_weigh_one_patch_and_round_trips() -> None:
+    """With `pool="attn"` the pooled embedding is not the tokens' mean: a learned query can put
+    its weight on a few patches (an object) instead of averaging in the background. The config
+    round-trips, and a mean-pooled config (every checkpoint before the option) is unchanged."""
+    from concord.models.vit import ImageTower
+
+    torch.manual_seed(0)
+    cfg = TINY.replace(image={"pool": "attn"})
+    assert EncoderConfig.from_dict(cfg.to_dict()) == cfg
+    assert not any(k.startswith("pool.") for k in ImageTower(TINY.image).state_dict())
+    tower = ImageTower(cfg.image).eval()
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        pooled, tokens = tower(x)
+        assert pooled.shape == (3, 32) and tokens.shape == (3, 16, 32)
+        assert not torch.allclose(pooled, tokens.mean(dim=1), atol=1e-3)
+        # Orthonormal tokens, identity query/key maps, the probe along token 5: the weight
+        # goes to token 5 (in the head that sees it) instead of 1/16 each.
+        attn = tower.pool.attn
+        attn.in_proj_weight[:64].copy_(torch.eye(32).repeat(2, 1))
+        attn.in_proj_bias[:64].zero_()
+        units = torch.eye(16, 32)[None]
+        tower.pool.probe.copy_(20.0 * units[:, 5:6])
+        weights = attn(tower.pool.probe, units, units, need_weights=True)[1][0, 0]
+    assert int(weights.argmax()) == 5 and float(weights[5]) > 0.4
 
 
 def test_encode_shapes_and_normalisation() -> None:
