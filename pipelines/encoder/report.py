@@ -132,7 +132,6 @@ def build(cfg: ReportConfig) -> tuple[list[MetricRow], str]:
         first[RECIPE],
         roots["retrieval"],
         sets.test,
-        TextStateCache(),
         XbtRunConfig(pairs=cfg.xbt_pairs, seed=cfg.data_seed),
     )
     rows += xbt_rows

@@ -35,17 +35,22 @@ from pipelines.data.scene import Scene
 from pipelines.data.store import Manifest, read_jsonl
 from pipelines.encoder.data import load_retrieval
 from pipelines.encoder.embed import embed_images, embed_texts
-from pipelines.encoder.evaluate import Retrieval
 from pipelines.encoder.scenes import caption_pool
 from pipelines.encoder.xbt import (
+    BACKFILL,
+    DIRECTIONS,
+    MIN_GAIN,
+    OLD_OLD,
     CompatibleProjection,
     Spaces,
     XbtConfig,
     XbtResult,
+    backfill_share,
     evaluate_mapping,
     evaluate_upgrade,
     make_projection,
     procrustes,
+    retrieval_rows,
     train_pair_stage,
     train_text_stage,
 )
@@ -53,16 +58,11 @@ from pipelines.evaluate.report import MetricRow, mean_over_seeds, write_report
 
 Encoder = tuple[DualEncoder, TextTokenizer]
 
-OLD_OLD, BACKFILL = "old->old", "new->new (full backfill)"
 PROCRUSTES = "Procrustes on text (training-free)"
 R1, R5 = "R@1", "R@5"
 SHARE = "share of backfill R@1 gain"
 COMPAT = "compatible (new->old R@1 > old->old)"
-DIRECTIONS = (("t2i", "text_to_image"), ("i2t", "image_to_text"))
 GOAL = "new->old above old->old, at least half of the backfill gain"
-# A backfill R@1 gain below this (4 of a 200-image gallery's queries) leaves no gain to share out:
-# a share of it would divide by noise (measured: a -0.005 i2t "gain" gave shares of -5 to 41).
-MIN_GAIN = 0.02
 MAX_DRAFT_ROUNDS = 20  # caption_pool passes over the train scenes before giving up on the target
 
 
@@ -202,25 +202,6 @@ def choose_pairs(emb: Embedded, n: int, seed: int) -> tuple[Spaces, Spaces]:
     img, cap = torch.as_tensor(order[:n]), torch.as_tensor(caption[:n])
     image = Spaces(emb.train_image.old[img], emb.train_image.new[img])
     return image, Spaces(emb.train_caption.old[cap], emb.train_caption.new[cap])
-
-
-def retrieval_rows(r: Retrieval, method: str, baseline: str | None) -> list[MetricRow]:
-    out = []
-    for short, attr in DIRECTIONS:
-        res = getattr(r, attr)
-        out += [
-            MetricRow(R1, f"test {short}", method, res.r1, baseline),
-            MetricRow(R5, f"test {short}", method, res.r5, baseline),
-        ]
-    return out
-
-
-def backfill_share(res: XbtResult, attr: str) -> float:
-    """The part of the backfill's R@1 gain over old->old that new->old recovers (nan where the
-    backfill gains less than MIN_GAIN: then there is no gain to recover in that direction)."""
-    gain = getattr(res.new_new, attr).r1 - getattr(res.old_old, attr).r1
-    got = getattr(res.new_old, attr).r1 - getattr(res.old_old, attr).r1
-    return got / gain if gain >= MIN_GAIN else float("nan")
 
 
 def upgrade_rows(res: XbtResult, method: str) -> list[MetricRow]:
