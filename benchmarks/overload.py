@@ -17,6 +17,7 @@ reports/bench_overload.md and .json.
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import time
 from collections import Counter
@@ -32,7 +33,7 @@ from benchmarks.harness import pct, serve
 from concord.checkpoints import build_encoder, save_encoder
 from concord.models.config import load_config
 from concord.proto.v1 import encoder_pb2, encoder_pb2_grpc
-from pipelines.evaluate.report import MetricRow, write_report
+from pipelines.evaluate.report import MetricRow, mean_over_seeds, write_report
 
 app = typer.Typer(add_completion=False)
 
@@ -110,7 +111,9 @@ async def _overload(address: str, rate: float, deadline: float, seconds: float) 
     return phase
 
 
-def _rows(label: str, phase: Phase, capacity: float, seconds: float, load: float) -> list[MetricRow]:
+def _rows(
+    label: str, phase: Phase, capacity: float, seconds: float, load: float
+) -> list[MetricRow]:
     total = sum(phase.outcomes.values())
     goodput = phase.outcomes["ok"] / seconds
     p99 = pct(np.asarray(phase.answered), 99) if phase.answered else float("nan")
@@ -136,33 +139,47 @@ def main(
     deadline: Annotated[float, typer.Option(help="seconds each caller waits")] = 2.0,
     seconds: Annotated[float, typer.Option(help="length of each overload phase")] = 20.0,
     clients: Annotated[int, typer.Option(help="callers that measure capacity")] = 32,
+    rounds: Annotated[
+        int, typer.Option(help="FIFO/admission pairs, alternated; rows are their mean and std")
+    ] = 3,
     out: Annotated[Path, typer.Option(help="report directory")] = Path("reports"),
 ) -> None:
-    rows: list[MetricRow] = []
+    per_round: list[list[MetricRow]] = []
     notes = []
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         model = home / "encoder"
         save_encoder(*build_encoder(load_config("tiny")), model)
-        for label, admission in ((BASELINE, "false"), (ADMISSION, "true")):
-            env = {"CONCORD_ENCODER_MODEL": str(model),
-                   "CONCORD_BATCHING__DEADLINE_ADMISSION": admission}
-            with serve(["encoder"], home, **env) as served:
-                address = served.address("encoder")
-                capacity = asyncio.run(_capacity(address, clients, 5.0))
-                phase = asyncio.run(_overload(address, load * capacity, deadline, seconds))
-            rows += _rows(label, phase, capacity, seconds, load)
-            rows.append(MetricRow("capacity (texts/s)", "closed loop", label, capacity))
-            notes.append(
-                f"{label}: capacity {capacity:.0f} texts/s; {sum(phase.outcomes.values())} calls"
-                f" at {load * capacity:.0f}/s; outcomes {dict(phase.outcomes)}."
-            )
+        for k in range(rounds):
+            rows: list[MetricRow] = []
+            for label, admission in ((BASELINE, "false"), (ADMISSION, "true")):
+                env = {
+                    "CONCORD_ENCODER_MODEL": str(model),
+                    "CONCORD_BATCHING__DEADLINE_ADMISSION": admission,
+                }
+                with serve(["encoder"], home, **env) as served:
+                    address = served.address("encoder")
+                    capacity = asyncio.run(_capacity(address, clients, 5.0))
+                    phase = asyncio.run(_overload(address, load * capacity, deadline, seconds))
+                rows += _rows(label, phase, capacity, seconds, load)
+                rows.append(MetricRow("capacity (texts/s)", "closed loop", label, capacity))
+                good = phase.outcomes["ok"] / seconds / capacity
+                notes.append(
+                    f"round {k + 1}, {label}: capacity {capacity:.0f} texts/s;"
+                    f" {sum(phase.outcomes.values())} calls at {load * capacity:.0f}/s;"
+                    f" goodput/capacity {good:.2f}; outcomes {dict(phase.outcomes)};"
+                    f" load average {os.getloadavg()[0]:.1f}."
+                )
+            per_round.append(rows)
+    rows = mean_over_seeds(per_round)
     text = (
         f"Each phase: the encoder (tiny, random weights) in its own process, callers arriving"
         f" open-loop at {load:g} x its capacity measured just before, for {seconds:g} s, each"
         f" with a {deadline:g} s deadline; the same run measures the FIFO baseline"
-        f" (CONCORD_BATCHING__DEADLINE_ADMISSION=false). Goal (issue 18): goodput >= 0.8 x"
-        f" capacity, answered p99 within the deadline.\n\n" + "\n".join(f"- {n}" for n in notes)
+        f" (CONCORD_BATCHING__DEADLINE_ADMISSION=false), alternating with admission for"
+        f" {rounds} round(s); with several rounds each row is their mean ± std. Goal (issue 18):"
+        f" goodput >= 0.8 x capacity, answered p99 within the deadline.\n\n"
+        + "\n".join(f"- {n}" for n in notes)
     )
     files = write_report("bench_overload", rows, out, title="Overload with deadlines", notes=text)
     typer.echo(f"wrote {files.markdown}")

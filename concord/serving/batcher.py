@@ -7,7 +7,8 @@ raises ResourceExhausted at once (load shedding) instead of letting latency grow
 
 Deadline-aware admission: the interceptor puts each call's deadline in `CALL_DEADLINE`; an
 item whose deadline falls before the queue ahead of it can be served (estimated from the
-measured time per batch) is refused at submit with DeadlineExceeded, and an item whose
+measured time per batch, plus the measured lag from a result to its caller taking it up) is
+refused at submit with DeadlineExceeded, and an item whose
 deadline passed while it waited is dropped before the model call. Under overload the
 model's time then goes to callers who will still be there for the answer (goodput), not to
 a FIFO of callers who already gave up.
@@ -48,6 +49,7 @@ class _Pending(Generic[In, Out]):
     item: In
     future: asyncio.Future[Out]
     deadline: float | None = None  # time.monotonic()
+    resolved_at: float = 0.0  # time.monotonic() the result was set
 
 
 class DynamicBatcher(Generic[In, Out]):
@@ -84,6 +86,10 @@ class DynamicBatcher(Generic[In, Out]):
         self._task: asyncio.Task[None] | None = None
         self.batch_sizes: list[int] = []  # sizes of the calls made, for tests and benchmarks
         self.batch_seconds: float | None = None  # running estimate of one model call
+        # Running estimate of the lag from a result being set to its caller resuming. Under
+        # overload the event loop is busy taking and refusing other calls, and this lag grows to
+        # a good part of a deadline; admission that left it out admitted calls that then expired.
+        self.resume_seconds = 0.0
         self.expired = 0  # items dropped because their deadline passed while queued
         self._busy_since: float | None = None  # time.monotonic() the running model call began
 
@@ -106,27 +112,33 @@ class DynamicBatcher(Generic[In, Out]):
                     f" of queued work ({self._queue.qsize()} items) is ahead of this call"
                 )
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
+        pending = _Pending(item, future, deadline)
         try:
-            self._queue.put_nowait(_Pending(item, future, deadline))
+            self._queue.put_nowait(pending)
         except asyncio.QueueFull:
             metrics.SHED.labels(self.name).inc()
             raise ResourceExhausted(
                 f"{self.name} is overloaded ({self._queue.maxsize} items queued); retry later"
             ) from None
         metrics.QUEUE_DEPTH.labels(self.name).set(self._queue.qsize())
-        return await future
+        result = await future
+        if pending.resolved_at:
+            lag = time.monotonic() - pending.resolved_at
+            self.resume_seconds = (1 - EWMA_WEIGHT) * self.resume_seconds + EWMA_WEIGHT * lag
+        return result
 
     def expected_wait(self) -> float:
         """Seconds a new item would wait for its result: what is left of the model call
         running now, the batches queued ahead of it and its own, at the measured time per
-        batch (0 before the first batch is measured)."""
+        batch, and the measured lag before a caller takes its result up (0 before the first
+        batch is measured)."""
         if self.batch_seconds is None:
             return 0.0
         running = 0.0
         if self._busy_since is not None:
             running = max(0.0, self.batch_seconds - (time.monotonic() - self._busy_since))
         batches_ahead = self._queue.qsize() // self.max_batch_size + 1
-        return running + batches_ahead * self.batch_seconds
+        return running + batches_ahead * self.batch_seconds + self.resume_seconds
 
     async def submit_many(self, items: Sequence[In]) -> list[Out]:
         """Submit several items (e.g. one request's batch); results keep their order."""
@@ -168,7 +180,7 @@ class DynamicBatcher(Generic[In, Out]):
         metrics.QUEUE_DEPTH.labels(self.name).set(self._queue.qsize())
         # Callers that gave up (deadline, cancellation) are not worth model time, nor are those
         # whose deadline passes before this batch can finish.
-        finish = time.monotonic() + (self.batch_seconds or 0.0)
+        finish = time.monotonic() + (self.batch_seconds or 0.0) + self.resume_seconds
         live = []
         for p in batch:
             if p.future.done():
@@ -211,9 +223,11 @@ class DynamicBatcher(Generic[In, Out]):
             return
         finally:
             self._busy_since = None
-        self._measured(time.monotonic() - started)
+        done = time.monotonic()
+        self._measured(done - started)
         for pending, output in zip(batch, outputs, strict=True):
             if not pending.future.done():
+                pending.resolved_at = done
                 pending.future.set_result(output)
 
     def _measured(self, seconds: float) -> None:

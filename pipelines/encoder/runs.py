@@ -29,7 +29,7 @@ RECIPE, BASELINE = "Concord recipe", "captions only"
 MATCHED = (
     "preset", "loss", "unfrozen_layers", "embed_dim", "hard_negatives", "foil_weight", "twins",
     "caption_rounds", "epochs", "batch_size", "lr", "text_lr", "weight_decay", "seed",
-    "train_limit", "data", "binding",
+    "train_limit", "data", "binding", "reword",
 )  # fmt: skip
 
 
@@ -48,7 +48,11 @@ VARIANTS = (
     Variant(RECIPE, "concord", {}),
     # The same model, optimiser and epochs on the dataset's own captions: no foils, no twins, no
     # binding pairs. What the recipe's hard negatives buy is the difference.
-    Variant(BASELINE, "captions", {"hard_negatives": 0, "twins": False, "binding_size": ""}),
+    Variant(
+        BASELINE,
+        "captions",
+        {"hard_negatives": 0, "twins": False, "binding_size": "", "reword": 0.0},
+    ),
 )
 
 

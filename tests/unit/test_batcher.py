@@ -198,6 +198,40 @@ async def test_the_wait_estimate_counts_the_model_call_already_running() -> None
         assert 1.5 < batcher.expected_wait() <= 2.0
         gate.set()
         assert await running == 1
-        assert batcher.expected_wait() == pytest.approx(batcher.batch_seconds)
+        assert batcher.expected_wait() == pytest.approx(
+            batcher.batch_seconds + batcher.resume_seconds
+        )
+    finally:
+        await batcher.stop()
+
+
+async def test_the_wait_estimate_counts_the_lag_before_callers_resume() -> None:
+    """Under overload the event loop is busy (taking and refusing other calls), so a caller
+    resumes well after its result is set. The batcher measures that lag and adds it to the
+    wait estimate: on the model call alone, admitted calls expired."""
+    import time
+
+    stop = asyncio.Event()
+
+    async def busy_loop() -> None:  # other calls' work on the event loop: 20 ms at a time
+        while not stop.is_set():
+            time.sleep(0.02)
+            await asyncio.sleep(0)
+
+    batcher = DynamicBatcher(_double, name="t-resume", max_batch_size=2, max_queue=1000)
+    batcher.start()
+    try:
+        assert await asyncio.gather(*(batcher.submit(i) for i in range(20))) == [
+            2 * i for i in range(20)
+        ]
+        quiet = batcher.resume_seconds
+        hog = asyncio.create_task(busy_loop())
+        await asyncio.gather(*(batcher.submit(i) for i in range(40)))
+        stop.set()
+        await hog
+        assert quiet < 0.005 < batcher.resume_seconds  # the loop's 20 ms slices were counted
+        assert batcher.batch_seconds is not None
+        wait = batcher.expected_wait()
+        assert wait == pytest.approx(batcher.batch_seconds + batcher.resume_seconds)
     finally:
         await batcher.stop()
