@@ -231,7 +231,14 @@ def notes(
         f"The shared `concord-encoder` recipe (`python -m pipelines.train_encoder --recipe "
         f"{cfg.recipe}`: preset `{recipe['preset']}`, loss `{recipe['loss']}`, MiniLM top "
         f"{recipe['unfrozen_layers']} layer(s) trained, {recipe['hard_negatives']} NegCLIP foils "
-        f"per caption, a rendered twin per scene, the binding train pairs; {epochs} epochs, "
+        f"per caption, a rendered twin per scene, the binding train pairs"
+        + (
+            f", {recipe['reword']:.0%} of captions reworded (training-only synonyms and frames, "
+            "`pipelines/encoder/paraphrase.py`)"
+            if recipe.get("reword")
+            else ""
+        )
+        + f"; {epochs} epochs, "
         f"batch {recipe['batch_size']}) against the **captions-only baseline** (the same model, "
         "optimiser and epochs on the dataset's own captions: no foils, twins or binding pairs). "
         f"Training seeds {seeds}; every value is the mean over the seeds ± their standard "
@@ -244,7 +251,8 @@ def notes(
         "(each caption's hard negative is in it); `pair accuracy` is the two-way choice within a "
         "pair. `test_unseen_wording` holds the test images with captions in frames the training "
         "grammar never uses (synonyms, relative clauses, noun-first lists, free sentences; "
-        "`pipelines/encoder/wording.py`). FILIP scoring ranks t2i by the mean over caption "
+        "`pipelines/encoder/wording.py`); `test_unseen_wording[frame]` is one frame alone. "
+        "FILIP scoring ranks t2i by the mean over caption "
         "tokens of the best patch, i2t by the mean over patches of the best caption token.",
         "",
         "### Goals",

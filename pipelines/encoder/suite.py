@@ -23,6 +23,7 @@ from pipelines.encoder.evaluate import (
     retrieval,
     zero_shot_accuracy,
 )
+from pipelines.encoder.wording import FRAMES
 from pipelines.evaluate.report import MetricRow
 
 KS = (1, 5, 10)
@@ -128,6 +129,8 @@ def evaluate_model(
             scorers.append((fname, filip_baseline or name, filip_scores(text, image)))
         for method, base, scores in scorers:
             rows += retrieval_rows(retrieval(scores, owner), split, method, base)
+            if split == "test_unseen_wording":
+                rows += frame_rows(scores, owner, data, method)
             if split == "binding":
                 t2i, i2t = binding_pair_accuracy(scores)
                 pb = CHANCE if base == baseline and method == name else base
@@ -138,6 +141,23 @@ def evaluate_model(
     if digits and sets.digits is not None:
         rows += digits_rows(model, tokenizer, sets.digits, name, use_cache)
     return rows
+
+
+def frame_rows(
+    scores: Scores, owner: np.ndarray, data: ImageTextSet, method: str
+) -> list[MetricRow]:
+    """R@1 t2i of each unseen-wording frame alone (an image's k-th caption is frame k), so a
+    frame the model cannot read shows instead of being averaged in."""
+    if any(len(c) != len(FRAMES) for c in data.captions):
+        return []  # not laid out one caption per frame
+    t = np.asarray(scores.text_to_image)
+    hit = t.argmax(axis=1) == owner
+    return [
+        MetricRow(
+            "R@1", f"test_unseen_wording[{frame}] t2i", method, float(hit[k :: len(FRAMES)].mean())
+        )
+        for k, frame in enumerate(FRAMES)
+    ]
 
 
 def digits_rows(

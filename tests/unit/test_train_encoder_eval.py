@@ -16,7 +16,7 @@ from pipelines.encoder.evaluate import (
     retrieval,
     zero_shot_accuracy,
 )
-from pipelines.encoder.suite import _chance_r
+from pipelines.encoder.suite import _chance_r, frame_rows
 
 
 def _enc(tokens: torch.Tensor, mask: torch.Tensor | None = None) -> Encoded:
@@ -80,3 +80,27 @@ def test_chance_recall_is_analytic() -> None:
     assert _chance_r(1, 10, 1) == pytest.approx(0.1)
     assert _chance_r(1, 10, 5) == pytest.approx(0.5)
     assert _chance_r(10, 10, 1) == pytest.approx(1.0)
+
+
+def test_frame_rows_score_each_unseen_frame_alone() -> None:
+    """The k-th caption of every image is frame k: a frame the model cannot read shows on its
+    own row instead of being averaged in with the frames it reads."""
+    from pipelines.encoder.data import ImageTextSet
+    from pipelines.encoder.evaluate import Scores
+    from pipelines.encoder.wording import FRAMES
+
+    n, f = 3, len(FRAMES)
+    data = ImageTextSet(
+        ("a", "b", "c"), torch.zeros(n, 3, 4, 4), tuple(("x",) * f for _ in range(n))
+    )
+    owner = np.repeat(np.arange(n), f)
+    t2i = np.eye(n)[owner]  # every caption finds its image ...
+    t2i[f * np.arange(n)] = np.eye(n)[(np.arange(n) + 1) % n]  # ... except frame 0's
+    rows = frame_rows(Scores(t2i, t2i), owner, data, "m")
+    got = {r.split: r.value for r in rows}
+    assert got == {
+        f"test_unseen_wording[{frame}] t2i": (0.0 if k == 0 else 1.0)
+        for k, frame in enumerate(FRAMES)
+    }
+    short = ImageTextSet(("a",), torch.zeros(1, 3, 4, 4), (("x",),))
+    assert frame_rows(Scores(np.eye(1), np.eye(1)), np.zeros(1, int), short, "m") == []
