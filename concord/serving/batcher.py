@@ -123,8 +123,7 @@ class DynamicBatcher(Generic[In, Out]):
         metrics.QUEUE_DEPTH.labels(self.name).set(self._queue.qsize())
         result = await future
         if pending.resolved_at:
-            lag = time.monotonic() - pending.resolved_at
-            self.resume_seconds = (1 - EWMA_WEIGHT) * self.resume_seconds + EWMA_WEIGHT * lag
+            self.resume_seconds = _ewma(self.resume_seconds, time.monotonic() - pending.resolved_at)
         return result
 
     def expected_wait(self) -> float:
@@ -224,17 +223,11 @@ class DynamicBatcher(Generic[In, Out]):
         finally:
             self._busy_since = None
         done = time.monotonic()
-        self._measured(done - started)
+        self.batch_seconds = _ewma(self.batch_seconds, done - started)
         for pending, output in zip(batch, outputs, strict=True):
             if not pending.future.done():
                 pending.resolved_at = done
                 pending.future.set_result(output)
-
-    def _measured(self, seconds: float) -> None:
-        previous = self.batch_seconds
-        self.batch_seconds = (
-            seconds if previous is None else (1 - EWMA_WEIGHT) * previous + EWMA_WEIGHT * seconds
-        )
 
     async def _call(self, items: list[In]) -> Sequence[Out]:
         if asyncio.iscoroutinefunction(self._fn):
@@ -248,3 +241,8 @@ class DynamicBatcher(Generic[In, Out]):
         for pending in batch:
             if not pending.future.done():
                 pending.future.set_exception(err)
+
+
+def _ewma(previous: float | None, value: float) -> float:
+    """The running estimate after one more measurement (the first one stands alone)."""
+    return value if previous is None else (1 - EWMA_WEIGHT) * previous + EWMA_WEIGHT * value

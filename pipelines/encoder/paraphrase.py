@@ -99,12 +99,11 @@ class Rewording:
         word = self.shapes.get(singular, singular)
         noun_said = word + "s" if plural else word
         colour_said = self.colours.get(colour, colour)
+        indefinite = det.lower() in ("a ", "an ")  # its article follows the new first word
         if self.postposed is None:
             phrase = f"{colour_said} {noun_said}"
-            if det.lower() in ("a ", "an "):
-                return f"{article(phrase)} {phrase}"
-            return f"{det}{phrase}"
-        if det.lower() in ("a ", "an "):
+            return f"{article(phrase)} {phrase}" if indefinite else f"{det}{phrase}"
+        if indefinite:
             det = article(noun_said) + " "
         said = self.postposed.format(det=det, noun=noun_said, colour=colour_said)
         return said.replace(" that is ", " that are ") if plural else said

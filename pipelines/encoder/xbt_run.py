@@ -3,6 +3,7 @@ and the new model, fit psi three ways (text only, text then pairs, pairs only) a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 from pipelines.encoder.data import ImageTextSet, load_retrieval
 from pipelines.encoder.xbt import (
     BACKFILL,
+    DIRECTIONS,
     OLD_OLD,
     XbtConfig,
     XbtResult,
@@ -21,7 +23,7 @@ from pipelines.encoder.xbt import (
     train_pair_stage,
     train_text_stage,
 )
-from pipelines.encoder.xbt_study import embed_image_spaces, embed_text_spaces
+from pipelines.encoder.xbt_study import SHARE, embed_image_spaces, embed_text_spaces
 from pipelines.evaluate.report import MetricRow
 from pipelines.train_encoder import TrainResult
 
@@ -37,13 +39,8 @@ class XbtRunConfig:
 
 def _share_rows(res: XbtResult, method: str) -> list[MetricRow]:
     return [
-        MetricRow(
-            f"{PREFIX}share of backfill R@1 gain",
-            f"test {short}",
-            method,
-            backfill_share(res, attr),
-        )
-        for short, attr in (("t2i", "text_to_image"), ("i2t", "image_to_text"))
+        MetricRow(f"{PREFIX}{SHARE}", f"test {short}", method, backfill_share(res, attr))
+        for short, attr in DIRECTIONS
     ]
 
 
@@ -94,11 +91,12 @@ def run_xbt(
         f"XBT text + {n} pairs: new->old",
         f"psi on {n} pairs only",
     )
+    upgrades = ((res_pairs, m_pairs), (res_text, m_text), (res_both, m_both))
     rows = retrieval_rows(res_text.old_old, OLD_OLD, None, PREFIX)
     rows += retrieval_rows(res_text.new_new, BACKFILL, OLD_OLD, PREFIX)
-    for res, m in ((res_pairs, m_pairs), (res_text, m_text), (res_both, m_both)):
+    for res, m in upgrades:
         rows += retrieval_rows(res.new_old, m, OLD_OLD, PREFIX)
-    for res, m in ((res_pairs, m_pairs), (res_text, m_text), (res_both, m_both)):
+    for res, m in upgrades:
         rows += _share_rows(res, m)
     oo, nn, xb = res_both.old_old, res_both.new_new, res_both.new_old
     ok = xb.text_to_image.r1 > oo.text_to_image.r1 and xb.image_to_text.r1 > oo.image_to_text.r1
@@ -107,7 +105,7 @@ def run_xbt(
         f"- XBT compatibility (new->old R@1 above old->old in both directions; text+pairs psi): "
         f"t2i {xb.text_to_image.r1:.3f} vs {oo.text_to_image.r1:.3f}, i2t {xb.image_to_text.r1:.3f} vs "
         f"{oo.image_to_text.r1:.3f}: {'**holds**' if ok else '**does not hold**'}; "
-        f"it recovers {'n/a (no gain)' if share != share else f'{share:.0%}'} of "
+        f"it recovers {'n/a (no gain)' if math.isnan(share) else f'{share:.0%}'} of "
         f"the backfill's t2i R@1 gain (backfill {nn.text_to_image.r1:.3f}). Text corpus: {len(corpus)} train "
         f"captions; {n} image pairs."
     )
