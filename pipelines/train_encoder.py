@@ -507,6 +507,8 @@ def main(
         float | None,
         typer.Option(
             envvar=_env("REWORD"),
+            min=0.0,
+            max=1.0,
             help="share of drafted captions reworded with training-only synonyms and frames",
         ),
     ] = None,

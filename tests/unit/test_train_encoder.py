@@ -121,3 +121,5 @@ def test_cli_rejects_bad_target_and_loss() -> None:
     runner = CliRunner()
     assert runner.invoke(app, ["--on", "kubernetes"]).exit_code != 0
     assert runner.invoke(app, ["--loss", "hinge"]).exit_code != 0
+    bad_share = runner.invoke(app, ["--reword", "1.5"])  # a share of captions: 0 to 1
+    assert bad_share.exit_code == 2 and "--reword" in bad_share.output
