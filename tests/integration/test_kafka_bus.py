@@ -287,9 +287,16 @@ def test_a_member_whose_join_never_ends_is_replaced_and_nothing_is_lost(bus: Kaf
         bus.publish(topic, f"k{i}", ingest_event(i))
     bus.flush(timeout=30)
     wait_until(lambda: len(set(rec.ids())) == 5, "the first 5 records")
-    # As if a rebalance had revoked everything long ago and no assignment had followed.
-    c._joining_since = time.monotonic() - c.join_stuck_seconds - 1
-    wait_until(lambda: c.rejoins == 1, "the replacement member")
+
+    def stuck_then_replaced() -> bool:
+        # As if a rebalance had revoked everything long ago and no assignment had followed.
+        # Marked again whenever a join round that was still settling ends (its assignment clears
+        # the mark); never once the member is being replaced (its new join sets its own time).
+        if c.rejoins == 0 and c._joining_since is None:
+            c._joining_since = time.monotonic() - c.join_stuck_seconds - 1
+        return c.rejoins == 1
+
+    wait_until(stuck_then_replaced, "the replacement member")
     for i in range(5, 10):
         bus.publish(topic, f"k{i}", ingest_event(i))
     bus.flush(timeout=30)
