@@ -53,6 +53,31 @@ def conv_stem(width: int, patch_size: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _conv_gelu(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(1, cout), nn.GELU()]
+
+
+def cnn_stem(width: int, patch_size: int) -> nn.Sequential:
+    """3x3 convolutions at full resolution, each stage ended by a 2x2 max-pool, widths doubling
+    up to `width` (two convs per stage while the maps are large, one in the last), then one more
+    3x3 conv on the patch grid: the same token grid as a patch_size patch embedding, but small
+    shapes are seen before any downsampling."""
+    layers: list[nn.Module] = []
+    cin, n = 3, patch_size.bit_length() - 1
+    for i in range(n):
+        cout = max(16, width // 2 ** (n - 1 - i))
+        convs = 2 if i < n - 1 else 1
+        for _ in range(convs):
+            layers += _conv_gelu(cin, cout)
+            cin = cout
+        layers.append(nn.MaxPool2d(2))
+    layers += _conv_gelu(cin, width)
+    return nn.Sequential(*layers)
+
+
+STEM_BUILDERS = {"conv": conv_stem, "cnn": cnn_stem}
+
+
 class AttentionPool(nn.Module):
     """Multihead attention pooling (SigLIP's MAP head): one learned query attends over the
     tokens, then a residual MLP; returns (B, width)."""
@@ -71,15 +96,16 @@ class AttentionPool(nn.Module):
 
 
 class ImageTower(nn.Module):
-    """ViT over non-overlapping patches; pooled = mean of the final (normed) patch tokens, or
-    their attention pooling (`cfg.pool == "attn"`)."""
+    """ViT over non-overlapping patches (or, with depth 0 and the "cnn" stem, a plain CNN);
+    pooled = mean, channel-wise max (`cfg.pool == "max"`) or attention pooling
+    (`cfg.pool == "attn"`) of the final (normed) tokens."""
 
     def __init__(self, cfg: ImageTowerConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.patch_embed: nn.Module = (
-            conv_stem(cfg.width, cfg.patch_size)
-            if cfg.stem == "conv"
+            STEM_BUILDERS[cfg.stem](cfg.width, cfg.patch_size)
+            if cfg.stem in STEM_BUILDERS
             else nn.Conv2d(3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         )
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches, cfg.width))
@@ -118,5 +144,7 @@ class ImageTower(nn.Module):
         for block in self.blocks:
             x = block(x)
         tokens = self.norm(x)
-        pooled = tokens.mean(dim=1) if self.pool is None else self.pool(tokens)
+        if self.pool is not None:
+            return self.pool(tokens), tokens
+        pooled = tokens.amax(dim=1) if self.cfg.pool == "max" else tokens.mean(dim=1)
         return pooled, tokens

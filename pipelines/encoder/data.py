@@ -1,5 +1,5 @@
 """Encoder training/eval data: Concord Scenes directories -> pixel tensors and captions, the
-binding pairs, the digits smoke set, and text-only grammar captions for XBT."""
+binding pairs, the objects of each scene, and text-only grammar captions for XBT."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from pipelines.data.store import Manifest, read_jsonl
+from pipelines.data.vocab import NOVEL_SHAPE
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,17 @@ class BindingPairs:
 
 
 @dataclass(frozen=True)
-class LabelledImages:
-    """Images with integer class labels (the digits smoke set)."""
+class SceneObjects:
+    """Every object of a split's scenes: which image it is in, its colour and shape, and the
+    colour-shape pairs its scene holds (a query must not name another object of the scene)."""
 
-    pixels: torch.Tensor
-    labels: np.ndarray  # (N,) int
+    image: np.ndarray  # (Q,) index into the split's images
+    colour: tuple[str, ...]
+    shape: tuple[str, ...]
+    present: tuple[frozenset[tuple[str, str]], ...]
+
+    def __len__(self) -> int:
+        return len(self.image)
 
 
 def _check(root: Path, name: str) -> Path:
@@ -114,6 +121,25 @@ def load_retrieval(root: Path, split: str, image_size: int, limit: int = 0) -> I
     )
 
 
+def load_objects(root: Path, split: str, limit: int = 0) -> SceneObjects:
+    """The objects of a `retrieval` split's scenes, in the order `load_retrieval` gives images
+    (procedural one-off "blob" shapes left out: no word names them)."""
+    recs = read_jsonl(_check(root, "retrieval") / f"{split}.jsonl")
+    recs = recs[:limit] if limit > 0 else recs
+    image, colour, shape, present = [], [], [], []
+    for i, r in enumerate(recs):
+        objs = [(o["colour"], o["shape"]) for o in r["scene"]["objects"]]
+        for c, s in objs:
+            if s != NOVEL_SHAPE:
+                image.append(i)
+                colour.append(c)
+                shape.append(s)
+                present.append(frozenset(objs))
+    return SceneObjects(
+        np.array(image, dtype=np.int64), tuple(colour), tuple(shape), tuple(present)
+    )
+
+
 def load_binding(root: Path, split: str, image_size: int, limit: int = 0) -> BindingPairs:
     """One split of a `binding` dataset directory (train | test)."""
     root = _check(root, "binding")
@@ -127,16 +153,6 @@ def load_binding(root: Path, split: str, image_size: int, limit: int = 0) -> Bin
         tuple(r["caption_a"] for r in recs),
         tuple(r["caption_b"] for r in recs),
         tuple(r["swap"] for r in recs),
-    )
-
-
-def load_digits(root: Path, split: str, image_size: int) -> LabelledImages:
-    """The scikit-learn digits set (`python -m pipelines.data make digits`)."""
-    root = _check(root, "digits")
-    recs = read_jsonl(root / f"{split}.jsonl")
-    return LabelledImages(
-        load_pixels(root, [r["image"] for r in recs], image_size),
-        np.array([r["label"] for r in recs], dtype=np.int64),
     )
 
 

@@ -1,9 +1,8 @@
 """Encoder evaluation: similarity matrices (global cosine, FILIP late interaction) -> R@1/5/10
-in both directions, attribute-binding pair accuracy, and zero-shot classification accuracy."""
+in both directions and attribute-binding pair accuracy."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,22 +76,3 @@ def binding_pair_accuracy(scores: Scores) -> tuple[float, float]:
     t2i = np.concatenate([t[a, a] > t[a, b], t[b, b] > t[b, a]])
     i2t = np.concatenate([i[a, a] > i[b, a], i[b, b] > i[a, b]])
     return float(t2i.mean()), float(i2t.mean())
-
-
-def zero_shot_accuracy(
-    image_pooled: torch.Tensor, class_prompts: Sequence[torch.Tensor], labels: np.ndarray
-) -> float:
-    """Nearest class by cosine to the averaged (renormalised) prompt embeddings of each class.
-
-    Args:
-        image_pooled: (N, E) normalised image embeddings.
-        class_prompts: per class, a (P, E) tensor of its prompt embeddings (P >= 1).
-        labels: (N,) true class index.
-    Returns:
-        Top-1 accuracy.
-    """
-    protos = torch.stack(
-        [torch.nn.functional.normalize(p.float().mean(0), dim=0) for p in class_prompts]
-    )
-    pred = (image_pooled.float() @ protos.T).argmax(1).numpy()
-    return float((pred == np.asarray(labels)).mean())

@@ -1,7 +1,7 @@
 """`python -m pipelines.encoder.report`: the shared encoder's recipe against its caption-only
 baseline, each trained with several seeds (or reused from the runs directory), measured on the
 held-out Concord Scenes test sets (in-distribution, compositional, binding pairs, unseen wording,
-digits), XBT from the baseline to the recipe, and reports/encoder.{md,json} + PNGs."""
+object recognition), XBT from the baseline to the recipe, and reports/encoder.{md,json} + PNGs."""
 
 from __future__ import annotations
 
@@ -15,12 +15,17 @@ import torch
 import typer
 from rich.console import Console
 
-from pipelines.encoder.data import ensure_dataset, load_binding, load_digits, load_retrieval
+from pipelines.encoder.data import (
+    ensure_dataset,
+    load_binding,
+    load_objects,
+    load_retrieval,
+)
 from pipelines.encoder.embed import TextStateCache
 from pipelines.encoder.runs import BASELINE, RECIPE, VARIANTS, obtain
 from pipelines.encoder.suite import (
     CHANCE,
-    MAJORITY,
+    OBJECT_QUERIES,
     EvalSets,
     chance_rows,
     evaluate_model,
@@ -40,7 +45,7 @@ class ReportConfig:
     recipe: str = "concord"  # pipelines.train_encoder.RECIPES
     epochs: int | None = None  # None: the recipe's
     data_seed: int = 0  # the datasets (train, val and every test set)
-    data_size: str = "small"  # Concord Scenes preset for retrieval / binding / digits
+    data_size: str = "small"  # Concord Scenes preset for retrieval / binding
     data_cache: Path = Path(".cache/encoder-data")
     runs_dir: Path = Path(".cache/encoder-runs")  # one directory per variant and seed (reused)
     xbt_pairs: int = 100
@@ -72,8 +77,8 @@ def _sets(cfg: ReportConfig, roots: dict[str, Path], size: int) -> EvalSets:
         load_retrieval(roots["retrieval"], "test", size),
         load_retrieval(roots["retrieval"], "test_compositional", size),
         load_binding(roots["binding"], "test", size),
-        load_digits(roots["digits"], "test", size),
         unseen_wording_set(roots["retrieval"], "test", size, cfg.data_seed),
+        load_objects(roots["retrieval"], "test"),
     )
 
 
@@ -88,7 +93,7 @@ def build(cfg: ReportConfig) -> tuple[list[MetricRow], str]:
             cfg.data_size,
             cfg.data_seed,
         )
-        for n in ("retrieval", "binding", "digits")
+        for n in ("retrieval", "binding")
     }
     times.add("data", t)
     runs: list[Run] = []
@@ -119,9 +124,7 @@ def build(cfg: ReportConfig) -> tuple[list[MetricRow], str]:
         for run in (r for r in runs if r.seed == seed):
             base = BASELINE if run.variant == RECIPE else CHANCE
             model, tokenizer = run.result.model, run.result.tokenizer
-            rows += evaluate_model(
-                model, tokenizer, sets, run.variant, baseline=base, filip=True, digits=True
-            )
+            rows += evaluate_model(model, tokenizer, sets, run.variant, baseline=base, filip=True)
         per_seed.append(rows)
     rows = chance_rows(sets) + mean_over_seeds(per_seed)
     times.add("evaluate", t)
@@ -158,6 +161,14 @@ def _ratio(a: MetricRow | None, b: MetricRow | None) -> float:
 
 def _met(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
+
+
+# Why the digits row of the issue's table is gone (it may come back with a pretrained image tower).
+DIGITS_REMOVED = (
+    "the image tower is trained from scratch on coloured shapes only and has never seen a digit "
+    "(no pretrained image tower can be loaded offline); every model scored at or below always "
+    "guessing the most frequent class (0.118 ± 0.053 for the recipe vs 0.170, stop 25)"
+)
 
 
 def goal_table(rows: list[MetricRow]) -> list[str]:
@@ -205,13 +216,14 @@ def goal_table(rows: list[MetricRow]) -> list[str]:
         f"| unseen wording R@1 t2i (x in-distribution) | {_shown(u)} ({ratio:.2f}x) | "
         f"{_shown(ub)} ({ratio_b:.2f}x) | >= 0.8x | {_met(ratio >= 0.8)} |"
     )
-    dig = get("zero-shot accuracy", "digits", f"{RECIPE}: prompt")
-    major = get("zero-shot accuracy", "digits", MAJORITY)
-    lines.append(
-        f"| digits zero-shot accuracy (majority class {value(major):.3f}) | {_shown(dig)} | "
-        f"{_shown(get('zero-shot accuracy', 'digits', f'{BASELINE}: prompt'))} | above the "
-        f"majority by a clear margin | {_met(value(dig) > value(major) + 0.05)} |"
-    )
+    for split in (name for name, _ in OBJECT_QUERIES):
+        o = get("accuracy", split, RECIPE)
+        lines.append(
+            f"| {split.removeprefix('test objects: ')} (chance "
+            f"{value(get('accuracy', split, CHANCE)):.3f}) | {_shown(o)} | "
+            f"{_shown(get('accuracy', split, BASELINE))} | (reported) | |"
+        )
+    lines.append(f"| digits zero-shot | removed | | | {DIGITS_REMOVED} |")
     return lines
 
 
@@ -335,7 +347,7 @@ def main(
         cfg.out_dir,
         data_seed=cfg.data_seed,
         title="Encoder: the shared recipe vs captions only, over seeds; binding, unseen wording, "
-        "XBT, digits zero-shot",
+        "object recognition, XBT",
         notes=text,
     )
     if cfg.tracking_uri:

@@ -1,6 +1,7 @@
 """The encoder's held-out evaluation suite: one trained model -> R@1/5/10 both directions on test,
-test_compositional and binding pairs (global and FILIP scorers), binding pair accuracy, and
-digits zero-shot accuracy, as report rows beside their baselines."""
+test_compositional and binding pairs (global and FILIP scorers), binding pair accuracy, object
+recognition (shape told the colour, colour told the shape), as report rows beside their
+baselines."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from dataclasses import dataclass
 from math import comb
 
 import numpy as np
+import torch
 
-from concord.models.dual_encoder import DualEncoder
+from concord.models.dual_encoder import DualEncoder, Encoded
 from concord.models.preprocess import TextTokenizer
-from pipelines.data.sets.real import DIGIT_WORDS
-from pipelines.encoder.data import BindingPairs, ImageTextSet, LabelledImages
+from pipelines.data.vocab import COLOURS, SHAPES, article
+from pipelines.encoder.data import BindingPairs, ImageTextSet, SceneObjects
 from pipelines.encoder.embed import TextStateCache, embed_images, embed_texts
 from pipelines.encoder.evaluate import (
     Retrieval,
@@ -21,20 +23,12 @@ from pipelines.encoder.evaluate import (
     filip_scores,
     global_scores,
     retrieval,
-    zero_shot_accuracy,
 )
 from pipelines.encoder.wording import FRAMES
 from pipelines.evaluate.report import MetricRow
 
 KS = (1, 5, 10)
 CHANCE = "chance"
-MAJORITY = "always the most frequent class"
-DIGIT_PROMPT = "a handwritten digit {word}"
-DIGIT_TEMPLATES = (
-    "a handwritten digit {word}",
-    "the number {label} written by hand",
-    "a blurry handwritten {word} on white paper",
-)
 
 
 @dataclass(frozen=True)
@@ -44,8 +38,8 @@ class EvalSets:
     test: ImageTextSet
     test_compositional: ImageTextSet
     binding: BindingPairs
-    digits: LabelledImages | None = None
     unseen_wording: ImageTextSet | None = None  # test images, captions in frames never trained on
+    objects: SceneObjects | None = None  # the test scenes' objects (`test` images, same order)
 
     def retrieval_splits(self) -> dict[str, ImageTextSet]:
         splits = {
@@ -74,12 +68,55 @@ def chance_rows(sets: EvalSets) -> list[MetricRow]:
             rows.append(MetricRow(f"R@{k}", f"{split} t2i", CHANCE, _chance_r(k, n_img, 1)))
             rows.append(MetricRow(f"R@{k}", f"{split} i2t", CHANCE, _chance_r(k, n_txt, caps)))
     rows += [MetricRow("pair accuracy", f"binding {d}", CHANCE, 0.5) for d in ("t2i", "i2t")]
-    if sets.digits is not None:
-        rows.append(MetricRow("zero-shot accuracy", "digits", CHANCE, 0.1))
-        counts = np.bincount(sets.digits.labels, minlength=10)
-        rows.append(
-            MetricRow("zero-shot accuracy", "digits", MAJORITY, float(counts.max() / counts.sum()))
-        )
+    if sets.objects is not None:
+        for name, vary in OBJECT_QUERIES:
+            cands = [
+                len(_object_candidates(sets.objects, q, vary)) for q in range(len(sets.objects))
+            ]
+            rows.append(MetricRow("accuracy", name, CHANCE, float(np.mean(1.0 / np.array(cands)))))
+    return rows
+
+
+# (row split, the attribute a query varies): "a red circle" vs "a red square", "a red star", ...
+OBJECT_QUERIES = (("test objects: shape told the colour", "shape"),
+                  ("test objects: colour told the shape", "colour"))  # fmt: skip
+
+
+def _object_candidates(objects: SceneObjects, q: int, vary: str) -> list[tuple[str, str]]:
+    """Object q's (colour, shape) and every pair differing from it in `vary` that no object of its
+    scene has (naming another object would not be wrong)."""
+    c, s = objects.colour[q], objects.shape[q]
+    pairs = [(c, x) for x in SHAPES] if vary == "shape" else [(x, s) for x in COLOURS]
+    return [p for p in pairs if p == (c, s) or p not in objects.present[q]]
+
+
+def object_rows(
+    model: DualEncoder,
+    tokenizer: TextTokenizer,
+    image: Encoded,
+    objects: SceneObjects,
+    method: str,
+    cache: TextStateCache | None = None,
+) -> list[MetricRow]:
+    """Does the model see each object's shape and colour? For every object, its image is scored
+    against "a red circle" and the same phrase with each other shape (told the colour), then
+    with each other colour (told the shape); accuracy is how often its own phrase wins.
+
+    Args:
+        image: the `test` images encoded (pooled rows in `objects.image` order of images).
+    """
+    pairs = [(c, x) for c in COLOURS for x in SHAPES]
+    text = embed_texts(model, tokenizer, [f"{article(c)} {c} {x}" for c, x in pairs], cache=cache)
+    column = {p: j for j, p in enumerate(pairs)}
+    sim = (image.pooled[torch.as_tensor(objects.image)].float() @ text.pooled.float().T).numpy()
+    rows = []
+    for name, vary in OBJECT_QUERIES:
+        hits = []
+        for q in range(len(objects)):
+            cands = _object_candidates(objects, q, vary)
+            best = cands[int(sim[q, [column[p] for p in cands]].argmax())]
+            hits.append(best == (objects.colour[q], objects.shape[q]))
+        rows.append(MetricRow("accuracy", name, method, float(np.mean(hits)), CHANCE))
     return rows
 
 
@@ -102,7 +139,6 @@ def evaluate_model(
     filip: bool = False,
     filip_baseline: str | None = None,
     cache: TextStateCache | None = None,
-    digits: bool = False,
 ) -> list[MetricRow]:
     """Rows for one model.
 
@@ -112,7 +148,6 @@ def evaluate_model(
         filip: also score with FILIP late interaction, as method `filip_name(name)`.
         filip_baseline: what the FILIP rows are compared with (default: this model's global rows).
         cache: frozen text-tower outputs (frozen models only).
-        digits: add zero-shot digits accuracy (single prompt vs template ensemble).
     """
     model.eval()
     use_cache = cache if model.config.text.unfrozen_layers == 0 else None
@@ -138,8 +173,8 @@ def evaluate_model(
                     MetricRow("pair accuracy", "binding t2i", method, t2i, pb),
                     MetricRow("pair accuracy", "binding i2t", method, i2t, pb),
                 ]
-    if digits and sets.digits is not None:
-        rows += digits_rows(model, tokenizer, sets.digits, name, use_cache)
+        if split == "test" and sets.objects is not None:
+            rows += object_rows(model, tokenizer, image, sets.objects, name, use_cache)
     return rows
 
 
@@ -157,49 +192,6 @@ def frame_rows(
             "R@1", f"test_unseen_wording[{frame}] t2i", method, float(hit[k :: len(FRAMES)].mean())
         )
         for k, frame in enumerate(FRAMES)
-    ]
-
-
-def digits_rows(
-    model: DualEncoder,
-    tokenizer: TextTokenizer,
-    digits: LabelledImages,
-    name: str,
-    cache: TextStateCache | None,
-) -> list[MetricRow]:
-    """Zero-shot digits: the prompt "a handwritten digit N" vs chance, the 3-template ensemble vs it."""
-    image = embed_images(model, digits.pixels).pooled
-    single = [
-        embed_texts(
-            model, tokenizer, [DIGIT_PROMPT.format(word=DIGIT_WORDS[c], label=c)], cache=cache
-        ).pooled
-        for c in range(10)
-    ]
-    multi = [
-        embed_texts(
-            model,
-            tokenizer,
-            [t.format(word=DIGIT_WORDS[c], label=c) for t in DIGIT_TEMPLATES],
-            cache=cache,
-        ).pooled
-        for c in range(10)
-    ]
-    one = f"{name}: prompt"
-    return [
-        MetricRow(
-            "zero-shot accuracy",
-            "digits",
-            one,
-            zero_shot_accuracy(image, single, digits.labels),
-            CHANCE,
-        ),
-        MetricRow(
-            "zero-shot accuracy",
-            "digits",
-            f"{name}: 3-template ensemble",
-            zero_shot_accuracy(image, multi, digits.labels),
-            one,
-        ),
     ]
 
 

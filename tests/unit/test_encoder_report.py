@@ -36,6 +36,11 @@ def test_report_over_seeds_then_reuses_its_runs(tmp_path: Path) -> None:
     assert by_key[("R@1", "test t2i", BASELINE)].seeds == 2
     assert ("pair accuracy", "binding t2i", f"{RECIPE} (FILIP scoring)") in by_key
     assert ("R@1", "test_unseen_wording t2i", RECIPE) in by_key
+    shape = by_key[("accuracy", "test objects: shape told the colour", RECIPE)]
+    assert shape.seeds == 2 and 0.0 <= shape.value <= 1.0
+    assert 0.0 < by_key[("accuracy", "test objects: shape told the colour", "chance")].value < 1.0
+    assert not any("digits" in r.split for r in rows)
+    assert "| digits zero-shot | removed |" in notes
     assert any(r.metric == "XBT R@1" for r in rows)
     assert "| retrieval R@1 t2i, global |" in notes and ">= 0.85" in notes
     assert notes.count("| no |") == 4  # four runs, all trained now

@@ -80,7 +80,11 @@ def test_config_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="power-of-2 patch_size"):
         ImageTowerConfig(image_size=60, patch_size=6, stem="conv")
     with pytest.raises(ValueError, match="pool"):
-        ImageTowerConfig(pool="max")
+        ImageTowerConfig(pool="sum")
+    with pytest.raises(ValueError, match=r"depth 0 .* needs stem 'cnn'"):
+        ImageTowerConfig(depth=0, stem="conv")
+    with pytest.raises(ValueError, match="power-of-2 patch_size"):
+        ImageTowerConfig(image_size=60, patch_size=6, stem="cnn")
 
 
 def test_conv_stem_keeps_the_patch_grid_and_sees_local_shape() -> None:
@@ -102,6 +106,30 @@ def test_conv_stem_keeps_the_patch_grid_and_sees_local_shape() -> None:
         changed_plain = (plain.patch_embed(y) - plain.patch_embed(x)).abs().sum(1)[0]
     assert changed_plain[0].max() == 0  # patch row 0 ignores pixels of patch row 1
     assert changed_conv[0].max() > 0  # 3x3 receptive fields cross the border
+
+
+def test_cnn_tower_keeps_the_patch_grid_and_max_pool_keeps_a_small_object() -> None:
+    """The "cnn" stem with depth 0 is a plain CNN on the same token grid; its convolutions run at
+    full resolution, so one changed pixel reaches the token above it; max pooling takes each
+    channel's largest token value (an object's, however few tokens it covers)."""
+    from concord.models.vit import ImageTower
+
+    torch.manual_seed(0)
+    image = {**TINY.to_dict()["image"], "stem": "cnn", "depth": 0, "pool": "max"}
+    cfg = TINY.replace(image=image)
+    assert EncoderConfig.from_dict(cfg.to_dict()) == cfg
+    tower = ImageTower(cfg.image).eval()
+    assert not any(k.startswith("blocks.") for k in tower.state_dict())
+    assert load_config("tiny-cnn").image.stem == "cnn"
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        pooled, tokens = tower(x)
+        assert tokens.shape == (2, 16, 32) and pooled.shape == (2, 32)
+        assert torch.equal(pooled, tokens.amax(dim=1))
+        y = x.clone()
+        y[:, :, 1, 1] = 1 - y[:, :, 1, 1]  # one pixel inside token 0
+        changed = (tower.patch_embed(y) - tower.patch_embed(x)).abs().sum(1)[0]
+    assert changed[0, 0] > 0
 
 
 def test_attention_pool_can_weigh_one_patch_and_round_trips() -> None:

@@ -14,7 +14,6 @@ from pipelines.encoder.evaluate import (
     filip_scores,
     global_scores,
     retrieval,
-    zero_shot_accuracy,
 )
 from pipelines.encoder.suite import _chance_r, frame_rows
 
@@ -65,17 +64,6 @@ def test_binding_pair_accuracy_counts_within_pair_choice() -> None:
     assert i2t == pytest.approx(1.0)
 
 
-def test_zero_shot_accuracy_picks_nearest_prompt_mean() -> None:
-    e = torch.eye(3)
-    prompts = [
-        torch.stack([e[0], e[0]]),
-        torch.stack([e[1]]),
-        torch.stack([e[2], F.normalize(e[2] + e[1], dim=0)]),
-    ]
-    images = torch.stack([e[0], e[1], e[2], e[0]])
-    assert zero_shot_accuracy(images, prompts, np.array([0, 1, 2, 1])) == pytest.approx(0.75)
-
-
 def test_chance_recall_is_analytic() -> None:
     assert _chance_r(1, 10, 1) == pytest.approx(0.1)
     assert _chance_r(1, 10, 5) == pytest.approx(0.5)
@@ -104,3 +92,48 @@ def test_frame_rows_score_each_unseen_frame_alone() -> None:
     }
     short = ImageTextSet(("a",), torch.zeros(1, 3, 4, 4), (("x",),))
     assert frame_rows(Scores(np.eye(1), np.eye(1)), np.zeros(1, int), short, "m") == []
+
+
+def test_object_rows_score_each_object_against_its_scenes_other_words(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An object's own phrase must beat the same colour with other shapes (and the same shape
+    with other colours); a phrase naming another object of its scene is not a rival."""
+    from pipelines.data.vocab import COLOURS, SHAPES, article
+    from pipelines.encoder import suite
+    from pipelines.encoder.data import SceneObjects
+
+    phrases = [f"{article(c)} {c} {s}" for c in COLOURS for s in SHAPES]
+
+    def one_hot_texts(model, tokenizer, texts, cache=None):  # the text tower, as one-hot rows
+        eye = torch.eye(len(phrases))
+        pooled = torch.stack([eye[phrases.index(t)] for t in texts])
+        return Encoded(pooled, pooled[:, None], torch.ones(len(texts), 1, dtype=torch.bool))
+
+    monkeypatch.setattr(suite, "embed_texts", one_hot_texts)
+    scene0 = frozenset({("red", "circle"), ("red", "square")})
+    objects = SceneObjects(
+        np.array([0, 0, 1]),
+        ("red", "red", "blue"),
+        ("circle", "square", "star"),
+        (scene0, scene0, frozenset({("blue", "star")})),
+    )
+
+    def image_near(weights: dict[str, float]) -> torch.Tensor:
+        v = torch.zeros(len(phrases))
+        for p, w in weights.items():
+            v[phrases.index(p)] = w
+        return v
+
+    # Image 0 looks most like "a red square" (its other object), then "a red circle"; image 1
+    # like "a green star": its colour is wrong and it says nothing of a blue shape.
+    pooled = torch.stack(
+        [image_near({"a red square": 1.0, "a red circle": 0.5}), image_near({"a green star": 1.0})]
+    )
+    image = Encoded(pooled, pooled[:, None], torch.ones(2, 1, dtype=torch.bool))
+    rows = {r.split: r for r in suite.object_rows(None, None, image, objects, "m")}  # type: ignore[arg-type]
+    assert rows["test objects: shape told the colour"].value == pytest.approx(2 / 3)
+    assert rows["test objects: colour told the shape"].value == pytest.approx(2 / 3)
+    assert suite._object_candidates(objects, 0, "shape") == [
+        ("red", s) for s in SHAPES if s != "square"
+    ]
