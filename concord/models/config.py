@@ -32,7 +32,8 @@ class ImageTowerConfig:
     # "cnn": 3x3 convolutions at full resolution with 2x2 max-pooling down to the patch grid
     # (VGG-style): a 10-pixel shape is seen before it is downsampled. With depth 0 the tower is
     # that CNN alone (tokens: its last feature map); in a supervised shape probe on Concord Scenes
-    # it reached shape AUC 0.89 where the "conv" stem ViT stayed at 0.70 (reports/encoder.md).
+    # it reached shape AUC 0.89 where the "conv" stem ViT stayed at 0.70 (README, "Where the recipe
+    # falls short").
     stem: str = "patch"
     # How patch tokens become the pooled embedding. "mean": their average (every background patch
     # weighs as much as an object's). "attn": a learned query attends over the tokens (SigLIP's
