@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import gpu_bench
-from benchmarks.gpu_bench import QUICK, ensure_entry_points
+from benchmarks.gpu_bench_inputs import QUICK, texts_for, write_clip_tokenizer
+from benchmarks.gpu_bench_serving import ensure_entry_points
 
 ROOT = Path(__file__).resolve().parents[2]
 # The dry run is ~45 s of CPU; on a 2-core machine shared with other work it took 4 minutes.
@@ -134,9 +134,9 @@ def test_entry_points_written_where_concord_is_not_installed(
 def test_clip_tokenizer_gives_whole_words(tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    texts = gpu_bench.texts_for(8)
+    texts = texts_for(8)
     vocab_size = QUICK.clip["text_config"]["vocab_size"]
-    gpu_bench.write_clip_tokenizer(tmp_path, " ".join(texts).split(), vocab_size)
+    write_clip_tokenizer(tmp_path, " ".join(texts).split(), vocab_size)
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path), local_files_only=True)
     for text in texts:
         ids = tokenizer(text)["input_ids"]
