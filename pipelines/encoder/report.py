@@ -243,7 +243,9 @@ def notes(
         f"The shared `concord-encoder` recipe (`python -m pipelines.train_encoder --recipe "
         f"{cfg.recipe}`: preset `{recipe['preset']}`, loss `{recipe['loss']}`, MiniLM top "
         f"{recipe['unfrozen_layers']} layer(s) trained, {recipe['hard_negatives']} NegCLIP foils "
-        f"per caption, a rendered twin per scene, the binding train pairs"
+        f"per caption, a rendered twin per scene"
+        + (" and one with an object's shape changed" if recipe.get("shape_twins") else "")
+        + ", the binding train pairs"
         + (
             f", {recipe['reword']:.0%} of captions reworded (training-only synonyms and frames, "
             "`pipelines/encoder/paraphrase.py`)"

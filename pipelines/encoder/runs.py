@@ -28,8 +28,8 @@ RECIPE, BASELINE = "Concord recipe", "captions only"
 # What must match for a stored run to stand for the one asked for (paths compared resolved).
 MATCHED = (
     "preset", "loss", "unfrozen_layers", "embed_dim", "hard_negatives", "foil_weight", "twins",
-    "caption_rounds", "epochs", "batch_size", "lr", "text_lr", "weight_decay", "seed",
-    "train_limit", "data", "binding", "reword",
+    "shape_twins", "caption_rounds", "epochs", "batch_size", "lr", "text_lr", "weight_decay",
+    "seed", "train_limit", "data", "binding", "reword",
 )  # fmt: skip
 
 
@@ -51,7 +51,13 @@ VARIANTS = (
     Variant(
         BASELINE,
         "captions",
-        {"hard_negatives": 0, "twins": False, "binding_size": "", "reword": 0.0},
+        {
+            "hard_negatives": 0,
+            "twins": False,
+            "shape_twins": False,
+            "binding_size": "",
+            "reword": 0.0,
+        },
     ),
 )
 

@@ -18,7 +18,7 @@ from pipelines.data.misalign import contradicted, make_variants
 from pipelines.data.render import render
 from pipelines.data.scene import Scene, compute_relations, held_out_combos, jitter_rgb
 from pipelines.data.store import read_jsonl
-from pipelines.data.vocab import COLOURS
+from pipelines.data.vocab import COLOURS, SHAPES
 from pipelines.encoder.data import ImageTextSet, load_pixels
 from pipelines.encoder.paraphrase import Rewording
 
@@ -37,7 +37,7 @@ class SceneTrainingSet:
 
     pixels: torch.Tensor  # (N, 3, S, S) float in [0, 1]
     pools: tuple[tuple[CaptionWithFoils, ...], ...]  # per image, at least one caption
-    groups: tuple[tuple[int, ...], ...]  # every image once: an image and its twin, or alone
+    groups: tuple[tuple[int, ...], ...]  # every image once: an image with its twins, or alone
 
     def __len__(self) -> int:
         return len(self.pools)
@@ -149,6 +149,25 @@ def twin_scene(scene: Scene, rng: np.random.Generator, held: frozenset) -> Scene
     return None
 
 
+def shape_twin(scene: Scene, rng: np.random.Generator, held: frozenset) -> Scene | None:
+    """`scene` with one object's shape changed (position, size and colour kept): a hard image
+    negative that only shape tells apart. Swap twins keep the scene's bag of shapes, so they ask
+    for shape only once binding is learnt; this one asks for shape itself. None when no object
+    can change (blobs have no name; held-out colour-shape combinations stay out)."""
+    objs = list(scene.objects)
+    for a in rng.permutation(len(objs)):
+        obj = objs[int(a)]
+        if obj.shape == "blob":
+            continue
+        shapes = [s for s in SHAPES if s not in (obj.shape, "blob") and (obj.colour, s) not in held]
+        if not shapes:
+            continue
+        new = list(objs)
+        new[int(a)] = replace(obj, shape=str(rng.choice(shapes)))
+        return Scene(tuple(new), compute_relations(new), scene.background, scene.noise_seed)
+    return None
+
+
 def build_training_set(
     retrieval_root: Path,
     binding_root: Path | None,
@@ -158,6 +177,7 @@ def build_training_set(
     twins: bool = True,
     limit: int = 0,
     reword: float = 0.0,
+    shape_twins: bool = False,
 ) -> SceneTrainingSet:
     """The recipe's training set.
 
@@ -168,6 +188,7 @@ def build_training_set(
         twins: render a twin for every train scene that has one.
         limit: only the first `limit` retrieval train images (0: all).
         reword: share of captions reworded with training-only synonyms and frames (paraphrase).
+        shape_twins: also render a `shape_twin` for every train scene, in the same group.
     """
     rng = np.random.default_rng([seed, 15])
     held = held_out_combos(_manifest_seed(retrieval_root))
@@ -179,12 +200,13 @@ def build_training_set(
     n = len(scenes)
     all_scenes = list(scenes)
     for i, scene in enumerate(scenes):
-        twin = twin_scene(scene, rng, held) if twins else None
-        if twin is None:
-            groups.append((i,))
-            continue
-        groups.append((i, len(all_scenes)))
-        all_scenes.append(twin)
+        group = [i]
+        for make, wanted in ((twin_scene, twins), (shape_twin, shape_twins)):
+            twin = make(scene, rng, held) if wanted else None
+            if twin is not None:
+                group.append(len(all_scenes))
+                all_scenes.append(twin)
+        groups.append(tuple(group))
     if len(all_scenes) > n:
         pixels.append(_render(all_scenes[n:], image_size))
     if binding_root is not None:

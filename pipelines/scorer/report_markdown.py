@@ -25,8 +25,11 @@ def _value(rows: list[MetricRow], metric: str, split: str, method: str) -> float
 def _image_tower(directory: Path) -> str:
     """What the (shared) encoder's image tower is, from its saved config."""
     config = read_encoder_config(directory)
-    stem = ", convolutional stem" if config.image.stem == "conv" else ""
-    return f"{config.name}: ViT {config.image.depth} x {config.image.width}{stem}"
+    image = config.image
+    if image.depth == 0:  # no transformer block: the stem is the tower (only `cnn` allows it)
+        return f"{config.name}: CNN, {image.width} channels out, {image.pool}-pooled"
+    stem = {"conv": ", convolutional stem", "cnn": ", CNN stem"}.get(image.stem, "")
+    return f"{config.name}: ViT {image.depth} x {image.width}{stem}, {image.pool}-pooled"
 
 
 def _verdict(ok: bool) -> str:

@@ -119,6 +119,30 @@ def test_torchscript_export(reference: Reference, tmp_path: Path) -> None:
     _compare(reference, run)
 
 
+def test_the_shipped_cnn_image_tower_exports_to_onnx(tmp_path: Path) -> None:
+    """The recipe's `tiny-cnn` tower (no transformer block, max-pooled tokens) is not the
+    session's tiny ViT: its ONNX graph must give the torch embeddings too."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("onnxruntime not installed")
+    import onnxruntime
+
+    from concord.checkpoints import build_encoder
+    from concord.models.config import load_config
+    from concord.runtimes.triton import export_triton
+
+    model, tokenizer = build_encoder(load_config("tiny-cnn"), seed=0)
+    image = export_triton(model, tokenizer, tmp_path / "repo", fmt="onnx")[0]
+    session = onnxruntime.InferenceSession(
+        str(image.model_file), providers=["CPUExecutionProvider"]
+    )
+    uint8 = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    pooled, tokens = session.run(["EMBEDDING", "TOKENS"], {"IMAGE": uint8})
+    with torch.inference_mode():
+        ref = model.encode_image(torch.from_numpy(uint8).permute(0, 3, 1, 2).float().div_(255.0))
+    np.testing.assert_allclose(pooled, ref.pooled.numpy(), atol=ATOL)
+    np.testing.assert_allclose(tokens, ref.tokens.numpy(), atol=ATOL)
+
+
 def test_cli_rejects_unknown_format(reference: Reference, tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app,

@@ -29,9 +29,16 @@ from pipelines.data.scene import (
     sample_background,
     sample_scene,
 )
+from pipelines.data.vocab import SHAPES
 from pipelines.encoder.data import ensure_dataset
 from pipelines.encoder.embed import TextStateCache, encode_foils, encode_texts
-from pipelines.encoder.scenes import build_training_set, caption_pool, swap_foils, twin_scene
+from pipelines.encoder.scenes import (
+    build_training_set,
+    caption_pool,
+    shape_twin,
+    swap_foils,
+    twin_scene,
+)
 from pipelines.train_encoder import TRAINING_RECORD, TrainConfig, train
 
 SMALL = {"width": 64, "depth": 1, "heads": 2}
@@ -91,6 +98,24 @@ def test_a_twin_differs_and_keeps_off_the_held_out_combinations(seed: int) -> No
     assert all((o.colour, o.shape) not in held for o in twin.objects)
     if len(scene.objects) > 1:  # a swap or a mirror: the same colours, bound otherwise
         assert sorted(o.colour for o in twin.objects) == sorted(o.colour for o in scene.objects)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_a_shape_twin_changes_one_shape_and_nothing_else(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    held = held_out_combos(0)
+    scene = sample_scene(rng, exclude=held)
+    twin = shape_twin(scene, rng, held)
+    if twin is None:  # only blobs, or every other shape held out for their colours
+        for o in scene.objects:
+            assert o.shape == "blob" or all(s == o.shape or (o.colour, s) in held for s in SHAPES)
+        return
+    changed = [(a, b) for a, b in zip(scene.objects, twin.objects, strict=True) if a != b]
+    assert len(changed) == 1
+    before, after = changed[0]
+    assert after.shape not in (before.shape, "blob")
+    assert replace(after, shape=before.shape) == before  # colour, place and size kept
+    assert (after.colour, after.shape) not in held
 
 
 def _encoded(pooled: torch.Tensor, tokens: torch.Tensor) -> Encoded:
@@ -180,6 +205,19 @@ def test_the_training_set_keeps_twins_and_binding_pairs_together(data: tuple[Pat
     captions, foils = ts.draw(np.random.default_rng(0), 2)
     assert len(captions) == len(ts) and all(len(f) <= 2 for f in foils)
     assert sum(map(len, foils)) > len(ts)  # most captions have foils
+
+
+def test_shape_twins_join_their_scene_and_its_twin_in_one_group(data: tuple[Path, Path]) -> None:
+    retrieval, _ = data
+    plain = build_training_set(retrieval, None, 64, seed=0, rounds=1)
+    ts = build_training_set(retrieval, None, 64, seed=0, rounds=1, shape_twins=True)
+    assert len(ts.groups) == len(plain.groups)  # one group per train scene still
+    assert len(ts) > len(plain)
+    assert sum(len(g) == 3 for g in ts.groups) >= len(ts.groups) // 2
+    order = ts.order(np.random.default_rng(0)).tolist()
+    for g in ts.groups:
+        at = order.index(g[0])
+        assert order[at : at + len(g)] == list(g)
 
 
 def test_training_with_every_recipe_part_runs_and_saves(

@@ -174,3 +174,20 @@ def test_auc_difference_ci_brackets_a_real_gap_and_is_zero_for_equal_scores() ->
     low, high = ev.auc_difference_ci(scored, sharp, blurred)
     assert 0 < low < high  # the sharper score is better beyond noise
     assert ev.auc_difference_ci(scored, sharp, sharp) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("preset", "described"),
+    [
+        ("tiny-cnn", "tiny-cnn: CNN, 128 channels out, max-pooled"),
+        ("tiny-conv", "tiny-conv: ViT 4 x 128, convolutional stem, mean-pooled"),
+    ],
+)
+def test_the_report_names_the_image_tower_it_scored_with(
+    tmp_path: Path, preset: str, described: str
+) -> None:
+    from concord.models.config import load_config
+    from pipelines.scorer.report_markdown import _image_tower
+
+    (tmp_path / "config.json").write_text(json.dumps(load_config(preset).to_dict()))
+    assert _image_tower(tmp_path) == described
