@@ -159,7 +159,7 @@ def shape_twin(scene: Scene, rng: np.random.Generator, held: frozenset) -> Scene
         obj = objs[int(a)]
         if obj.shape == "blob":
             continue
-        shapes = [s for s in SHAPES if s not in (obj.shape, "blob") and (obj.colour, s) not in held]
+        shapes = [s for s in SHAPES if s != obj.shape and (obj.colour, s) not in held]
         if not shapes:
             continue
         new = list(objs)
