@@ -3,7 +3,6 @@ gRPC Score."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from benchmarks.gpu_bench_encoder_raw import Models
@@ -11,30 +10,11 @@ from benchmarks.gpu_bench_inputs import Sizes
 from benchmarks.gpu_bench_report import Bench
 from benchmarks.gpu_bench_serving import channels, client_rate
 from benchmarks.gpu_check import rate as synced_rate
-from benchmarks.harness import latencies, pct
-
-# Any valid calibration: the probability's cost does not depend on its coefficients.
-CALIBRATION = {
-    "form": "logistic",
-    "features": ["clip_score", "fine_grained_score", "f_clip_score"],
-    "mean": [0.5, 0.2, 0.5],
-    "scale": [0.5, 0.2, 0.5],
-    "coef": [1.0, 0.5, 1.0],
-    "intercept": 0.0,
-}
+from benchmarks.harness import latencies, pct, placeholder_scorer
 
 
 def scorer_package(home: Path, encoder: Path, layers: int) -> Path:
-    package = home / "scorer"
-    package.mkdir(exist_ok=True)
-    manifest = {
-        "encoder": str(encoder),
-        "calibration": CALIBRATION,
-        "layers": layers,
-        "created_by": "benchmarks.gpu_bench",
-    }
-    (package / "scorer.json").write_text(json.dumps(manifest))
-    return package
+    return placeholder_scorer(home / "scorer", encoder, "benchmarks.gpu_bench", layers=layers)
 
 
 def raw_scorer(bench: Bench, m: Models, sizes: Sizes, jpegs: list[bytes], texts: list[str]) -> None:

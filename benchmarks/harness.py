@@ -24,6 +24,36 @@ from concord.config import SERVICE_NAMES
 from concord.ports import free_ports
 
 CONCORD = str(Path(sys.executable).with_name("concord"))
+# A valid scorer calibration for packages the benchmarks (and tests) write: what computing the
+# probability costs does not depend on its coefficients. Trained packages fit theirs
+# (pipelines/scorer); this is the form `concord.models.alignment.aligned_probability` reads.
+PLACEHOLDER_CALIBRATION = {
+    "form": "logistic",
+    "features": ["clip_score", "fine_grained_score", "f_clip_score"],
+    "mean": [0.5, 0.2, 0.5],
+    "scale": [0.5, 0.2, 0.5],
+    "coef": [1.0, 0.5, 1.0],
+    "intercept": 0.0,
+}
+
+
+def placeholder_scorer(
+    directory: Path, encoder: Path | str, created_by: str, **extra: object
+) -> Path:
+    """Write a scorer package (scorer.json) naming `encoder`, with the placeholder calibration.
+
+    Returns:
+        `directory`.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "encoder": str(encoder),
+        **extra,
+        "calibration": PLACEHOLDER_CALIBRATION,
+        "created_by": created_by,
+    }
+    (directory / "scorer.json").write_text(json.dumps(manifest))
+    return directory
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ speed does not depend on what the weights learned. Writes reports/bench_scorer.m
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,7 +18,7 @@ import grpc
 import numpy as np
 import typer
 
-from benchmarks.harness import concurrent_rate, latencies, pct, rate, serve
+from benchmarks.harness import concurrent_rate, latencies, pct, placeholder_scorer, rate, serve
 from benchmarks.profile import (
     SERVING_STAGES,
     best,
@@ -42,16 +41,6 @@ from services.scorer.loading import load_scorer
 app = typer.Typer(add_completion=False)
 N_LATENCY = 30  # calls per latency figure
 
-# Any valid calibration: the probability's cost does not depend on its coefficients.
-CALIBRATION = {
-    "form": "logistic",
-    "features": ["clip_score", "fine_grained_score", "f_clip_score"],
-    "mean": [0.5, 0.2, 0.5],
-    "scale": [0.5, 0.2, 0.5],
-    "coef": [1.0, 0.5, 1.0],
-    "intercept": 0.0,
-}
-
 
 def _images(n: int, size: int) -> list[bytes]:
     rng = np.random.default_rng(0)
@@ -69,11 +58,7 @@ def _texts(n: int) -> list[str]:
 def _package(home: Path) -> Path:
     encoder = home / "encoder"
     save_encoder(*build_encoder(load_config("tiny")), encoder)
-    package = home / "scorer"
-    package.mkdir()
-    manifest = {"encoder": str(encoder), "calibration": CALIBRATION, "created_by": "benchmark"}
-    (package / "scorer.json").write_text(json.dumps(manifest))
-    return package
+    return placeholder_scorer(home / "scorer", encoder, "benchmark")
 
 
 @app.command()

@@ -11,7 +11,6 @@ Writes reports/soak.md and .json.
 from __future__ import annotations
 
 import io
-import json
 import random
 import tempfile
 import threading
@@ -27,7 +26,7 @@ import typer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
-from benchmarks.harness import serve
+from benchmarks.harness import placeholder_scorer, serve
 from concord.checkpoints import build_encoder, build_generator, save_encoder, save_generator
 from concord.models.config import load_config
 from concord.models.diffusion.config import load_preset
@@ -47,24 +46,13 @@ from pipelines.evaluate.report import MetricRow, write_report
 app = typer.Typer(add_completion=False)
 SERVICES = ["encoder", "retrieval", "scorer", "generator"]
 TOKEN = "soak-token"
-CALIBRATION = {
-    "form": "logistic",
-    "features": ["clip_score", "fine_grained_score", "f_clip_score"],
-    "mean": [0.5, 0.2, 0.5],
-    "scale": [0.5, 0.2, 0.5],
-    "coef": [1.0, 0.5, 1.0],
-    "intercept": 0.0,
-}
 WORDS = ["red", "blue", "green", "circle", "square", "left", "of", "a", "big", "small"]
 
 
 def _models(home: Path) -> dict[str, str]:
     encoder = home / "encoder"
     save_encoder(*build_encoder(load_config("tiny")), encoder)
-    scorer = home / "scorer"
-    scorer.mkdir()
-    manifest = {"encoder": str(encoder), "calibration": CALIBRATION, "created_by": "soak"}
-    (scorer / "scorer.json").write_text(json.dumps(manifest))
+    scorer = placeholder_scorer(home / "scorer", encoder, "soak")
     generator = home / "generator"
     config = load_preset("tiny").replace(image_size=16, base_channels=8, channel_mult=(1, 2),
                                          attn_resolutions=(8,), heads=2, max_text_tokens=8)

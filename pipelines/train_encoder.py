@@ -24,7 +24,7 @@ from tqdm import tqdm
 from concord.checkpoints import build_encoder, save_encoder
 from concord.models.config import load_config
 from concord.models.dual_encoder import DualEncoder, Encoded
-from concord.models.losses import contrastive_loss, filip_loss, foil_loss
+from concord.models.losses import contrastive_loss, filip_loss, foil_loss, grounding_loss
 from concord.models.preprocess import TextTokenizer
 from pipelines.encoder import distributed
 from pipelines.encoder.data import ImageTextSet, ensure_dataset, load_retrieval
@@ -70,6 +70,7 @@ class TrainConfig:
     binding_size: str = ""  # else the binding preset generated into data_cache ("": none)
     caption_rounds: int = 2  # scene-drafted captions: rounds of the 5 styles per image
     reword: float = 0.0  # share of drafted captions reworded (training-only synonyms, frames)
+    grounding: float = 0.0  # weight of the phrase-grounding term (object tokens name their phrase)
     val_limit: int = 0
     threads: int = 2  # torch CPU threads (per process under torchrun)
     device: str = "auto"  # auto | cpu | cuda | cuda:N: the model and its batches
@@ -115,6 +116,10 @@ RECIPES: dict[str, dict[str, object]] = {
     # the one hard image negative only shape tells apart (see README, "Where the recipe falls
     # short": the encoder hardly sees shape).
     "concord-shape": {**CONCORD_RECIPE, "shape_twins": True},
+    # The recipe plus phrase grounding: the image token under each object must pick its phrase
+    # ("a red circle") among every colour-shape phrase (losses.grounding_loss), which asks for
+    # shape and for colour and shape together where the caption loss does not.
+    "concord-ground": {**CONCORD_RECIPE, "grounding": 1.0},
     # The dataset's captions only, no hard negatives: the baseline the reports compare with.
     "plain": {"preset": "tiny", "loss": "clip", "epochs": 5, "batch_size": 128, "lr": 1e-3},
 }
@@ -190,6 +195,11 @@ def training_set(cfg: TrainConfig, root: Path, image_size: int) -> SceneTraining
     """The dataset's train captions as they are, or (the recipe) captions drafted from the scenes
     with foils, rendered twins and the binding train pairs."""
     binding = resolve_binding(cfg)
+    if cfg.grounding and not (cfg.hard_negatives or cfg.twins or cfg.shape_twins or binding):
+        raise ValueError(
+            "grounding needs the scenes behind the images: use it with hard negatives, twins or "
+            "binding pairs (captions are then drafted from the scenes)"
+        )
     if not (cfg.hard_negatives or cfg.twins or cfg.shape_twins or binding or cfg.reword):
         data = load_retrieval(root, "train", image_size, cfg.train_limit)
         return SceneTrainingSet.from_captions(data)
@@ -281,7 +291,9 @@ def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Cont
     train_pixels = train_set.pixels.to(device)  # 64x64 scenes: the set fits on any GPU
     # MiniLM's frozen layers run once per text; a step runs only the trainable top layers.
     cache = cache if cache is not None else TextStateCache()
-    texts = train_set.texts() + val_set.flat_captions()[0]
+    objects = train_set.objects if cfg.grounding else None
+    phrases = list(objects.phrases) if objects is not None else []
+    texts = train_set.texts() + val_set.flat_captions()[0] + phrases
     cache.add(model, tokenizer, texts, progress=cfg.progress and ctx.is_main)
     backbone = {id(p) for p in model.text_tower.parameters()}
     groups = [
@@ -324,13 +336,19 @@ def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Cont
     result = TrainResult(model, tokenizer, model_dir, rank=ctx.rank, world_size=ctx.world_size)
     result.train_images = len(train_set)
     gather_tokens = cfg.loss != "clip"  # the global loss needs only pooled embeddings
+    grid = arch.image.image_size // arch.image.patch_size  # the token map's side
 
     def step_loss(
-        m: DualEncoder, pixels: torch.Tensor, texts: list[str], foils: list[tuple[str, ...]]
+        m: DualEncoder,
+        pixels: torch.Tensor,
+        texts: list[str],
+        foils: list[tuple[str, ...]],
+        rows: np.ndarray,
     ) -> torch.Tensor:
         """This rank's shard encoded, every rank's gathered: the loss of the global batch, plus
         this shard's foil term (an image against its own caption's foils needs no gathering),
-        weighted by its share of the global batch's images that have foils."""
+        weighted by its share of the global batch's images that have foils, and its grounding
+        term (the train-set `rows`' objects), weighted by its share of the batch's objects."""
         image_local = m.encode_image(pixels)
         text_local = encode_texts(m, tokenizer, texts, cache)
         image = distributed.gather_encoded(image_local, ctx, tokens=gather_tokens)
@@ -341,6 +359,13 @@ def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Cont
             term = foil_term(cfg.loss, image_local, text_local, enc, mask, m.logit_scale)
             share = distributed.local_share(mask.any(dim=1).sum(), ctx)
             loss = loss + cfg.foil_weight * share * term
+        if objects is not None:
+            cells, labels = objects.cells(rows, grid)
+            cells, labels = cells.to(pixels.device), labels.to(pixels.device)
+            named = encode_texts(m, tokenizer, phrases, cache).pooled
+            term = grounding_loss(image_local, cells, labels, named, m.logit_scale)
+            share = distributed.local_share((cells >= 0).sum(), ctx)
+            loss = loss + cfg.grounding * share * term
         return loss
 
     forward = distributed.wrap(distributed.Step(model, step_loss), ctx)  # DDP with several ranks
@@ -363,7 +388,7 @@ def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Cont
                 for g, base in zip(opt.param_groups, base_lrs, strict=True):
                     g["lr"] = base * _lr_at(step, total, warmup)
                 loss = forward(
-                    train_pixels[idx], [captions[i] for i in idx], [foils[i] for i in idx]
+                    train_pixels[idx], [captions[i] for i in idx], [foils[i] for i in idx], idx
                 )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -522,6 +547,14 @@ def main(
             help="binding preset generated without --binding ('' for none)",
         ),
     ] = None,
+    grounding: Annotated[
+        float | None,
+        typer.Option(
+            envvar=_env("GROUNDING"),
+            min=0.0,
+            help="weight of the phrase-grounding term (0: none; needs scene-drafted captions)",
+        ),
+    ] = None,
     reword: Annotated[
         float | None,
         typer.Option(
@@ -573,6 +606,7 @@ def main(
         "shape_twins": shape_twins,
         "binding_size": binding_size,
         "reword": reword,
+        "grounding": grounding,
     }
     settings = {**RECIPES[recipe], **{k: v for k, v in given.items() if v is not None}}
     if settings.get("loss", "clip") not in ("clip", "filip", "both"):

@@ -127,6 +127,43 @@ def foil_loss(
     return F.cross_entropy(logits[rows], target[rows])
 
 
+def grounding_loss(
+    image: Encoded,
+    cells: Tensor,
+    labels: Tensor,
+    phrases: Tensor,
+    logit_scale: Tensor | float,
+) -> Tensor:
+    """Phrase grounding (the region-phrase alignment of GLIP / RegionCLIP, on scenes whose
+    objects we know): the image token under each object must pick that object's phrase ("a red
+    circle") among every phrase of the vocabulary. A caption-level loss is satisfied as soon as
+    colours and counts tell a batch's images apart; this term asks every token for the shape and
+    colour *of the object it sits on*, so shape words must separate in the text tower and a
+    token must hold colour and shape together (binding). Local to a batch shard: no gathering.
+
+    Args:
+        image: B encoded images; tokens (B, N, E) L2-normalised.
+        cells: (B, K) int64 token index of each object's centre, -1 for padding.
+        labels: (B, K) int64 index into `phrases` of each object's phrase (ignored at padding).
+        phrases: (V, E) L2-normalised phrase embeddings (pooled text).
+        logit_scale: multiplier for the similarities (1 / temperature).
+    Returns:
+        Scalar: mean over real objects of the cross-entropy of choosing the object's phrase;
+        0 (graph kept) when the batch has no object.
+    """
+    if cells.shape != labels.shape or cells.shape[0] != len(image):
+        raise ValueError(
+            f"grounding batch mismatch: {len(image)} images, cells {tuple(cells.shape)}, "
+            f"labels {tuple(labels.shape)}"
+        )
+    real = cells >= 0
+    if not bool(real.any()):
+        return image.tokens.sum() * 0.0  # keeps the graph (DDP needs every rank to backward)
+    rows = torch.arange(len(image), device=cells.device)[:, None].expand_as(cells)
+    tokens = image.tokens[rows[real], cells[real]]  # (M, E)
+    return F.cross_entropy(logit_scale * tokens @ phrases.T, labels[real])
+
+
 def _paired_text_to_image(image_tokens: Tensor, texts: Tensor, text_mask: Tensor) -> Tensor:
     """FILIP text->image similarity of image i with each of ITS texts only: (B, N, E) patches and
     (B, K, T, E) texts -> (B, K), the mean over real text tokens of the best patch."""

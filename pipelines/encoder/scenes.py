@@ -18,7 +18,7 @@ from pipelines.data.misalign import contradicted, make_variants
 from pipelines.data.render import render
 from pipelines.data.scene import Scene, compute_relations, held_out_combos, jitter_rgb
 from pipelines.data.store import read_jsonl
-from pipelines.data.vocab import COLOURS, SHAPES
+from pipelines.data.vocab import COLOURS, SHAPES, article
 from pipelines.encoder.data import ImageTextSet, load_pixels
 from pipelines.encoder.paraphrase import Rewording
 
@@ -32,12 +32,52 @@ class CaptionWithFoils:
 
 
 @dataclass(frozen=True)
+class ObjectPhrases:
+    """Where each image's named objects are and which phrase names each: what the grounding
+    loss (`concord.models.losses.grounding_loss`) trains on."""
+
+    phrases: tuple[str, ...]  # "a red circle" for every colour-shape pair training may show
+    xy: torch.Tensor  # (N, K, 2) float: object centres, fractions of the image side (x, y)
+    label: torch.Tensor  # (N, K) int64 index into `phrases`; -1 pads (and unnamed objects)
+
+    def cells(self, rows: np.ndarray, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The token index under each object's centre on a `grid` x `grid` token map (row-major,
+        as the image tower flattens it) and its phrase label, for the images `rows`.
+
+        Returns:
+            (cells (B, K), labels (B, K)), both int64, -1 where there is no object.
+        """
+        index = torch.as_tensor(rows, dtype=torch.long)
+        xy, label = self.xy[index], self.label[index]
+        col, row = (xy * grid).long().clamp(0, grid - 1).unbind(-1)
+        cells = torch.where(label >= 0, row * grid + col, torch.full_like(label, -1))
+        return cells, label
+
+
+def object_phrases(scenes: Sequence[Scene], held: frozenset) -> ObjectPhrases:
+    """Every scene's objects with their phrases. The vocabulary leaves out the held-out
+    colour-shape pairs (the compositional test split's), so training never names them, not even
+    as a negative; blobs (no name) and any held-out pair get -1."""
+    phrases = tuple(f"{article(c)} {c} {s}" for c in COLOURS for s in SHAPES if (c, s) not in held)
+    index = {p: i for i, p in enumerate(phrases)}
+    k = max((len(s.objects) for s in scenes), default=0)
+    xy = torch.zeros(len(scenes), k, 2)
+    label = torch.full((len(scenes), k), -1, dtype=torch.long)
+    for i, scene in enumerate(scenes):
+        for j, o in enumerate(scene.objects):
+            xy[i, j] = torch.tensor([o.x, o.y])
+            label[i, j] = index.get(f"{article(o.colour)} {o.colour} {o.shape}", -1)
+    return ObjectPhrases(phrases, xy, label)
+
+
+@dataclass(frozen=True)
 class SceneTrainingSet:
     """Images with caption pools; `groups` are images that go into one batch together."""
 
     pixels: torch.Tensor  # (N, 3, S, S) float in [0, 1]
     pools: tuple[tuple[CaptionWithFoils, ...], ...]  # per image, at least one caption
     groups: tuple[tuple[int, ...], ...]  # every image once: an image with its twins, or alone
+    objects: ObjectPhrases | None = None  # None: no scenes behind the images (captions only)
 
     def __len__(self) -> int:
         return len(self.pools)
@@ -218,7 +258,8 @@ def build_training_set(
         rels = [x for r in pairs for x in (r["image_a"], r["image_b"])]
         pixels.append(load_pixels(binding_root, rels, image_size))
     pools = tuple(tuple(caption_pool(s, rng, rounds, reword)) for s in all_scenes)
-    return SceneTrainingSet(torch.cat(pixels), pools, tuple(groups))
+    objects = object_phrases(all_scenes, held)
+    return SceneTrainingSet(torch.cat(pixels), pools, tuple(groups), objects)
 
 
 def _render(scenes: Sequence[Scene], image_size: int) -> torch.Tensor:

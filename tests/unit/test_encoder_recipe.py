@@ -1,7 +1,9 @@
 """The encoder recipe's parts: foils that are false of the scene and differ from the caption only
 in their binding, twins that differ from their scene and keep off the held-out combinations, the
 foil loss (it prefers the caption, ignores padding, and its paired FILIP score equals FILIP's),
-foil batches laid out as the loss takes them, and a training run with every part switched on."""
+foil batches laid out as the loss takes them, the grounding loss and the object phrases it
+trains on (no held-out pair named, centres on the right token), and a training run with every
+part switched on."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 from concord.checkpoints import build_encoder
 from concord.models.config import load_config
 from concord.models.dual_encoder import Encoded
-from concord.models.losses import filip_similarity, foil_loss
+from concord.models.losses import filip_similarity, foil_loss, grounding_loss
 from pipelines.data.captions import Draft, Slot, noun_phrase
 from pipelines.data.scene import (
     Scene,
@@ -35,6 +37,7 @@ from pipelines.encoder.embed import TextStateCache, encode_foils, encode_texts
 from pipelines.encoder.scenes import (
     build_training_set,
     caption_pool,
+    object_phrases,
     shape_twin,
     swap_foils,
     twin_scene,
@@ -182,6 +185,38 @@ def test_foil_batches_are_laid_out_per_caption() -> None:
     assert not enc.pooled[[1, 2, 3]].any()
 
 
+def test_the_grounding_loss_rewards_the_token_under_the_object_naming_its_phrase() -> None:
+    g = torch.Generator().manual_seed(3)
+    phrases = F.normalize(torch.randn(5, 8, generator=g), dim=-1)
+    tokens = F.normalize(torch.randn(2, 4, 8, generator=g), dim=-1)
+    tokens[0, 1], tokens[1, 3] = phrases[2], phrases[4]  # object tokens that say their phrase
+    image = _encoded(tokens.mean(1), tokens)
+    cells = torch.tensor([[1, -1], [3, -1]])
+    right = grounding_loss(image, cells, torch.tensor([[2, -1], [4, -1]]), phrases, 20.0)
+    wrong = grounding_loss(image, cells, torch.tensor([[0, -1], [1, -1]]), phrases, 20.0)
+    assert float(right) < 0.1 < 1.0 < float(wrong)
+    # padding counts for nothing, whatever label it carries; no object at all gives 0
+    padded = grounding_loss(image, cells, torch.tensor([[2, 0], [4, 3]]), phrases, 20.0)
+    assert math.isclose(float(padded), float(right), rel_tol=1e-6)
+    none = torch.full((2, 2), -1)
+    assert float(grounding_loss(image, none, none, phrases, 20.0)) == 0.0
+    with pytest.raises(ValueError, match="grounding batch mismatch"):
+        grounding_loss(image, cells[:1], cells[:1], phrases, 20.0)
+
+
+def test_object_phrases_never_name_a_held_out_pair_and_find_each_objects_token() -> None:
+    scene = _two_object_scene()  # a red circle at (0.25, 0.5), a blue square at (0.75, 0.5)
+    held = frozenset({("blue", "square"), ("green", "star")})
+    objects = object_phrases([scene, replace(scene, objects=scene.objects[:1])], held)
+    assert "a blue square" not in objects.phrases and "a green star" not in objects.phrases
+    assert "a red circle" in objects.phrases and "an orange circle" in objects.phrases
+    cells, labels = objects.cells(np.array([1, 0]), grid=8)
+    # image 1 holds the red circle only; image 0's blue square is held out here: unnamed
+    assert objects.phrases[int(labels[0, 0])] == "a red circle" and labels[0, 1] == -1
+    assert cells.tolist() == [[4 * 8 + 2, -1], [4 * 8 + 2, -1]]  # row 4, column 2 of 8x8
+    assert objects.phrases[int(labels[1, 0])] == "a red circle" and labels[1, 1] == -1
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("data")
@@ -238,6 +273,7 @@ def test_training_with_every_recipe_part_runs_and_saves(
             twins=True,
             binding=binding,
             caption_rounds=1,
+            grounding=1.0,
             out=tmp_path / "model",
             progress=False,
         )
@@ -251,3 +287,11 @@ def test_training_with_every_recipe_part_runs_and_saves(
     assert [h["epoch"] for h in record["history"]] == [1]
     assert record["train_images"] == res.train_images > 0
     assert record["images_per_second"] == pytest.approx(res.train_images / res.seconds)
+    assert record["config"]["grounding"] == 1.0
+
+
+def test_grounding_without_scenes_behind_the_images_is_refused(data: tuple[Path, Path]) -> None:
+    retrieval, _ = data
+    cfg = TrainConfig(data=retrieval, epochs=1, grounding=1.0, progress=False)
+    with pytest.raises(ValueError, match="grounding needs the scenes"):
+        train(cfg)
