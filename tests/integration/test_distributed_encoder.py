@@ -2,7 +2,7 @@
 DDP, two gloo ranks get exactly the single-process gradient of the global batch (clip and FILIP
 losses, the rank-local foil term weighted by each shard's share, uneven shards, different caption
 lengths per rank); `torchrun --nproc-per-node 2` training the recipe (hard negatives, rendered
-twins) follows the single-process loss curve step by step, and only rank 0
+twins, phrase grounding) follows the single-process loss curve step by step, and only rank 0
 logs, saves and registers; the Kubernetes Job for several GPUs runs torchrun."""
 
 from __future__ import annotations
@@ -36,17 +36,21 @@ ROOT = Path(__file__).resolve().parents[2]
 # (uneven, padded for the gather) and a last batch of 3 that both runs train on (one smaller than
 # the world would be dropped by the ranks). `both` gathers pooled embeddings and the FILIP tokens
 # of captions of different lengths on each rank.
-RECIPE = {"preset": "tiny", "binding_size": "", "unfrozen_layers": 0, "epochs": 2, "batch_size": 5}
+RECIPE = {
+    "preset": "tiny", "binding_size": "", "unfrozen_layers": 0, "epochs": 2, "batch_size": 5,
+    "grounding": 1.0,
+}  # fmt: skip
 ARGS = (
     "--recipe", "concord", "--preset", "tiny", "--binding-size", "", "--unfrozen-layers", "0",
-    "--epochs", "2", "--batch-size", "5", "--seed", "0",
+    "--epochs", "2", "--batch-size", "5", "--seed", "0", "--grounding", "1",
 )  # fmt: skip
 # Both runs compute the same float32 loss on the same global batch; they differ only in how the
 # towers' matmuls are blocked (shards of 2-3 rows vs batches of 5) and in the order gradients are
 # summed (DDP's all-reduce): ~1e-7 relative per step, compounded by the AdamW steps. A rank that
 # skipped the gather would be off by ~0.4 on the first step already (near-uniform logits at init:
 # ln 5 = 1.61 for the global batch of 5, ln 3 = 1.10 and ln 2 = 0.69 for the shards); one whose foil
-# term were not weighted by its share would be off wherever the shards' foil counts differ.
+# term (or grounding term, a mean over the shard's objects) were not weighted by its share would be
+# off wherever the shards' foil (object) counts differ.
 TOLERANCE = 1e-5
 
 
