@@ -247,6 +247,12 @@ def notes(
         + (" and one with an object's shape changed" if recipe.get("shape_twins") else "")
         + ", the binding train pairs"
         + (
+            f", phrase grounding (weight {recipe['grounding']:g}: the image token under each "
+            "object picks its colour-shape phrase, `concord.models.losses.grounding_loss`)"
+            if recipe.get("grounding")
+            else ""
+        )
+        + (
             f", {recipe['reword']:.0%} of captions reworded (training-only synonyms and frames, "
             "`pipelines/encoder/paraphrase.py`)"
             if recipe.get("reword")
