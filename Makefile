@@ -41,8 +41,10 @@ check: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy concord
 
+# On failure the last line names where pytest was (a crash of the interpreter cannot say).
 test: install kafka helm browser check
-	$(BIN)/python -m pytest --durations=15
+	$(BIN)/python -m pytest --durations=15 || { rc=$$?; \
+		echo "pytest exited $$rc; where it was: $$(cat .cache/pytest-progress 2>/dev/null)"; exit $$rc; }
 
 # The first run: register the shipped demo models (FULL=1: train the full presets instead),
 # start the six services, run one flow through all of them and write demo/index.html.

@@ -123,6 +123,11 @@ RECIPES: dict[str, dict[str, object]] = {
     # (scenes.shape_twin): the one hard image negative only shape tells apart. Measured before
     # grounding, which asks for shape directly (README, "Where the recipe falls short").
     "concord-shape": {**CNN_RECIPE, "shape_twins": True},
+    # The shared recipe on `tiny-cnn-ctx`: two transformer blocks over the CNN's 8x8 token map,
+    # so that a token can hold where its object is relative to the others before max pooling
+    # (the plain CNN's pooled vector has no way to say which object is left: relations at
+    # chance). Measured in reports/encoder_ctx.md.
+    "concord-ctx": {**CONCORD_RECIPE, "preset": "tiny-cnn-ctx"},
     # The dataset's captions only, no hard negatives: the baseline the reports compare with.
     "plain": {"preset": "tiny", "loss": "clip", "epochs": 5, "batch_size": 128, "lr": 1e-3},
 }
@@ -198,12 +203,14 @@ def training_set(cfg: TrainConfig, root: Path, image_size: int) -> SceneTraining
     """The dataset's train captions as they are, or (the recipe) captions drafted from the scenes
     with foils, rendered twins and the binding train pairs."""
     binding = resolve_binding(cfg)
-    if cfg.grounding and not (cfg.hard_negatives or cfg.twins or cfg.shape_twins or binding):
+    # Any of these draws the captions from the scenes, which also tell grounding the objects.
+    drafted = bool(cfg.hard_negatives or cfg.twins or cfg.shape_twins or binding or cfg.reword)
+    if cfg.grounding and not drafted:
         raise ValueError(
-            "grounding needs the scenes behind the images: use it with hard negatives, twins or "
-            "binding pairs (captions are then drafted from the scenes)"
+            "grounding needs the scenes behind the images: use it with hard negatives, twins, "
+            "binding pairs or rewording (captions are then drafted from the scenes)"
         )
-    if not (cfg.hard_negatives or cfg.twins or cfg.shape_twins or binding or cfg.reword):
+    if not drafted:
         data = load_retrieval(root, "train", image_size, cfg.train_limit)
         return SceneTrainingSet.from_captions(data)
     return build_training_set(

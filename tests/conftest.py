@@ -4,6 +4,9 @@ Nothing may reach a model hub here: the text tower loads from its PyPI package.
 """
 
 import os
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -13,3 +16,20 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.mlflow"]
+
+# A crash of the interpreter itself (a C-level abort) ends pytest before it can report which
+# test was running; `make test` prints this file when pytest fails, so the log names it.
+PROGRESS = Path(".cache/pytest-progress")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    PROGRESS.parent.mkdir(parents=True, exist_ok=True)
+    PROGRESS.write_text("session started\n")
+
+
+def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    PROGRESS.write_text(f"running {nodeid} (or its fixtures' setup/teardown)\n")
+
+
+def pytest_runtest_logfinish(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    PROGRESS.write_text(f"finished {nodeid}; then between tests or in session teardown\n")

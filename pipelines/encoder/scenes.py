@@ -54,11 +54,16 @@ class ObjectPhrases:
         return cells, label
 
 
+def object_phrase(colour: str, shape: str) -> str:
+    """How grounding names one object: "a red circle", "an orange square"."""
+    return f"{article(colour)} {colour} {shape}"
+
+
 def object_phrases(scenes: Sequence[Scene], held: frozenset) -> ObjectPhrases:
     """Every scene's objects with their phrases. The vocabulary leaves out the held-out
     colour-shape pairs (the compositional test split's), so training never names them, not even
     as a negative; blobs (no name) and any held-out pair get -1."""
-    phrases = tuple(f"{article(c)} {c} {s}" for c in COLOURS for s in SHAPES if (c, s) not in held)
+    phrases = tuple(object_phrase(c, s) for c in COLOURS for s in SHAPES if (c, s) not in held)
     index = {p: i for i, p in enumerate(phrases)}
     k = max((len(s.objects) for s in scenes), default=0)
     xy = torch.zeros(len(scenes), k, 2)
@@ -66,7 +71,7 @@ def object_phrases(scenes: Sequence[Scene], held: frozenset) -> ObjectPhrases:
     for i, scene in enumerate(scenes):
         for j, o in enumerate(scene.objects):
             xy[i, j] = torch.tensor([o.x, o.y])
-            label[i, j] = index.get(f"{article(o.colour)} {o.colour} {o.shape}", -1)
+            label[i, j] = index.get(object_phrase(o.colour, o.shape), -1)
     return ObjectPhrases(phrases, xy, label)
 
 

@@ -295,3 +295,14 @@ def test_grounding_without_scenes_behind_the_images_is_refused(data: tuple[Path,
     cfg = TrainConfig(data=retrieval, epochs=1, grounding=1.0, progress=False)
     with pytest.raises(ValueError, match="grounding needs the scenes"):
         train(cfg)
+
+
+def test_rewording_alone_drafts_from_the_scenes_so_grounding_has_its_objects(
+    data: tuple[Path, Path],
+) -> None:
+    from pipelines.train_encoder import training_set
+
+    retrieval, _ = data
+    cfg = TrainConfig(data=retrieval, reword=0.5, grounding=1.0, train_limit=8, progress=False)
+    built = training_set(cfg, retrieval, 64)
+    assert built.objects is not None and (built.objects.label >= 0).any()
