@@ -126,7 +126,8 @@ RECIPES: dict[str, dict[str, object]] = {
     # The shared recipe on `tiny-cnn-ctx`: two transformer blocks over the CNN's 8x8 token map,
     # so that a token can hold where its object is relative to the others before max pooling
     # (the plain CNN's pooled vector has no way to say which object is left: relations at
-    # chance). Measured in reports/encoder_ctx.md.
+    # chance). One seed (README, "Relations"): FILIP and binding gain, relations stay at chance
+    # (reports/scorer_ctx.md): the text tower hardly tells "above" from "below". Not adopted.
     "concord-ctx": {**CONCORD_RECIPE, "preset": "tiny-cnn-ctx"},
     # The dataset's captions only, no hard negatives: the baseline the reports compare with.
     "plain": {"preset": "tiny", "loss": "clip", "epochs": 5, "batch_size": 128, "lr": 1e-3},
