@@ -71,6 +71,7 @@ class TrainConfig:
     caption_rounds: int = 2  # scene-drafted captions: rounds of the 5 styles per image
     reword: float = 0.0  # share of drafted captions reworded (training-only synonyms, frames)
     grounding: float = 0.0  # weight of the phrase-grounding term (object tokens name their phrase)
+    relations: float = 0.0  # weight of the relation term (image picks "X above Y" over its foils)
     val_limit: int = 0
     threads: int = 2  # torch CPU threads (per process under torchrun)
     device: str = "auto"  # auto | cpu | cuda | cuda:N: the model and its batches
@@ -129,6 +130,15 @@ RECIPES: dict[str, dict[str, object]] = {
     # chance). One seed (README, "Relations"): FILIP and binding gain, relations stay at chance
     # (reports/scorer_ctx.md): the text tower hardly tells "above" from "below". Not adopted.
     "concord-ctx": {**CONCORD_RECIPE, "preset": "tiny-cnn-ctx"},
+    # concord-ctx with a relation term in every batch (scenes.relation_probes: the pooled image
+    # picks "X above Y" over "X below Y" and "Y above X" for every pair the scene names) and
+    # MiniLM's top two layers trained, so that the text side can tell those apart at all.
+    "concord-rel": {
+        **CONCORD_RECIPE,
+        "preset": "tiny-cnn-ctx",
+        "relations": 1.0,
+        "unfrozen_layers": 2,
+    },
     # The dataset's captions only, no hard negatives: the baseline the reports compare with.
     "plain": {"preset": "tiny", "loss": "clip", "epochs": 5, "batch_size": 128, "lr": 1e-3},
 }
@@ -206,11 +216,12 @@ def training_set(cfg: TrainConfig, root: Path, image_size: int) -> SceneTraining
     binding = resolve_binding(cfg)
     # Any of these draws the captions from the scenes, which also tell grounding the objects.
     drafted = bool(cfg.hard_negatives or cfg.twins or cfg.shape_twins or binding or cfg.reword)
-    if cfg.grounding and not drafted:
-        raise ValueError(
-            "grounding needs the scenes behind the images: use it with hard negatives, twins, "
-            "binding pairs or rewording (captions are then drafted from the scenes)"
-        )
+    for term, weight in (("grounding", cfg.grounding), ("relations", cfg.relations)):
+        if weight and not drafted:
+            raise ValueError(
+                f"{term} needs the scenes behind the images: use it with hard negatives, twins, "
+                "binding pairs or rewording (captions are then drafted from the scenes)"
+            )
     if not drafted:
         data = load_retrieval(root, "train", image_size, cfg.train_limit)
         return SceneTrainingSet.from_captions(data)
@@ -224,6 +235,7 @@ def training_set(cfg: TrainConfig, root: Path, image_size: int) -> SceneTraining
         cfg.train_limit,
         cfg.reword,
         cfg.shape_twins,
+        bool(cfg.relations),
     )
 
 
@@ -355,11 +367,15 @@ def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Cont
         texts: list[str],
         foils: list[tuple[str, ...]],
         rows: np.ndarray,
+        probes: list[str],
+        probe_foils: list[tuple[str, ...]],
     ) -> torch.Tensor:
         """This rank's shard encoded, every rank's gathered: the loss of the global batch, plus
         this shard's foil term (an image against its own caption's foils needs no gathering),
         weighted by its share of the global batch's images that have foils, and its grounding
-        term (the train-set `rows`' objects), weighted by its share of the batch's objects."""
+        term (the train-set `rows`' objects), weighted by its share of the batch's objects, and
+        its relation term (each image's relation probe against the probe's foils), weighted like
+        the foil term."""
         image_local = m.encode_image(pixels)
         text_local = encode_texts(m, tokenizer, texts, cache)
         image = distributed.gather_encoded(image_local, ctx, tokens=gather_tokens)
@@ -377,17 +393,25 @@ def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Cont
             term = grounding_loss(image_local, cells, labels, named, m.logit_scale)
             share = distributed.local_share((cells >= 0).sum(), ctx)
             loss = loss + cfg.grounding * share * term
+        if cfg.relations:
+            stated = encode_texts(m, tokenizer, probes, cache)
+            enc, mask = encode_foils(m, tokenizer, probe_foils, 2, cache)
+            term = foil_term(cfg.loss, image_local, stated, enc, mask, m.logit_scale)
+            share = distributed.local_share(mask.any(dim=1).sum(), ctx)
+            loss = loss + cfg.relations * share * term
         return loss
 
     forward = distributed.wrap(distributed.Step(model, step_loss), ctx)  # DDP with several ranks
     # -- loop
     step, t0 = 0, time.perf_counter()
+    probe_rng = np.random.default_rng([cfg.seed, 16])  # its own stream: `rng`'s draws unchanged
     try:
         for epoch in range(cfg.epochs):
             te = time.perf_counter()
             model.train()
             order = train_set.order(rng)
             captions, foils = train_set.draw(rng, cfg.hard_negatives)
+            probes, probe_foils = train_set.draw_relations(probe_rng, captions)
             losses = []
             bar = tqdm(
                 range(steps_per_epoch),
@@ -399,7 +423,12 @@ def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Cont
                 for g, base in zip(opt.param_groups, base_lrs, strict=True):
                     g["lr"] = base * _lr_at(step, total, warmup)
                 loss = forward(
-                    train_pixels[idx], [captions[i] for i in idx], [foils[i] for i in idx], idx
+                    train_pixels[idx],
+                    [captions[i] for i in idx],
+                    [foils[i] for i in idx],
+                    idx,
+                    [probes[i] for i in idx],
+                    [probe_foils[i] for i in idx],
                 )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -566,6 +595,15 @@ def main(
             help="weight of the phrase-grounding term (0: none; needs scene-drafted captions)",
         ),
     ] = None,
+    relations: Annotated[
+        float | None,
+        typer.Option(
+            envvar=_env("RELATIONS"),
+            min=0.0,
+            help="weight of the relation term: the image picks 'X above Y' over 'X below Y' and "
+            "'Y above X' (0: none; needs scene-drafted captions)",
+        ),
+    ] = None,
     reword: Annotated[
         float | None,
         typer.Option(
@@ -618,6 +656,7 @@ def main(
         "binding_size": binding_size,
         "reword": reword,
         "grounding": grounding,
+        "relations": relations,
     }
     settings = {**RECIPES[recipe], **{k: v for k, v in given.items() if v is not None}}
     if settings.get("loss", "clip") not in ("clip", "filip", "both"):

@@ -29,7 +29,7 @@ RECIPE, BASELINE = "Concord recipe", "captions only"
 MATCHED = (
     "preset", "loss", "unfrozen_layers", "embed_dim", "hard_negatives", "foil_weight", "twins",
     "shape_twins", "caption_rounds", "epochs", "batch_size", "lr", "text_lr", "weight_decay",
-    "seed", "train_limit", "data", "binding", "reword", "grounding",
+    "seed", "train_limit", "data", "binding", "reword", "grounding", "relations",
 )  # fmt: skip
 
 
@@ -58,6 +58,7 @@ VARIANTS = (
             "binding_size": "",
             "reword": 0.0,
             "grounding": 0.0,
+            "relations": 0.0,
         },
     ),
 )

@@ -75,6 +75,41 @@ def object_phrases(scenes: Sequence[Scene], held: frozenset) -> ObjectPhrases:
     return ObjectPhrases(phrases, xy, label)
 
 
+# Relations a probe may state, each as (word when the stored subject comes first, its converse)
+# with the words around it: "the red circle is to the left of the blue square".
+PROBE_WORDS: dict[str, tuple[tuple[str, str], str, str]] = {
+    "left_of": (("left", "right"), "to the ", " of "),
+    "above": (("above", "below"), "", " "),
+    "bigger_than": (("bigger", "smaller"), "", " than "),
+}
+
+
+def relation_probes(scene: Scene, held: frozenset) -> tuple[CaptionWithFoils, ...]:
+    """Every spatial or size relation between two objects the scene names by colour and shape
+    alone, stated both ways ("The red circle is above the blue square", "The blue square is below
+    the red circle"), each with its two foils: the converse word ("... is below ...") and the
+    objects swapped ("The blue square is above the red circle"). A foil has the caption's words,
+    one changed or two reordered, so only where the objects are tells them apart: what the
+    relation term (`--relations`) asks of the pooled image. Blobs, held-out colour-shape pairs and
+    objects sharing their colour and shape with another are never named."""
+    names = [f"{o.colour} {o.shape}" for o in scene.objects]
+    nameable = [
+        o.shape != "blob" and (o.colour, o.shape) not in held and names.count(names[i]) == 1
+        for i, o in enumerate(scene.objects)
+    ]
+    probes = []
+    for rel in scene.relations:
+        if rel.predicate not in PROBE_WORDS or not (nameable[rel.subject] and nameable[rel.object]):
+            continue
+        (word, converse), before, after = PROBE_WORDS[rel.predicate]
+        s, o = rel.subject, rel.object
+        for a, w, b, other in ((s, word, o, converse), (o, converse, s, word)):
+            say = [f"The {names[x]} is {before}{v}{after}the {names[y]}" for x, v, y in
+                   ((a, w, b), (a, other, b), (b, w, a))]  # fmt: skip
+            probes.append(CaptionWithFoils(say[0], (say[1], say[2])))
+    return tuple(probes)
+
+
 @dataclass(frozen=True)
 class SceneTrainingSet:
     """Images with caption pools; `groups` are images that go into one batch together."""
@@ -83,6 +118,7 @@ class SceneTrainingSet:
     pools: tuple[tuple[CaptionWithFoils, ...], ...]  # per image, at least one caption
     groups: tuple[tuple[int, ...], ...]  # every image once: an image with its twins, or alone
     objects: ObjectPhrases | None = None  # None: no scenes behind the images (captions only)
+    relations: tuple[tuple[CaptionWithFoils, ...], ...] = ()  # per image its relation_probes
 
     def __len__(self) -> int:
         return len(self.pools)
@@ -96,7 +132,9 @@ class SceneTrainingSet:
     def texts(self) -> list[str]:
         """Every caption and foil once (what a text-state cache must hold)."""
         out = {c.text for pool in self.pools for c in pool}
-        out.update(f for pool in self.pools for c in pool for f in c.foils)
+        for pool in (*self.pools, *self.relations):
+            out.update(c.text for c in pool)
+            out.update(f for c in pool for f in c.foils)
         return sorted(out)
 
     def order(self, rng: np.random.Generator) -> np.ndarray:
@@ -113,6 +151,18 @@ class SceneTrainingSet:
             picks = rng.choice(len(c.foils), k, replace=False) if k else []
             chosen.append(tuple(c.foils[int(j)] for j in picks))
         return captions, chosen
+
+    def draw_relations(
+        self, rng: np.random.Generator, captions: Sequence[str]
+    ) -> tuple[list[str], list[tuple[str, ...]]]:
+        """One relation probe per image with both its foils, drawn afresh each epoch; an image
+        with none keeps its caption from `captions` and no foils (the term then skips it)."""
+        texts, foils = list(captions), [()] * len(captions)
+        for i, probes in enumerate(self.relations):
+            if probes:
+                probe = probes[int(rng.integers(len(probes)))]
+                texts[i], foils[i] = probe.text, probe.foils
+        return texts, foils
 
 
 def swap_foils(draft: Draft, scene: Scene) -> list[str]:
@@ -223,6 +273,7 @@ def build_training_set(
     limit: int = 0,
     reword: float = 0.0,
     shape_twins: bool = False,
+    relations: bool = False,
 ) -> SceneTrainingSet:
     """The recipe's training set.
 
@@ -234,6 +285,8 @@ def build_training_set(
         limit: only the first `limit` retrieval train images (0: all).
         reword: share of captions reworded with training-only synonyms and frames (paraphrase).
         shape_twins: also render a `shape_twin` for every train scene, in the same group.
+        relations: give every image its `relation_probes` (drawn after the pools, so the random
+            stream of a set without them is unchanged).
     """
     rng = np.random.default_rng([seed, 15])
     held = held_out_combos(_manifest_seed(retrieval_root))
@@ -264,7 +317,8 @@ def build_training_set(
         pixels.append(load_pixels(binding_root, rels, image_size))
     pools = tuple(tuple(caption_pool(s, rng, rounds, reword)) for s in all_scenes)
     objects = object_phrases(all_scenes, held)
-    return SceneTrainingSet(torch.cat(pixels), pools, tuple(groups), objects)
+    probes = tuple(relation_probes(s, held) for s in all_scenes) if relations else ()
+    return SceneTrainingSet(torch.cat(pixels), pools, tuple(groups), objects, probes)
 
 
 def _render(scenes: Sequence[Scene], image_size: int) -> torch.Tensor:

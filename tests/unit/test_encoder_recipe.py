@@ -2,8 +2,9 @@
 in their binding, twins that differ from their scene and keep off the held-out combinations, the
 foil loss (it prefers the caption, ignores padding, and its paired FILIP score equals FILIP's),
 foil batches laid out as the loss takes them, the grounding loss and the object phrases it
-trains on (no held-out pair named, centres on the right token), and a training run with every
-part switched on."""
+trains on (no held-out pair named, centres on the right token), the relation probes (true both
+ways, their foils false, mirrored scenes trading them), and a training run with every part
+switched on."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from pipelines.encoder.scenes import (
     build_training_set,
     caption_pool,
     object_phrases,
+    relation_probes,
     shape_twin,
     swap_foils,
     twin_scene,
@@ -217,6 +219,39 @@ def test_object_phrases_never_name_a_held_out_pair_and_find_each_objects_token()
     assert objects.phrases[int(labels[1, 0])] == "a red circle" and labels[1, 1] == -1
 
 
+def test_relation_probes_state_each_relation_both_ways_and_a_mirror_makes_them_foils() -> None:
+    scene = _two_object_scene()  # a red circle left of a blue square, same height and size
+    probes = {p.text: p.foils for p in relation_probes(scene, frozenset())}
+    assert probes == {
+        "The red circle is to the left of the blue square": (
+            "The red circle is to the right of the blue square",
+            "The blue square is to the left of the red circle",
+        ),
+        "The blue square is to the right of the red circle": (
+            "The blue square is to the left of the red circle",
+            "The red circle is to the right of the blue square",
+        ),
+    }
+    for text, foils in probes.items():  # one word changed, or the same words in another order
+        assert _words(foils[1]) == _words(text) and len(_words(foils[0]) - _words(text)) == 1
+    mirrored = [replace(o, x=1.0 - o.x) for o in scene.objects]
+    mirror = replace(scene, objects=tuple(mirrored), relations=compute_relations(mirrored))
+    flipped = {p.text for p in relation_probes(mirror, frozenset())}
+    assert flipped == {f for foils in probes.values() for f in foils}  # true there, false here
+    assert not flipped & set(probes)
+
+
+def test_relation_probes_never_name_a_held_out_pair_or_an_ambiguous_object() -> None:
+    scene = _two_object_scene()
+    assert relation_probes(scene, frozenset({("blue", "square")})) == ()
+    red, blue = scene.objects
+    twin = replace(red, x=0.5, y=0.1, r=0.08)  # a second red circle: "the red circle" is ambiguous
+    placed = [red, blue, twin]
+    crowded = Scene(tuple(placed), compute_relations(placed), scene.background, 1)
+    assert crowded.relations  # the relations are there; no pair of them is nameable
+    assert relation_probes(crowded, frozenset()) == ()
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("data")
@@ -240,6 +275,25 @@ def test_the_training_set_keeps_twins_and_binding_pairs_together(data: tuple[Pat
     captions, foils = ts.draw(np.random.default_rng(0), 2)
     assert len(captions) == len(ts) and all(len(f) <= 2 for f in foils)
     assert sum(map(len, foils)) > len(ts)  # most captions have foils
+    assert ts.relations == ()  # no probes unless asked for
+
+
+def test_relation_probes_are_drawn_per_image_and_join_the_texts(data: tuple[Path, Path]) -> None:
+    retrieval, binding = data
+    plain = build_training_set(retrieval, binding, 64, seed=0, rounds=1)
+    ts = build_training_set(retrieval, binding, 64, seed=0, rounds=1, relations=True)
+    assert plain.pools == ts.pools  # the probes draw after the pools: the same captions
+    assert len(ts.relations) == len(ts)
+    captions, _ = ts.draw(np.random.default_rng(0), 2)
+    texts, foils = ts.draw_relations(np.random.default_rng(1), captions)
+    has = [bool(p) for p in ts.relations]
+    assert any(has) and not all(has)
+    for i, probes in enumerate(ts.relations):
+        if probes:
+            assert texts[i] in {p.text for p in probes} and len(foils[i]) == 2
+        else:
+            assert texts[i] == captions[i] and foils[i] == ()
+    assert set(texts) | {f for fs in foils for f in fs} <= set(ts.texts())
 
 
 def test_shape_twins_join_their_scene_and_its_twin_in_one_group(data: tuple[Path, Path]) -> None:
@@ -274,6 +328,7 @@ def test_training_with_every_recipe_part_runs_and_saves(
             binding=binding,
             caption_rounds=1,
             grounding=1.0,
+            relations=1.0,
             out=tmp_path / "model",
             progress=False,
         )
@@ -287,13 +342,16 @@ def test_training_with_every_recipe_part_runs_and_saves(
     assert [h["epoch"] for h in record["history"]] == [1]
     assert record["train_images"] == res.train_images > 0
     assert record["images_per_second"] == pytest.approx(res.train_images / res.seconds)
-    assert record["config"]["grounding"] == 1.0
+    assert record["config"]["grounding"] == record["config"]["relations"] == 1.0
 
 
-def test_grounding_without_scenes_behind_the_images_is_refused(data: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("term", ["grounding", "relations"])
+def test_scene_terms_without_scenes_behind_the_images_are_refused(
+    data: tuple[Path, Path], term: str
+) -> None:
     retrieval, _ = data
-    cfg = TrainConfig(data=retrieval, epochs=1, grounding=1.0, progress=False)
-    with pytest.raises(ValueError, match="grounding needs the scenes"):
+    cfg = TrainConfig(data=retrieval, epochs=1, progress=False, **{term: 1.0})
+    with pytest.raises(ValueError, match=f"{term} needs the scenes"):
         train(cfg)
 
 
