@@ -139,6 +139,15 @@ RECIPES: dict[str, dict[str, object]] = {
         "relations": 1.0,
         "unfrozen_layers": 2,
     },
+    # concord-rel on `tiny-cnn-coord`: CoordConv's x and y channels join the pixels, because
+    # concord-rel learnt "bigger" (0.91 on held-out probes) and partly "above" but left/right sat
+    # at chance even on its training images: the tower had no strong sense of where.
+    "concord-coord": {
+        **CONCORD_RECIPE,
+        "preset": "tiny-cnn-coord",
+        "relations": 1.0,
+        "unfrozen_layers": 2,
+    },
     # The dataset's captions only, no hard negatives: the baseline the reports compare with.
     "plain": {"preset": "tiny", "loss": "clip", "epochs": 5, "batch_size": 128, "lr": 1e-3},
 }

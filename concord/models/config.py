@@ -40,6 +40,12 @@ class ImageTowerConfig:
     # MAP head, Zhai et al. 2023), so a few object patches can carry the whole embedding. "max":
     # the channel-wise maximum over tokens (an object's features survive however small it is).
     pool: str = "mean"
+    # CoordConv (Liu et al. 2018): each pixel's x and y join its RGB as two input channels, so the
+    # stem's convolutions can say where a feature is as well as what it is. Convolutions are
+    # translation-equivariant and max pooling drops place; the learned position embedding added
+    # after the stem stayed weak (a tenth of a token's norm), and left/right sat at chance even on
+    # training images (README, "Relations").
+    coords: bool = False
 
     def __post_init__(self) -> None:
         if self.stem not in STEMS:

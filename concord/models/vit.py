@@ -40,11 +40,11 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-def conv_stem(width: int, patch_size: int) -> nn.Sequential:
+def conv_stem(width: int, patch_size: int, cin: int = 3) -> nn.Sequential:
     """log2(patch_size) stride-2 3x3 convs (GroupNorm + GELU), widths doubling up to `width`,
     then a 1x1 projection: the same token grid as a patch_size patch embedding."""
     layers: list[nn.Module] = []
-    cin, n = 3, patch_size.bit_length() - 1
+    n = patch_size.bit_length() - 1
     for i in range(n):
         cout = max(8, width // 2 ** (n - i))
         layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GroupNorm(1, cout), nn.GELU()]
@@ -57,13 +57,13 @@ def _conv_gelu(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(1, cout), nn.GELU()]
 
 
-def cnn_stem(width: int, patch_size: int) -> nn.Sequential:
+def cnn_stem(width: int, patch_size: int, cin: int = 3) -> nn.Sequential:
     """3x3 convolutions at full resolution, each stage ended by a 2x2 max-pool, widths doubling
     up to `width` (two convs per stage while the maps are large, one in the last), then one more
     3x3 conv on the patch grid: the same token grid as a patch_size patch embedding, but small
     shapes are seen before any downsampling."""
     layers: list[nn.Module] = []
-    cin, n = 3, patch_size.bit_length() - 1
+    n = patch_size.bit_length() - 1
     for i in range(n):
         cout = max(16, width // 2 ** (n - 1 - i))
         convs = 2 if i < n - 1 else 1
@@ -95,6 +95,14 @@ class AttentionPool(nn.Module):
         return (x + self.mlp(self.norm(x)))[:, 0]
 
 
+def _coordinates(x: Tensor) -> Tensor:
+    """(B, 2, H, W): each pixel's column and row, scaled to [-1, 1] (CoordConv's channels)."""
+    b, _, h, w = x.shape
+    cols = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype).expand(h, w)
+    rows = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)[:, None].expand(h, w)
+    return torch.stack([cols, rows]).expand(b, 2, h, w)
+
+
 class ImageTower(nn.Module):
     """ViT over non-overlapping patches (or, with depth 0 and the "cnn" stem, a plain CNN);
     pooled = mean, channel-wise max (`cfg.pool == "max"`) or attention pooling
@@ -103,10 +111,11 @@ class ImageTower(nn.Module):
     def __init__(self, cfg: ImageTowerConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        cin = 5 if cfg.coords else 3  # RGB, then each pixel's x and y
         self.patch_embed: nn.Module = (
-            STEM_BUILDERS[cfg.stem](cfg.width, cfg.patch_size)
+            STEM_BUILDERS[cfg.stem](cfg.width, cfg.patch_size, cin)
             if cfg.stem in STEM_BUILDERS
-            else nn.Conv2d(3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+            else nn.Conv2d(cin, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         )
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches, cfg.width))
         self.blocks = nn.ModuleList(
@@ -139,7 +148,10 @@ class ImageTower(nn.Module):
         size = self.cfg.image_size
         if pixels.ndim != 4 or pixels.shape[1:] != (3, size, size):
             raise ValueError(f"expected pixels (B, 3, {size}, {size}), got {tuple(pixels.shape)}")
-        x = self.patch_embed(pixels * 2.0 - 1.0)  # [0, 1] -> [-1, 1]
+        x = pixels * 2.0 - 1.0  # [0, 1] -> [-1, 1]
+        if self.cfg.coords:
+            x = torch.cat([x, _coordinates(x)], dim=1)
+        x = self.patch_embed(x)
         x = x.flatten(2).transpose(1, 2) + self.pos_embed
         for block in self.blocks:
             x = block(x)

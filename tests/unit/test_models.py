@@ -132,6 +132,33 @@ def test_cnn_tower_keeps_the_patch_grid_and_max_pool_keeps_a_small_object() -> N
     assert changed[0, 0] > 0
 
 
+def test_coordinate_channels_let_the_stem_say_where_a_feature_is() -> None:
+    """Convolutions are translation-equivariant: on a flat image, two tokens whose receptive
+    fields stay clear of the zero padding get the same features. CoordConv's x and y channels
+    (`coords`) make them differ, so a pooled feature can carry where its object is."""
+    from concord.models.vit import ImageTower, _coordinates
+
+    grid = _coordinates(torch.zeros(1, 3, 4, 5))
+    assert grid.shape == (1, 2, 4, 5)
+    assert grid[0, 0, 0].tolist() == pytest.approx([-1.0, -0.5, 0.0, 0.5, 1.0])  # x, left->right
+    assert grid[0, 1, :, 0].tolist() == pytest.approx([-1.0, -1 / 3, 1 / 3, 1.0])  # y, top->down
+    image = {"image_size": 64, "patch_size": 8, "width": 32, "depth": 0, "heads": 2,
+             "stem": "cnn", "pool": "max"}  # fmt: skip
+    flat = torch.full((1, 3, 64, 64), 0.5)
+    features = {}
+    for coords in (False, True):
+        cfg = TINY.replace(image={**image, "coords": coords})
+        assert EncoderConfig.from_dict(cfg.to_dict()).image.coords is coords
+        torch.manual_seed(0)
+        tower = ImageTower(cfg.image).eval()
+        with torch.no_grad():
+            tower.pos_embed.zero_()  # only what the stem sees
+            tokens = tower(flat)[1][0]  # (64, width), row-major over the 8x8 grid
+        features[coords] = (tokens[3 * 8 + 3] - tokens[4 * 8 + 4]).abs().max().item()
+    assert features[False] < 1e-5 < 1e-3 < features[True]
+    assert load_config("tiny-cnn-coord").image.coords and not load_config("tiny-cnn").image.coords
+
+
 def test_attention_pool_can_weigh_one_patch_and_round_trips() -> None:
     """With `pool="attn"` the pooled embedding is not the tokens' mean: a learned query can put
     its weight on a few patches (an object) instead of averaging in the background. The config
