@@ -22,6 +22,7 @@ from pipelines.encoder.data import (
     load_retrieval,
 )
 from pipelines.encoder.embed import TextStateCache
+from pipelines.encoder.relations import load_relation_probes
 from pipelines.encoder.runs import BASELINE, RECIPE, VARIANTS, obtain
 from pipelines.encoder.suite import (
     CHANCE,
@@ -79,6 +80,7 @@ def _sets(cfg: ReportConfig, roots: dict[str, Path], size: int) -> EvalSets:
         load_binding(roots["binding"], "test", size),
         unseen_wording_set(roots["retrieval"], "test", size, cfg.data_seed),
         load_objects(roots["retrieval"], "test"),
+        load_relation_probes(roots["retrieval"], "test"),
     )
 
 

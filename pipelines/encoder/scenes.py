@@ -21,6 +21,7 @@ from pipelines.data.store import read_jsonl
 from pipelines.data.vocab import COLOURS, SHAPES, article
 from pipelines.encoder.data import ImageTextSet, load_pixels
 from pipelines.encoder.paraphrase import Rewording
+from pipelines.encoder.relations import Probe, relation_probes
 
 TWIN_KINDS = ("colour swap", "shape swap", "mirror")
 
@@ -75,41 +76,6 @@ def object_phrases(scenes: Sequence[Scene], held: frozenset) -> ObjectPhrases:
     return ObjectPhrases(phrases, xy, label)
 
 
-# Relations a probe may state, each as (word when the stored subject comes first, its converse)
-# with the words around it: "the red circle is to the left of the blue square".
-PROBE_WORDS: dict[str, tuple[tuple[str, str], str, str]] = {
-    "left_of": (("left", "right"), "to the ", " of "),
-    "above": (("above", "below"), "", " "),
-    "bigger_than": (("bigger", "smaller"), "", " than "),
-}
-
-
-def relation_probes(scene: Scene, held: frozenset) -> tuple[CaptionWithFoils, ...]:
-    """Every spatial or size relation between two objects the scene names by colour and shape
-    alone, stated both ways ("The red circle is above the blue square", "The blue square is below
-    the red circle"), each with its two foils: the converse word ("... is below ...") and the
-    objects swapped ("The blue square is above the red circle"). A foil has the caption's words,
-    one changed or two reordered, so only where the objects are tells them apart: what the
-    relation term (`--relations`) asks of the pooled image. Blobs, held-out colour-shape pairs and
-    objects sharing their colour and shape with another are never named."""
-    names = [f"{o.colour} {o.shape}" for o in scene.objects]
-    nameable = [
-        o.shape != "blob" and (o.colour, o.shape) not in held and names.count(names[i]) == 1
-        for i, o in enumerate(scene.objects)
-    ]
-    probes = []
-    for rel in scene.relations:
-        if rel.predicate not in PROBE_WORDS or not (nameable[rel.subject] and nameable[rel.object]):
-            continue
-        (word, converse), before, after = PROBE_WORDS[rel.predicate]
-        s, o = rel.subject, rel.object
-        for a, w, b, other in ((s, word, o, converse), (o, converse, s, word)):
-            say = [f"The {names[x]} is {before}{v}{after}the {names[y]}" for x, v, y in
-                   ((a, w, b), (a, other, b), (b, w, a))]  # fmt: skip
-            probes.append(CaptionWithFoils(say[0], (say[1], say[2])))
-    return tuple(probes)
-
-
 @dataclass(frozen=True)
 class SceneTrainingSet:
     """Images with caption pools; `groups` are images that go into one batch together."""
@@ -118,7 +84,7 @@ class SceneTrainingSet:
     pools: tuple[tuple[CaptionWithFoils, ...], ...]  # per image, at least one caption
     groups: tuple[tuple[int, ...], ...]  # every image once: an image with its twins, or alone
     objects: ObjectPhrases | None = None  # None: no scenes behind the images (captions only)
-    relations: tuple[tuple[CaptionWithFoils, ...], ...] = ()  # per image its relation_probes
+    relations: tuple[tuple[Probe, ...], ...] = ()  # per image its relation_probes
 
     def __len__(self) -> int:
         return len(self.pools)

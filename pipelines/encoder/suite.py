@@ -1,7 +1,7 @@
 """The encoder's held-out evaluation suite: one trained model -> R@1/5/10 both directions on test,
 test_compositional and binding pairs (global and FILIP scorers), binding pair accuracy, object
-recognition (shape told the colour, colour told the shape), as report rows beside their
-baselines."""
+recognition (shape told the colour, colour told the shape), relation probes (left/right,
+above/below, bigger/smaller), as report rows beside their baselines."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from pipelines.encoder.evaluate import (
     global_scores,
     retrieval,
 )
+from pipelines.encoder.relations import PROBE_WORDS, RelationProbes
 from pipelines.encoder.wording import FRAMES
 from pipelines.evaluate.report import MetricRow
 
@@ -40,6 +41,7 @@ class EvalSets:
     binding: BindingPairs
     unseen_wording: ImageTextSet | None = None  # test images, captions in frames never trained on
     objects: SceneObjects | None = None  # the test scenes' objects (`test` images, same order)
+    relations: RelationProbes | None = None  # the test scenes' relation probes (same order)
 
     def retrieval_splits(self) -> dict[str, ImageTextSet]:
         splits = {
@@ -74,7 +76,47 @@ def chance_rows(sets: EvalSets) -> list[MetricRow]:
                 len(_object_candidates(sets.objects, q, vary)) for q in range(len(sets.objects))
             ]
             rows.append(MetricRow("accuracy", name, CHANCE, float(np.mean(1.0 / np.array(cands)))))
+    if sets.relations is not None:
+        rows += [
+            MetricRow("pair accuracy", split, CHANCE, 0.5) for split in RELATION_SPLITS.values()
+        ]
     return rows
+
+
+# Each probed relation's row: the image against "X left of Y" and its two foils, per kind.
+RELATION_SPLITS = {
+    p: f"test relations: {'/'.join(words)}" for p, (words, *_) in PROBE_WORDS.items()
+}
+
+
+def relation_rows(
+    model: DualEncoder,
+    tokenizer: TextTokenizer,
+    image: Encoded,
+    relations: RelationProbes,
+    method: str,
+    cache: TextStateCache | None = None,
+) -> list[MetricRow]:
+    """Does the pooled image know how its objects stand? Each probe ("The red circle is to the
+    left of the blue square") is scored against its converse-word foil and its swapped-objects
+    foil; pair accuracy is how often the probe wins, over both foils, per kind of relation.
+
+    Args:
+        image: the `test` images encoded (pooled rows in `relations.image` order of images).
+    """
+    texts = sorted({t for p in relations.probes for t in (p.text, *p.foils)})
+    column = {t: j for j, t in enumerate(texts)}
+    text = embed_texts(model, tokenizer, texts, cache=cache).pooled.float()
+    sim = image.pooled[torch.as_tensor(relations.image)].float() @ text.T
+    wins: dict[str, list[bool]] = {p: [] for p in RELATION_SPLITS}
+    for q, probe in enumerate(relations.probes):
+        true = float(sim[q, column[probe.text]])
+        wins[probe.predicate] += [true > float(sim[q, column[f]]) for f in probe.foils]
+    return [
+        MetricRow("pair accuracy", RELATION_SPLITS[p], method, float(np.mean(w)), CHANCE)
+        for p, w in wins.items()
+        if w
+    ]
 
 
 # (row split, the attribute a query varies): "a red circle" vs "a red square", "a red star", ...
@@ -175,6 +217,8 @@ def evaluate_model(
                 ]
         if split == "test" and sets.objects is not None:
             rows += object_rows(model, tokenizer, image, sets.objects, name, use_cache)
+        if split == "test" and sets.relations is not None:
+            rows += relation_rows(model, tokenizer, image, sets.relations, name, use_cache)
     return rows
 
 

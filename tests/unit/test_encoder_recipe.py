@@ -35,11 +35,11 @@ from pipelines.data.scene import (
 from pipelines.data.vocab import SHAPES
 from pipelines.encoder.data import ensure_dataset
 from pipelines.encoder.embed import TextStateCache, encode_foils, encode_texts
+from pipelines.encoder.relations import relation_probes
 from pipelines.encoder.scenes import (
     build_training_set,
     caption_pool,
     object_phrases,
-    relation_probes,
     shape_twin,
     swap_foils,
     twin_scene,
@@ -276,6 +276,18 @@ def test_the_training_set_keeps_twins_and_binding_pairs_together(data: tuple[Pat
     assert len(captions) == len(ts) and all(len(f) <= 2 for f in foils)
     assert sum(map(len, foils)) > len(ts)  # most captions have foils
     assert ts.relations == ()  # no probes unless asked for
+
+
+def test_a_splits_relation_probes_point_at_their_images(data: tuple[Path, Path]) -> None:
+    from pipelines.data.store import read_jsonl
+    from pipelines.encoder.relations import load_relation_probes
+
+    retrieval, _ = data
+    recs = read_jsonl(retrieval / "test.jsonl")
+    loaded = load_relation_probes(retrieval, "test")
+    assert len(loaded) == len(loaded.image) > 0
+    for i, probe in zip(loaded.image, loaded.probes, strict=True):
+        assert probe in relation_probes(Scene.from_dict(recs[int(i)]["scene"]), frozenset())
 
 
 def test_relation_probes_are_drawn_per_image_and_join_the_texts(data: tuple[Path, Path]) -> None:

@@ -137,3 +137,40 @@ def test_object_rows_score_each_object_against_its_scenes_other_words(
     assert suite._object_candidates(objects, 0, "shape") == [
         ("red", s) for s in SHAPES if s != "square"
     ]
+
+
+def test_relation_rows_count_a_probe_win_only_over_each_of_its_foils(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each probe is scored against its two foils; a tie is not a win; only kinds that have
+    probes get a row."""
+    from dataclasses import replace
+
+    from pipelines.data.scene import Scene, compute_relations, make_object, sample_background
+    from pipelines.encoder import suite
+    from pipelines.encoder.relations import RelationProbes, relation_probes
+
+    rng = np.random.default_rng(0)
+    red = replace(make_object(rng, "red", "circle", "medium"), x=0.25, y=0.5, r=0.15)
+    blue = replace(make_object(rng, "blue", "square", "medium"), x=0.75, y=0.5, r=0.15)
+    scene = Scene((red, blue), compute_relations([red, blue]), sample_background(rng), 1)
+    probes = relation_probes(scene, frozenset())
+    texts = sorted({t for p in probes for t in (p.text, *p.foils)})
+    assert len(probes) == 2 and len(texts) == 4  # left/right only: same size, same height
+
+    def one_hot_texts(model, tokenizer, ts, cache=None):  # the text tower, as one-hot rows
+        pooled = torch.stack([torch.eye(len(texts))[texts.index(t)] for t in ts])
+        return Encoded(pooled, pooled[:, None], torch.ones(len(ts), 1, dtype=torch.bool))
+
+    monkeypatch.setattr(suite, "embed_texts", one_hot_texts)
+    likes = {
+        "The red circle is to the left of the blue square": 1.0,  # beats both its foils
+        "The blue square is to the left of the red circle": 0.5,  # a foil of both probes
+        "The blue square is to the right of the red circle": 0.2,  # beats one foil, loses one
+    }
+    pooled = torch.tensor([[likes.get(t, 0.0) for t in texts]])
+    image = Encoded(pooled, pooled[:, None], torch.ones(1, 1, dtype=torch.bool))
+    rows = suite.relation_rows(None, None, image, RelationProbes(np.zeros(2, int), probes), "m")  # type: ignore[arg-type]
+    assert [(r.split, r.value, r.baseline) for r in rows] == [
+        ("test relations: left/right", pytest.approx(3 / 4), "chance")
+    ]

@@ -1,0 +1,80 @@
+"""Relation probes: short sentences that state how two objects of a scene stand to each other,
+each with foils that use the same words and are false. Training asks the pooled image to pick the
+probe (`--relations`); the encoder suite measures how often it does on held-out scenes, per kind
+of relation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.data.scene import Scene
+from pipelines.data.store import read_jsonl
+
+
+@dataclass(frozen=True)
+class Probe:
+    text: str
+    foils: tuple[str, ...]  # the converse word; the two objects swapped
+    predicate: str  # the scene relation it states: left_of | above | bigger_than
+
+
+# Relations a probe may state, each as (word when the stored subject comes first, its converse)
+# with the words around it: "the red circle is to the left of the blue square".
+PROBE_WORDS: dict[str, tuple[tuple[str, str], str, str]] = {
+    "left_of": (("left", "right"), "to the ", " of "),
+    "above": (("above", "below"), "", " "),
+    "bigger_than": (("bigger", "smaller"), "", " than "),
+}
+
+
+def relation_probes(scene: Scene, held: frozenset) -> tuple[Probe, ...]:
+    """Every spatial or size relation between two objects the scene names by colour and shape
+    alone, stated both ways ("The red circle is above the blue square", "The blue square is below
+    the red circle"), each with its two foils: the converse word ("... is below ...") and the
+    objects swapped ("The blue square is above the red circle"). A foil has the caption's words,
+    one changed or two reordered, so only where the objects are tells them apart: what the
+    relation term (`--relations`) asks of the pooled image. Blobs, held-out colour-shape pairs and
+    objects sharing their colour and shape with another are never named."""
+    names = [f"{o.colour} {o.shape}" for o in scene.objects]
+    nameable = [
+        o.shape != "blob" and (o.colour, o.shape) not in held and names.count(names[i]) == 1
+        for i, o in enumerate(scene.objects)
+    ]
+    probes = []
+    for rel in scene.relations:
+        if rel.predicate not in PROBE_WORDS or not (nameable[rel.subject] and nameable[rel.object]):
+            continue
+        (word, converse), before, after = PROBE_WORDS[rel.predicate]
+        s, o = rel.subject, rel.object
+        for a, w, b, other in ((s, word, o, converse), (o, converse, s, word)):
+            say = [f"The {names[x]} is {before}{v}{after}the {names[y]}" for x, v, y in
+                   ((a, w, b), (a, other, b), (b, w, a))]  # fmt: skip
+            probes.append(Probe(say[0], (say[1], say[2]), rel.predicate))
+    return tuple(probes)
+
+
+@dataclass(frozen=True)
+class RelationProbes:
+    """Every probe of a split's scenes, with the image it is true of."""
+
+    image: np.ndarray  # (P,) index into the split's images (load_retrieval's order)
+    probes: tuple[Probe, ...]
+
+    def __len__(self) -> int:
+        return len(self.probes)
+
+
+def load_relation_probes(root: Path, split: str, limit: int = 0) -> RelationProbes:
+    """The probes of a `retrieval` split's scenes (no colour-shape pair is held out: these scenes
+    are measured, not trained on)."""
+    recs = read_jsonl(Path(root) / f"{split}.jsonl")
+    recs = recs[:limit] if limit > 0 else recs
+    image, probes = [], []
+    for i, r in enumerate(recs):
+        for probe in relation_probes(Scene.from_dict(r["scene"]), frozenset()):
+            image.append(i)
+            probes.append(probe)
+    return RelationProbes(np.array(image, dtype=np.int64), tuple(probes))
