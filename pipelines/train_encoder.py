@@ -132,7 +132,9 @@ RECIPES: dict[str, dict[str, object]] = {
     "concord-ctx": {**CONCORD_RECIPE, "preset": "tiny-cnn-ctx"},
     # concord-ctx with a relation term in every batch (scenes.relation_probes: the pooled image
     # picks "X above Y" over "X below Y" and "Y above X" for every pair the scene names) and
-    # MiniLM's top two layers trained, so that the text side can tell those apart at all.
+    # MiniLM's top two layers trained, so that the text side can tell those apart at all. Seed 0
+    # (reports/scorer_rel.md): relation foils 0.504 -> 0.560, binding 0.87-0.90; left/right stay
+    # at chance. Not adopted yet (one seed).
     "concord-rel": {
         **CONCORD_RECIPE,
         "preset": "tiny-cnn-ctx",
@@ -141,7 +143,8 @@ RECIPES: dict[str, dict[str, object]] = {
     },
     # concord-rel on `tiny-cnn-coord`: CoordConv's x and y channels join the pixels, because
     # concord-rel learnt "bigger" (0.91 on held-out probes) and partly "above" but left/right sat
-    # at chance even on its training images: the tower had no strong sense of where.
+    # at chance even on its training images: the tower had no strong sense of where. Seed 0, 20
+    # epochs (reports/scorer_coord.md): left/right still at chance; the texts collapse (README).
     "concord-coord": {
         **CONCORD_RECIPE,
         "preset": "tiny-cnn-coord",
