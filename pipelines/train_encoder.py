@@ -24,7 +24,13 @@ from tqdm import tqdm
 from concord.checkpoints import build_encoder, save_encoder
 from concord.models.config import load_config
 from concord.models.dual_encoder import DualEncoder, Encoded
-from concord.models.losses import contrastive_loss, filip_loss, foil_loss, grounding_loss
+from concord.models.losses import (
+    contrastive_loss,
+    filip_loss,
+    foil_loss,
+    grounding_loss,
+    separation_loss,
+)
 from concord.models.preprocess import TextTokenizer
 from pipelines.encoder import distributed
 from pipelines.encoder.data import ImageTextSet, ensure_dataset, load_retrieval
@@ -72,7 +78,9 @@ class TrainConfig:
     reword: float = 0.0  # share of drafted captions reworded (training-only synonyms, frames)
     grounding: float = 0.0  # weight of the phrase-grounding term (object tokens name their phrase)
     relations: float = 0.0  # weight of the relation term (image picks "X above Y" over its foils)
+    relation_margin: float | None = None  # and the probe's text at cosine <= this from its foils
     val_limit: int = 0
+    text_cache: Path | None = None  # frozen MiniLM states persist here across runs; None: in memory
     threads: int = 2  # torch CPU threads (per process under torchrun)
     device: str = "auto"  # auto | cpu | cuda | cuda:N: the model and its batches
     out: Path | None = None  # model directory to write; None: a temp dir
@@ -149,6 +157,16 @@ RECIPES: dict[str, dict[str, object]] = {
         **CONCORD_RECIPE,
         "preset": "tiny-cnn-coord",
         "relations": 1.0,
+        "unfrozen_layers": 2,
+    },
+    # concord-coord with the probes' texts held apart from their foils (losses.separation_loss,
+    # cosine <= 0.8): under concord-coord "left of" and "right of" ended at text cosine 0.9995,
+    # which leaves the image side nothing to learn from (README, "Relations").
+    "concord-sep": {
+        **CONCORD_RECIPE,
+        "preset": "tiny-cnn-coord",
+        "relations": 1.0,
+        "relation_margin": 0.8,
         "unfrozen_layers": 2,
     },
     # The dataset's captions only, no hard negatives: the baseline the reports compare with.
@@ -303,6 +321,8 @@ def train(cfg: TrainConfig, cache: TextStateCache | None = None) -> TrainResult:
         raise ValueError("register needs a tracking URI")
     if cfg.alias and not cfg.register:
         raise ValueError("an alias needs register")
+    if cfg.relation_margin is not None and not cfg.relations:
+        raise ValueError("relation_margin acts within the relation term: set relations > 0")
     with distributed.session(cfg.device, setting="--device (CONCORD_TRAIN_DEVICE)") as ctx:
         return _train(cfg, cache, ctx)
 
@@ -325,7 +345,7 @@ def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Cont
     val_set = load_retrieval(root, "val", arch.image.image_size, cfg.val_limit)
     train_pixels = train_set.pixels.to(device)  # 64x64 scenes: the set fits on any GPU
     # MiniLM's frozen layers run once per text; a step runs only the trainable top layers.
-    cache = cache if cache is not None else TextStateCache()
+    cache = cache if cache is not None else TextStateCache(directory=cfg.text_cache)
     objects = train_set.objects if cfg.grounding else None
     phrases = list(objects.phrases) if objects is not None else []
     texts = train_set.texts() + val_set.flat_captions()[0] + phrases
@@ -354,6 +374,7 @@ def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Cont
         **{k: str(v) for k, v in asdict(cfg).items()},
         "data_dir": str(root),
         "train_images": len(train_set),
+        "text_states_loaded": cache.loaded,  # from cfg.text_cache: not computed by this run
         "world_size": ctx.world_size,
         "config": arch.to_dict(),
     }
@@ -409,6 +430,8 @@ def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Cont
             stated = encode_texts(m, tokenizer, probes, cache)
             enc, mask = encode_foils(m, tokenizer, probe_foils, 2, cache)
             term = foil_term(cfg.loss, image_local, stated, enc, mask, m.logit_scale)
+            if cfg.relation_margin is not None:
+                term = term + separation_loss(stated.pooled, enc.pooled, mask, cfg.relation_margin)
             share = distributed.local_share(mask.any(dim=1).sum(), ctx)
             loss = loss + cfg.relations * share * term
         return loss
@@ -616,6 +639,16 @@ def main(
             "'Y above X' (0: none; needs scene-drafted captions)",
         ),
     ] = None,
+    relation_margin: Annotated[
+        float | None,
+        typer.Option(
+            envvar=_env("RELATION_MARGIN"),
+            min=-1.0,
+            max=1.0,
+            help="the relation term also pushes a probe's text to at most this cosine from its "
+            "foils (default: the recipe's; off in most)",
+        ),
+    ] = None,
     reword: Annotated[
         float | None,
         typer.Option(
@@ -623,6 +656,14 @@ def main(
             min=0.0,
             max=1.0,
             help="share of drafted captions reworded with training-only synonyms and frames",
+        ),
+    ] = None,
+    text_cache: Annotated[
+        str | None,
+        typer.Option(
+            envvar=_env("TEXT_CACHE"),
+            help="directory where the frozen MiniLM layers' states per text persist, so the next "
+            "run skips them (default: Concord's home/text-states; 'none': keep them in memory)",
         ),
     ] = None,
     threads: Annotated[
@@ -669,20 +710,24 @@ def main(
         "reword": reword,
         "grounding": grounding,
         "relations": relations,
+        "relation_margin": relation_margin,
     }
     settings = {**RECIPES[recipe], **{k: v for k, v in given.items() if v is not None}}
     if settings.get("loss", "clip") not in ("clip", "filip", "both"):
         raise typer.BadParameter(f"unknown loss {settings['loss']!r}", param_hint="--loss")
-    if tracking_uri is None:
+    if tracking_uri is None or text_cache is None:
         from concord.config import load_settings
 
-        tracking_uri = load_settings().tracking_uri
+        defaults = load_settings()
+        tracking_uri = tracking_uri if tracking_uri is not None else defaults.tracking_uri
+        text_cache = text_cache if text_cache is not None else str(defaults.home / "text-states")
     cfg = TrainConfig(
         data=data,
         data_size=data_size,
         data_cache=data_cache,
         seed=seed,
         binding=binding,
+        text_cache=None if text_cache.lower() == "none" else Path(text_cache),
         threads=threads,
         out=out,
         tracking_uri=tracking_uri,

@@ -127,6 +127,30 @@ def foil_loss(
     return F.cross_entropy(logits[rows], target[rows])
 
 
+def separation_loss(texts: Tensor, foils: Tensor, foil_mask: Tensor, margin: float) -> Tensor:
+    """Keeps a text apart from its foils in the joint space: the hinge max(0, cos - margin) per
+    foil. The foil loss alone cannot part two texts that differ in one word when the images
+    they are true of embed alike (a scene and its mirror image in one batch): each image pulls
+    its own text towards the same point, the pulls cancel, and both the texts and the image
+    side's gradient to tell them apart shrink together ("left of" and "right of" ended at
+    cosine 0.9995). A margin holds the texts apart, so the image side has a direction to learn.
+
+    Args:
+        texts: (B, E) unit-norm pooled embeddings.
+        foils: (B * K, E) unit-norm, row i * K + k the k-th foil of text i.
+        foil_mask: (B, K) bool, False on padding rows.
+        margin: the cosine above which a text and its foil are pushed apart.
+    Returns:
+        Scalar: mean hinge over real foils; 0 (with a graph) when there are none.
+    """
+    b, k = foil_mask.shape
+    if len(texts) != b or len(foils) != b * k:
+        raise ValueError(f"{len(texts)} texts and {len(foils)} foils for a {b}x{k} mask")
+    cos = torch.einsum("be,bke->bk", texts, foils.view(b, k, -1))
+    hinge = F.relu(cos - margin)[foil_mask]
+    return hinge.mean() if hinge.numel() else texts.sum() * 0.0
+
+
 def grounding_loss(
     image: Encoded,
     cells: Tensor,

@@ -49,6 +49,7 @@ class ReportConfig:
     data_size: str = "small"  # Concord Scenes preset for retrieval / binding
     data_cache: Path = Path(".cache/encoder-data")
     runs_dir: Path = Path(".cache/encoder-runs")  # one directory per variant and seed (reused)
+    text_cache: Path | None = Path(".cache/text-states")  # frozen MiniLM states kept across runs
     xbt_pairs: int = 100
     threads: int = 2
     out_dir: Path = Path("reports")
@@ -99,7 +100,7 @@ def build(cfg: ReportConfig) -> tuple[list[MetricRow], str]:
     }
     times.add("data", t)
     runs: list[Run] = []
-    cache = TextStateCache()  # every variant freezes the same MiniLM layers
+    cache = TextStateCache(directory=cfg.text_cache)  # every variant freezes the same layers
     for variant in VARIANTS:
         for seed in cfg.seeds:
             t = time.perf_counter()

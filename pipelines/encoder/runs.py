@@ -30,6 +30,7 @@ MATCHED = (
     "preset", "loss", "unfrozen_layers", "embed_dim", "hard_negatives", "foil_weight", "twins",
     "shape_twins", "caption_rounds", "epochs", "batch_size", "lr", "text_lr", "weight_decay",
     "seed", "train_limit", "data", "binding", "reword", "grounding", "relations",
+    "relation_margin",
 )  # fmt: skip
 
 
@@ -59,6 +60,7 @@ VARIANTS = (
             "reword": 0.0,
             "grounding": 0.0,
             "relations": 0.0,
+            "relation_margin": None,
         },
     ),
 )

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from concord.checkpoints import build_encoder
 from concord.models.config import load_config
 from concord.models.dual_encoder import Encoded
-from concord.models.losses import filip_similarity, foil_loss, grounding_loss
+from concord.models.losses import filip_similarity, foil_loss, grounding_loss, separation_loss
 from pipelines.data.captions import Draft, Slot, noun_phrase
 from pipelines.data.scene import (
     Scene,
@@ -158,6 +158,23 @@ def test_padding_foils_do_not_count_and_no_foils_gives_zero() -> None:
         assert math.isclose(float(a), float(b), rel_tol=1e-6)
     none = foil_loss(image, text, foils, torch.zeros(3, 2, dtype=torch.bool), 5.0)
     assert float(none) == 0.0
+
+
+def test_separation_pushes_only_texts_closer_than_the_margin_to_their_real_foils() -> None:
+    texts = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=-1)
+    near = F.normalize(torch.tensor([1.0, 0.1]), dim=0)  # cosine 0.995 with text 0
+    far = torch.tensor([-1.0, 0.0])  # cosine -1 with text 0
+    foils = torch.stack([near, far, near, near])  # text 1's foils: cosine 0.0995, under the margin
+    mask = torch.tensor([[True, True], [True, False]])
+    got = separation_loss(texts, foils, mask, margin=0.8)
+    want = (float(near[0]) - 0.8) / 3  # one hinge above 0 among the three real foils
+    assert float(got) == pytest.approx(want, rel=1e-5)
+    texts = texts.clone().requires_grad_(True)
+    separation_loss(texts, foils, mask, margin=0.8).backward()
+    assert texts.grad is not None
+    assert float(texts.grad[0] @ near) > 0 and float(texts.grad[1].abs().sum()) == 0.0
+    none = separation_loss(texts, foils, torch.zeros(2, 2, dtype=torch.bool), margin=0.8)
+    assert float(none.detach()) == 0.0
 
 
 def test_the_paired_filip_score_is_filips_own() -> None:
@@ -341,11 +358,14 @@ def test_training_with_every_recipe_part_runs_and_saves(
             caption_rounds=1,
             grounding=1.0,
             relations=1.0,
+            relation_margin=0.8,
+            text_cache=tmp_path / "states",
             out=tmp_path / "model",
             progress=False,
         )
     )
     assert math.isfinite(res.history[0].loss)
+    assert list((tmp_path / "states").glob("depth5-*/*.pt"))  # the next run loads these
     assert (tmp_path / "model" / "config.json").is_file()
     assert res.model.config.text.unfrozen_layers == 1
     # the training record beside the weights: what trained them, how it went, how fast
@@ -355,6 +375,14 @@ def test_training_with_every_recipe_part_runs_and_saves(
     assert record["train_images"] == res.train_images > 0
     assert record["images_per_second"] == pytest.approx(res.train_images / res.seconds)
     assert record["config"]["grounding"] == record["config"]["relations"] == 1.0
+    assert record["config"]["relation_margin"] == 0.8
+
+
+def test_a_relation_margin_without_the_relation_term_is_refused(data: tuple[Path, Path]) -> None:
+    retrieval, _ = data
+    cfg = TrainConfig(data=retrieval, hard_negatives=2, relation_margin=0.8, progress=False)
+    with pytest.raises(ValueError, match="relation_margin acts within the relation term"):
+        train(cfg)
 
 
 @pytest.mark.parametrize("term", ["grounding", "relations"])

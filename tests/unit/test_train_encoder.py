@@ -117,6 +117,33 @@ def test_a_cache_serves_only_models_that_freeze_as_many_layers() -> None:
         encode_texts(top2, tokenizer, ["a red circle"], cache)
 
 
+def test_a_cache_directory_serves_the_next_run_what_this_one_computed(tmp_path: Path) -> None:
+    arch = load_config("tiny").replace(image=SMALL, text={"unfrozen_layers": 1})
+    model, tokenizer = build_encoder(arch, seed=0)
+    model.eval()
+    first = TextStateCache(directory=tmp_path)
+    first.add(model, tokenizer, ["a red circle", "a blue square above a green star"])
+    first.add(model, tokenizer, ["a red circle", "three stars"])  # one new text: a second shard
+    (store,) = tmp_path.iterdir()
+    assert store.name.startswith("depth5-") and len(list(store.glob("*.pt"))) == 2
+    assert not list(store.glob("*.tmp"))
+
+    again = TextStateCache(directory=tmp_path)  # another run: everything loads, nothing is written
+    again.add(model, tokenizer, ["three stars", "a red circle", "a blue square above a green star"])
+    assert again.loaded == 3 and len(list(store.glob("*.pt"))) == 2
+    for text, state in first.states.items():
+        assert torch.equal(again.states[text], state)
+
+    # Another frozen part (other weights under the trainable layer) gets a store of its own.
+    other, _ = build_encoder(arch, seed=0)
+    with torch.no_grad():
+        other.text_tower.backbone.embeddings.word_embeddings.weight.mul_(1.5)
+    fresh = TextStateCache(directory=tmp_path)
+    fresh.add(other, tokenizer, ["a red circle"])
+    assert fresh.loaded == 0 and len(list(tmp_path.iterdir())) == 2
+    assert not torch.equal(fresh.states["a red circle"], first.states["a red circle"])
+
+
 def test_cli_rejects_bad_target_and_loss() -> None:
     runner = CliRunner()
     assert runner.invoke(app, ["--on", "kubernetes"]).exit_code != 0
