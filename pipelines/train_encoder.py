@@ -79,6 +79,7 @@ class TrainConfig:
     grounding: float = 0.0  # weight of the phrase-grounding term (object tokens name their phrase)
     relations: float = 0.0  # weight of the relation term (image picks "X above Y" over its foils)
     relation_margin: float | None = None  # and the probe's text at cosine <= this from its foils
+    fronted_probes: bool = False  # probes also worded "Above the Y there is a X"
     val_limit: int = 0
     text_cache: Path | None = None  # frozen MiniLM states persist here across runs; None: in memory
     threads: int = 2  # torch CPU threads (per process under torchrun)
@@ -266,6 +267,7 @@ def training_set(cfg: TrainConfig, root: Path, image_size: int) -> SceneTraining
         cfg.reword,
         cfg.shape_twins,
         bool(cfg.relations),
+        cfg.fronted_probes,
     )
 
 
@@ -321,8 +323,12 @@ def train(cfg: TrainConfig, cache: TextStateCache | None = None) -> TrainResult:
         raise ValueError("register needs a tracking URI")
     if cfg.alias and not cfg.register:
         raise ValueError("an alias needs register")
-    if cfg.relation_margin is not None and not cfg.relations:
-        raise ValueError("relation_margin acts within the relation term: set relations > 0")
+    for name, value in (
+        ("relation_margin", cfg.relation_margin),
+        ("fronted_probes", cfg.fronted_probes),
+    ):
+        if value not in (None, False) and not cfg.relations:
+            raise ValueError(f"{name} acts within the relation term: set relations > 0")
     with distributed.session(cfg.device, setting="--device (CONCORD_TRAIN_DEVICE)") as ctx:
         return _train(cfg, cache, ctx)
 
@@ -649,6 +655,13 @@ def main(
             "foils (default: the recipe's; off in most)",
         ),
     ] = None,
+    fronted_probes: Annotated[
+        bool | None,
+        typer.Option(
+            envvar=_env("FRONTED_PROBES"),
+            help="relation probes also in the fronted frame ('Above the Y there is a X')",
+        ),
+    ] = None,
     reword: Annotated[
         float | None,
         typer.Option(
@@ -711,6 +724,7 @@ def main(
         "grounding": grounding,
         "relations": relations,
         "relation_margin": relation_margin,
+        "fronted_probes": fronted_probes,
     }
     settings = {**RECIPES[recipe], **{k: v for k, v in given.items() if v is not None}}
     if settings.get("loss", "clip") not in ("clip", "filip", "both"):

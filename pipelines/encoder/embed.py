@@ -112,6 +112,7 @@ class TextStateCache:
             "states": torch.cat(rows),
         }
         torch.save(payload, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep the store from other users' runs
         os.replace(tmp, self._store / f"{name}.pt")  # a reader never sees half a shard
 
     def batch(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
@@ -137,7 +138,9 @@ def frozen_fingerprint(model: DualEncoder, tokenizer: TextTokenizer) -> str:
     tower = model.text_tower
     trainable = {id(p) for p in tower.parameters() if p.requires_grad}
     vocab = sorted(tokenizer.hf_tokenizer.get_vocab().items())
-    digest = hashlib.sha256(f"depth={tower.frozen_depth} max_length={tokenizer.max_length}".encode())
+    digest = hashlib.sha256(
+        f"depth={tower.frozen_depth} max_length={tokenizer.max_length}".encode()
+    )
     digest.update(repr(vocab).encode())
     for name, p in tower.backbone.named_parameters():
         if id(p) not in trainable:

@@ -12,6 +12,13 @@ import numpy as np
 
 from pipelines.data.scene import Scene
 from pipelines.data.store import read_jsonl
+from pipelines.data.vocab import article
+
+# How a probe is worded: "subject" puts the subject first ("The red circle is above the blue
+# square"); "fronted" puts the relation first ("Above the blue square there is a red circle"),
+# as the caption grammar does for spatial words, so only left_of and above are fronted.
+PROBE_FRAMES = ("subject", "fronted")
+FRONTED = ("left_of", "above")
 
 
 @dataclass(frozen=True)
@@ -19,6 +26,7 @@ class Probe:
     text: str
     foils: tuple[str, ...]  # the converse word; the two objects swapped
     predicate: str  # the scene relation it states: left_of | above | bigger_than
+    frame: str = "subject"  # one of PROBE_FRAMES
 
 
 # Relations a probe may state, each as (word when the stored subject comes first, its converse)
@@ -30,30 +38,48 @@ PROBE_WORDS: dict[str, tuple[tuple[str, str], str, str]] = {
 }
 
 
-def relation_probes(scene: Scene, held: frozenset) -> tuple[Probe, ...]:
+def relation_probes(
+    scene: Scene, held: frozenset, frames: tuple[str, ...] = ("subject",)
+) -> tuple[Probe, ...]:
     """Every spatial or size relation between two objects the scene names by colour and shape
     alone, stated both ways ("The red circle is above the blue square", "The blue square is below
     the red circle"), each with its two foils: the converse word ("... is below ...") and the
     objects swapped ("The blue square is above the red circle"). A foil has the caption's words,
     one changed or two reordered, so only where the objects are tells them apart: what the
     relation term (`--relations`) asks of the pooled image. Blobs, held-out colour-shape pairs and
-    objects sharing their colour and shape with another are never named."""
+    objects sharing their colour and shape with another are never named. Each frame of `frames`
+    (PROBE_FRAMES) words every relation it can; the probes come frame by frame."""
+    unknown = set(frames) - set(PROBE_FRAMES)
+    if unknown:
+        raise ValueError(f"unknown probe frame(s) {sorted(unknown)}; known: {PROBE_FRAMES}")
     names = [f"{o.colour} {o.shape}" for o in scene.objects]
     nameable = [
         o.shape != "blob" and (o.colour, o.shape) not in held and names.count(names[i]) == 1
         for i, o in enumerate(scene.objects)
     ]
     probes = []
-    for rel in scene.relations:
-        if rel.predicate not in PROBE_WORDS or not (nameable[rel.subject] and nameable[rel.object]):
-            continue
-        (word, converse), before, after = PROBE_WORDS[rel.predicate]
-        s, o = rel.subject, rel.object
-        for a, w, b, other in ((s, word, o, converse), (o, converse, s, word)):
-            say = [f"The {names[x]} is {before}{v}{after}the {names[y]}" for x, v, y in
-                   ((a, w, b), (a, other, b), (b, w, a))]  # fmt: skip
-            probes.append(Probe(say[0], (say[1], say[2]), rel.predicate))
+    for frame in frames:
+        for rel in scene.relations:
+            if rel.predicate not in PROBE_WORDS or not (
+                nameable[rel.subject] and nameable[rel.object]
+            ):
+                continue
+            if frame == "fronted" and rel.predicate not in FRONTED:
+                continue
+            (word, converse), before, after = PROBE_WORDS[rel.predicate]
+            s, o = rel.subject, rel.object
+            for a, w, b, other in ((s, word, o, converse), (o, converse, s, word)):
+                say = [_say(frame, names[x], f"{before}{v}{after}", names[y])
+                       for x, v, y in ((a, w, b), (a, other, b), (b, w, a))]  # fmt: skip
+                probes.append(Probe(say[0], (say[1], say[2]), rel.predicate, frame))
     return tuple(probes)
+
+
+def _say(frame: str, subject: str, relation: str, obj: str) -> str:
+    if frame == "subject":
+        return f"The {subject} is {relation}the {obj}"
+    fronted = f"{relation}the {obj} there is {article(subject)} {subject}"
+    return fronted[0].upper() + fronted[1:]
 
 
 @dataclass(frozen=True)
@@ -67,14 +93,16 @@ class RelationProbes:
         return len(self.probes)
 
 
-def load_relation_probes(root: Path, split: str, limit: int = 0) -> RelationProbes:
-    """The probes of a `retrieval` split's scenes (no colour-shape pair is held out: these scenes
-    are measured, not trained on)."""
+def load_relation_probes(
+    root: Path, split: str, limit: int = 0, frames: tuple[str, ...] = PROBE_FRAMES
+) -> RelationProbes:
+    """The probes of a `retrieval` split's scenes in every frame of `frames` (no colour-shape pair
+    is held out: these scenes are measured, not trained on)."""
     recs = read_jsonl(Path(root) / f"{split}.jsonl")
     recs = recs[:limit] if limit > 0 else recs
     image, probes = [], []
     for i, r in enumerate(recs):
-        for probe in relation_probes(Scene.from_dict(r["scene"]), frozenset()):
+        for probe in relation_probes(Scene.from_dict(r["scene"]), frozenset(), frames):
             image.append(i)
             probes.append(probe)
     return RelationProbes(np.array(image, dtype=np.int64), tuple(probes))

@@ -30,7 +30,7 @@ MATCHED = (
     "preset", "loss", "unfrozen_layers", "embed_dim", "hard_negatives", "foil_weight", "twins",
     "shape_twins", "caption_rounds", "epochs", "batch_size", "lr", "text_lr", "weight_decay",
     "seed", "train_limit", "data", "binding", "reword", "grounding", "relations",
-    "relation_margin",
+    "relation_margin", "fronted_probes",
 )  # fmt: skip
 
 
@@ -61,6 +61,7 @@ VARIANTS = (
             "grounding": 0.0,
             "relations": 0.0,
             "relation_margin": None,
+            "fronted_probes": False,
         },
     ),
 )

@@ -240,6 +240,7 @@ def build_training_set(
     reword: float = 0.0,
     shape_twins: bool = False,
     relations: bool = False,
+    fronted: bool = False,
 ) -> SceneTrainingSet:
     """The recipe's training set.
 
@@ -253,6 +254,7 @@ def build_training_set(
         shape_twins: also render a `shape_twin` for every train scene, in the same group.
         relations: give every image its `relation_probes` (drawn after the pools, so the random
             stream of a set without them is unchanged).
+        fronted: the probes also in the fronted frame ("Above the Y there is a X").
     """
     rng = np.random.default_rng([seed, 15])
     held = held_out_combos(_manifest_seed(retrieval_root))
@@ -283,7 +285,8 @@ def build_training_set(
         pixels.append(load_pixels(binding_root, rels, image_size))
     pools = tuple(tuple(caption_pool(s, rng, rounds, reword)) for s in all_scenes)
     objects = object_phrases(all_scenes, held)
-    probes = tuple(relation_probes(s, held) for s in all_scenes) if relations else ()
+    frames = ("subject", "fronted") if fronted else ("subject",)
+    probes = tuple(relation_probes(s, held, frames) for s in all_scenes) if relations else ()
     return SceneTrainingSet(torch.cat(pixels), pools, tuple(groups), objects, probes)
 
 

@@ -24,7 +24,7 @@ from pipelines.encoder.evaluate import (
     global_scores,
     retrieval,
 )
-from pipelines.encoder.relations import PROBE_WORDS, RelationProbes
+from pipelines.encoder.relations import FRONTED, PROBE_FRAMES, PROBE_WORDS, RelationProbes
 from pipelines.encoder.wording import FRAMES
 from pipelines.evaluate.report import MetricRow
 
@@ -83,9 +83,13 @@ def chance_rows(sets: EvalSets) -> list[MetricRow]:
     return rows
 
 
-# Each probed relation's row: the image against "X left of Y" and its two foils, per kind.
+# Each probed relation's row: the image against "X left of Y" and its two foils, per frame and
+# kind ("test relations: left/right" is the subject-first frame the relation term trains on).
 RELATION_SPLITS = {
-    p: f"test relations: {'/'.join(words)}" for p, (words, *_) in PROBE_WORDS.items()
+    (frame, p): f"test relations{'' if frame == 'subject' else ', ' + frame}: {'/'.join(words)}"
+    for frame in PROBE_FRAMES
+    for p, (words, *_) in PROBE_WORDS.items()
+    if frame == "subject" or p in FRONTED
 }
 
 
@@ -99,7 +103,7 @@ def relation_rows(
 ) -> list[MetricRow]:
     """Does the pooled image know how its objects stand? Each probe ("The red circle is to the
     left of the blue square") is scored against its converse-word foil and its swapped-objects
-    foil; pair accuracy is how often the probe wins, over both foils, per kind of relation.
+    foil; pair accuracy is how often the probe wins, over both foils, per frame and kind.
 
     Args:
         image: the `test` images encoded (pooled rows in `relations.image` order of images).
@@ -108,10 +112,10 @@ def relation_rows(
     column = {t: j for j, t in enumerate(texts)}
     text = embed_texts(model, tokenizer, texts, cache=cache).pooled.float()
     sim = image.pooled[torch.as_tensor(relations.image)].float() @ text.T
-    wins: dict[str, list[bool]] = {p: [] for p in RELATION_SPLITS}
+    wins: dict[tuple[str, str], list[bool]] = {k: [] for k in RELATION_SPLITS}
     for q, probe in enumerate(relations.probes):
         true = float(sim[q, column[probe.text]])
-        wins[probe.predicate] += [true > float(sim[q, column[f]]) for f in probe.foils]
+        wins[probe.frame, probe.predicate] += [true > float(sim[q, column[f]]) for f in probe.foils]
     return [
         MetricRow("pair accuracy", RELATION_SPLITS[p], method, float(np.mean(w)), CHANCE)
         for p, w in wins.items()

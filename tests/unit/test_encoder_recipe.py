@@ -258,6 +258,36 @@ def test_relation_probes_state_each_relation_both_ways_and_a_mirror_makes_them_f
     assert not flipped & set(probes)
 
 
+def test_fronted_probes_word_the_same_spatial_relations_relation_first() -> None:
+    scene = _two_object_scene()  # a red circle left of a blue square, same height and size
+    both = relation_probes(scene, frozenset(), ("subject", "fronted"))
+    assert both[:2] == relation_probes(scene, frozenset())  # the subject frame first, unchanged
+    fronted = {p.text: p.foils for p in both[2:]}
+    assert {p.frame for p in both[2:]} == {"fronted"}
+    assert fronted == {
+        "To the left of the blue square there is a red circle": (
+            "To the right of the blue square there is a red circle",
+            "To the left of the red circle there is a blue square",
+        ),
+        "To the right of the red circle there is a blue square": (
+            "To the left of the red circle there is a blue square",
+            "To the right of the blue square there is a red circle",
+        ),
+    }
+    mirrored = [replace(o, x=1.0 - o.x) for o in scene.objects]
+    mirror = replace(scene, objects=tuple(mirrored), relations=compute_relations(mirrored))
+    flipped = {p.text for p in relation_probes(mirror, frozenset(), ("fronted",))}
+    assert flipped == {f for foils in fronted.values() for f in foils}
+    red, blue = scene.objects
+    bigger = replace(red, size="large")  # the blue square is medium
+    sized = Scene((bigger, blue), compute_relations([bigger, blue]), scene.background, 1)
+    assert {p.predicate for p in relation_probes(sized, frozenset())} == {"left_of", "bigger_than"}
+    # size is never fronted ("Bigger than the Y there is a X" is not English)
+    assert {p.predicate for p in relation_probes(sized, frozenset(), ("fronted",))} == {"left_of"}
+    with pytest.raises(ValueError, match="unknown probe frame"):
+        relation_probes(scene, frozenset(), ("passive",))
+
+
 def test_relation_probes_never_name_a_held_out_pair_or_an_ambiguous_object() -> None:
     scene = _two_object_scene()
     assert relation_probes(scene, frozenset({("blue", "square")})) == ()
@@ -301,10 +331,12 @@ def test_a_splits_relation_probes_point_at_their_images(data: tuple[Path, Path])
 
     retrieval, _ = data
     recs = read_jsonl(retrieval / "test.jsonl")
-    loaded = load_relation_probes(retrieval, "test")
+    loaded = load_relation_probes(retrieval, "test")  # in both frames
     assert len(loaded) == len(loaded.image) > 0
+    assert {p.frame for p in loaded.probes} == {"subject", "fronted"}
+    both = ("subject", "fronted")
     for i, probe in zip(loaded.image, loaded.probes, strict=True):
-        assert probe in relation_probes(Scene.from_dict(recs[int(i)]["scene"]), frozenset())
+        assert probe in relation_probes(Scene.from_dict(recs[int(i)]["scene"]), frozenset(), both)
 
 
 def test_relation_probes_are_drawn_per_image_and_join_the_texts(data: tuple[Path, Path]) -> None:
@@ -359,6 +391,7 @@ def test_training_with_every_recipe_part_runs_and_saves(
             grounding=1.0,
             relations=1.0,
             relation_margin=0.8,
+            fronted_probes=True,
             text_cache=tmp_path / "states",
             out=tmp_path / "model",
             progress=False,
@@ -378,10 +411,13 @@ def test_training_with_every_recipe_part_runs_and_saves(
     assert record["config"]["relation_margin"] == 0.8
 
 
-def test_a_relation_margin_without_the_relation_term_is_refused(data: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("option", [{"relation_margin": 0.8}, {"fronted_probes": True}])
+def test_relation_options_without_the_relation_term_are_refused(
+    data: tuple[Path, Path], option: dict[str, object]
+) -> None:
     retrieval, _ = data
-    cfg = TrainConfig(data=retrieval, hard_negatives=2, relation_margin=0.8, progress=False)
-    with pytest.raises(ValueError, match="relation_margin acts within the relation term"):
+    cfg = TrainConfig(data=retrieval, hard_negatives=2, progress=False, **option)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=f"{next(iter(option))} acts within the relation term"):
         train(cfg)
 
 

@@ -174,3 +174,14 @@ def test_relation_rows_count_a_probe_win_only_over_each_of_its_foils(
     assert [(r.split, r.value, r.baseline) for r in rows] == [
         ("test relations: left/right", pytest.approx(3 / 4), "chance")
     ]
+    fronted = relation_probes(scene, frozenset(), ("fronted",))  # scored in rows of their own
+    texts[:] = sorted({t for p in fronted for t in (p.text, *p.foils)})
+    pooled = torch.tensor([[1.0 if t.startswith("To the left") else 0.0 for t in texts]])
+    image = Encoded(pooled, pooled[:, None], torch.ones(1, 1, dtype=torch.bool))
+    rows = suite.relation_rows(None, None, image, RelationProbes(np.zeros(2, int), fronted), "m")  # type: ignore[arg-type]
+    # "To the left of the blue square there is a red circle" beats both foils (one starts "To the
+    # right"; the other, "To the left of the red circle ...", ties: no win); the second probe,
+    # "To the right ...", loses to its foil "To the left of the red circle ..." and ties the other.
+    assert [(r.split, r.value) for r in rows] == [
+        ("test relations, fronted: left/right", pytest.approx(1 / 4))
+    ]
