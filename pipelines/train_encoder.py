@@ -72,6 +72,7 @@ class TrainConfig:
     foil_weight: float = 1.0  # weight of the foil term beside the contrastive loss
     twins: bool = False  # add a rendered twin per train scene (swapped binding / mirrored)
     shape_twins: bool = False  # and one with an object's shape changed (scenes.shape_twin)
+    mirror_twins: bool = True  # a twin may be the scene mirrored (False: binding swaps only)
     binding: Path | None = None  # a `binding` dataset whose train pairs join the training set
     binding_size: str = ""  # else the binding preset generated into data_cache ("": none)
     caption_rounds: int = 2  # scene-drafted captions: rounds of the 5 styles per image
@@ -268,6 +269,7 @@ def training_set(cfg: TrainConfig, root: Path, image_size: int) -> SceneTraining
         cfg.shape_twins,
         bool(cfg.relations),
         cfg.fronted_probes,
+        cfg.mirror_twins,
     )
 
 
@@ -617,6 +619,14 @@ def main(
             help="also a twin per scene with one object's shape changed, in the same batch",
         ),
     ] = None,
+    mirror_twins: Annotated[
+        bool | None,
+        typer.Option(
+            envvar=_env("MIRROR_TWINS"),
+            help="a twin may be the scene mirrored left to right (--no-mirror-twins: binding "
+            "swaps only)",
+        ),
+    ] = None,
     binding: Annotated[
         Path | None,
         typer.Option(envvar=_env("BINDING"), help="a binding dataset whose train pairs join"),
@@ -719,6 +729,7 @@ def main(
         "hard_negatives": hard_negatives,
         "twins": twins,
         "shape_twins": shape_twins,
+        "mirror_twins": mirror_twins,
         "binding_size": binding_size,
         "reword": reword,
         "grounding": grounding,

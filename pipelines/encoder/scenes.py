@@ -171,11 +171,13 @@ def caption_pool(
     return pool
 
 
-def twin_scene(scene: Scene, rng: np.random.Generator, held: frozenset) -> Scene | None:
-    """A scene differing from `scene` in one binding or in its left-right layout, or None
-    when no twin keeps clear of the held-out colour-shape combinations."""
+def twin_scene(
+    scene: Scene, rng: np.random.Generator, held: frozenset, kinds: tuple[str, ...] = TWIN_KINDS
+) -> Scene | None:
+    """A scene differing from `scene` in one binding or in its left-right layout (one of
+    `kinds`), or None when no twin keeps clear of the held-out colour-shape combinations."""
     objs = list(scene.objects)
-    for kind in rng.permutation(TWIN_KINDS):
+    for kind in rng.permutation(kinds):
         new = list(objs)
         if kind == "mirror":
             new = [replace(o, x=1.0 - o.x) for o in objs]
@@ -241,6 +243,7 @@ def build_training_set(
     shape_twins: bool = False,
     relations: bool = False,
     fronted: bool = False,
+    mirror_twins: bool = True,
 ) -> SceneTrainingSet:
     """The recipe's training set.
 
@@ -255,6 +258,7 @@ def build_training_set(
         relations: give every image its `relation_probes` (drawn after the pools, so the random
             stream of a set without them is unchanged).
         fronted: the probes also in the fronted frame ("Above the Y there is a X").
+        mirror_twins: a twin may be the scene mirrored left to right (else only binding swaps).
     """
     rng = np.random.default_rng([seed, 15])
     held = held_out_combos(_manifest_seed(retrieval_root))
@@ -263,15 +267,17 @@ def build_training_set(
     scenes = [Scene.from_dict(r["scene"]) for r in recs]
     pixels = [load_pixels(retrieval_root, [r["image"] for r in recs], image_size)]
     groups: list[tuple[int, ...]] = []
+    twin_kinds = TWIN_KINDS if mirror_twins else tuple(k for k in TWIN_KINDS if k != "mirror")
     n = len(scenes)
     all_scenes = list(scenes)
     for i, scene in enumerate(scenes):
         group = [i]
-        for make, wanted in ((twin_scene, twins), (shape_twin, shape_twins)):
-            twin = make(scene, rng, held) if wanted else None
-            if twin is not None:
+        twin = twin_scene(scene, rng, held, twin_kinds) if twins else None
+        other = shape_twin(scene, rng, held) if shape_twins else None
+        for made in (twin, other):
+            if made is not None:
                 group.append(len(all_scenes))
-                all_scenes.append(twin)
+                all_scenes.append(made)
         groups.append(tuple(group))
     if len(all_scenes) > n:
         pixels.append(_render(all_scenes[n:], image_size))

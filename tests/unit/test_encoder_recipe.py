@@ -105,6 +105,22 @@ def test_a_twin_differs_and_keeps_off_the_held_out_combinations(seed: int) -> No
         assert sorted(o.colour for o in twin.objects) == sorted(o.colour for o in scene.objects)
 
 
+def test_twins_of_the_binding_kinds_only_are_never_mirrors() -> None:
+    held = held_out_combos(0)
+    kinds = ("colour swap", "shape swap")
+    mirrors = 0
+    for seed in range(40):
+        scene = sample_scene(np.random.default_rng(seed), exclude=held)
+        mirrored = [replace(o, x=1.0 - o.x) for o in scene.objects]
+        any_twin = twin_scene(scene, np.random.default_rng([seed, 1]), held)
+        mirrors += any_twin is not None and list(any_twin.objects) == mirrored
+        twin = twin_scene(scene, np.random.default_rng([seed, 1]), held, kinds)
+        if twin is not None:
+            assert list(twin.objects) != mirrored
+            assert [(o.x, o.y) for o in twin.objects] == [(o.x, o.y) for o in scene.objects]
+    assert mirrors > 0  # with every kind allowed, some of the same scenes do get mirrored
+
+
 @pytest.mark.parametrize("seed", range(30))
 def test_a_shape_twin_changes_one_shape_and_nothing_else(seed: int) -> None:
     rng = np.random.default_rng(seed)
