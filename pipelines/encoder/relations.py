@@ -57,13 +57,14 @@ def relation_probes(
         o.shape != "blob" and (o.colour, o.shape) not in held and names.count(names[i]) == 1
         for i, o in enumerate(scene.objects)
     ]
+    stated = [
+        rel
+        for rel in scene.relations
+        if rel.predicate in PROBE_WORDS and nameable[rel.subject] and nameable[rel.object]
+    ]
     probes = []
     for frame in frames:
-        for rel in scene.relations:
-            if rel.predicate not in PROBE_WORDS or not (
-                nameable[rel.subject] and nameable[rel.object]
-            ):
-                continue
+        for rel in stated:
             if frame == "fronted" and rel.predicate not in FRONTED:
                 continue
             (word, converse), before, after = PROBE_WORDS[rel.predicate]

@@ -21,7 +21,7 @@ from pipelines.data.store import read_jsonl
 from pipelines.data.vocab import COLOURS, SHAPES, article
 from pipelines.encoder.data import ImageTextSet, load_pixels
 from pipelines.encoder.paraphrase import Rewording
-from pipelines.encoder.relations import Probe, relation_probes
+from pipelines.encoder.relations import PROBE_FRAMES, Probe, relation_probes
 
 TWIN_KINDS = ("colour swap", "shape swap", "mirror")
 
@@ -291,7 +291,7 @@ def build_training_set(
         pixels.append(load_pixels(binding_root, rels, image_size))
     pools = tuple(tuple(caption_pool(s, rng, rounds, reword)) for s in all_scenes)
     objects = object_phrases(all_scenes, held)
-    frames = ("subject", "fronted") if fronted else ("subject",)
+    frames = PROBE_FRAMES if fronted else ("subject",)
     probes = tuple(relation_probes(s, held, frames) for s in all_scenes) if relations else ()
     return SceneTrainingSet(torch.cat(pixels), pools, tuple(groups), objects, probes)
 
