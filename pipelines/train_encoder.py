@@ -81,6 +81,7 @@ class TrainConfig:
     relations: float = 0.0  # weight of the relation term (image picks "X above Y" over its foils)
     relation_margin: float | None = None  # and the probe's text at cosine <= this from its foils
     fronted_probes: bool = False  # probes also worded "Above the Y there is a X"
+    caption_relations: int = 0  # relational captions per image joining its probes (caption_probes)
     val_limit: int = 0
     text_cache: Path | None = None  # frozen MiniLM states persist here across runs; None: in memory
     threads: int = 2  # torch CPU threads (per process under torchrun)
@@ -271,6 +272,7 @@ def training_set(cfg: TrainConfig, root: Path, image_size: int) -> SceneTraining
         bool(cfg.relations),
         cfg.fronted_probes,
         cfg.mirror_twins,
+        cfg.caption_relations,
     )
 
 
@@ -326,11 +328,12 @@ def train(cfg: TrainConfig, cache: TextStateCache | None = None) -> TrainResult:
         raise ValueError("register needs a tracking URI")
     if cfg.alias and not cfg.register:
         raise ValueError("an alias needs register")
-    for name, value in (
-        ("relation_margin", cfg.relation_margin),
+    for name, used in (
+        ("relation_margin", cfg.relation_margin is not None),  # a margin of 0 is a margin
         ("fronted_probes", cfg.fronted_probes),
+        ("caption_relations", cfg.caption_relations > 0),
     ):
-        if value not in (None, False) and not cfg.relations:
+        if used and not cfg.relations:
             raise ValueError(f"{name} acts within the relation term: set relations > 0")
     with distributed.session(cfg.device, setting="--device (CONCORD_TRAIN_DEVICE)") as ctx:
         return _train(cfg, cache, ctx)
@@ -673,6 +676,15 @@ def main(
             help="relation probes also in the fronted frame ('Above the Y there is a X')",
         ),
     ] = None,
+    caption_relations: Annotated[
+        int | None,
+        typer.Option(
+            envvar=_env("CAPTION_RELATIONS"),
+            min=0,
+            help="relational captions per image (the caption grammar's wording, relation words "
+            "flipped as foils) joining its relation probes (0: none)",
+        ),
+    ] = None,
     reword: Annotated[
         float | None,
         typer.Option(
@@ -737,6 +749,7 @@ def main(
         "relations": relations,
         "relation_margin": relation_margin,
         "fronted_probes": fronted_probes,
+        "caption_relations": caption_relations,
     }
     settings = {**RECIPES[recipe], **{k: v for k, v in given.items() if v is not None}}
     if settings.get("loss", "clip") not in ("clip", "filip", "both"):

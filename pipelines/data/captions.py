@@ -215,6 +215,13 @@ def _relational(scene: Scene, rng: np.random.Generator) -> list[Piece] | None:
     return _join(clauses, rng) if len(clauses) == 1 else [*clauses[0], "; ", *clauses[1]]
 
 
+def relational_draft(scene: Scene, rng: np.random.Generator) -> Draft | None:
+    """One relational caption of `scene` (one or two clauses, objects named by whatever tells
+    them apart, spatial words fronted half the time), or None when no relation is nameable."""
+    pieces = _relational(scene, rng)
+    return Draft(tuple(pieces), "relational") if pieces else None
+
+
 def _counting(scene: Scene, rng: np.random.Generator) -> list[Piece]:
     n = len(scene.objects)
     body = _listing(scene, rng, ("colour",) if rng.uniform() < 0.5 else ("size", "colour"), "pre")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.data.captions import REL_WORDS, Slot, relational_draft, replace_slot
+from pipelines.data.misalign import FLIPS
 from pipelines.data.scene import Scene
 from pipelines.data.store import read_jsonl
 from pipelines.data.vocab import article
@@ -19,6 +21,8 @@ from pipelines.data.vocab import article
 # as the caption grammar does for spatial words, so only left_of and above are fronted.
 PROBE_FRAMES = ("subject", "fronted")
 FRONTED = ("left_of", "above")
+# caption_probes' frame: the caption grammar's own relational sentences.
+CAPTION_FRAME = "caption"
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,7 @@ class Probe:
     text: str
     foils: tuple[str, ...]  # the converse word; the two objects swapped
     predicate: str  # the scene relation it states: left_of | above | bigger_than
-    frame: str = "subject"  # one of PROBE_FRAMES
+    frame: str = "subject"  # one of PROBE_FRAMES, or CAPTION_FRAME (training only)
 
 
 # Relations a probe may state, each as (word when the stored subject comes first, its converse)
@@ -81,6 +85,36 @@ def _say(frame: str, subject: str, relation: str, obj: str) -> str:
         return f"The {subject} is {relation}the {obj}"
     fronted = f"{relation}the {obj} there is {article(subject)} {subject}"
     return fronted[0].upper() + fronted[1:]
+
+
+def caption_probes(scene: Scene, rng: np.random.Generator, count: int) -> tuple[Probe, ...]:
+    """Up to `count` relational captions of `scene` in the caption grammar, each with its
+    relation words flipped as foils ("a large red circle is to the left of the striped square" vs
+    "... to the right of ..."), one foil per relation the caption states (so one or two).
+
+    `relation_probes` name two objects by colour and shape in one clause; the captions, and so
+    the scorer's relation foils, name them by size, texture or colour, front spatial words and
+    join two clauses. These probes carry the relation term to that wording. Relations with no
+    converse word (overlapping) are not flipped; a caption left with no foil is dropped, and so
+    are repeats. Drawn from `rng` alone."""
+    predicate_of = {word: pred for pred, words in REL_WORDS.items() for word, _ in words}
+    probes: dict[str, Probe] = {}
+    for _ in range(count):
+        draft = relational_draft(scene, rng)
+        if draft is None:
+            return ()
+        foils, predicate = [], ""
+        for k, piece in enumerate(draft.pieces):
+            if not isinstance(piece, Slot) or piece.kind != "relation" or piece.value not in FLIPS:
+                continue
+            flips = FLIPS[piece.value]
+            flip = flips[int(rng.integers(len(flips)))]
+            foils.append(replace_slot(draft, k, Slot("relation", flip)).render().text)
+            predicate = predicate or predicate_of[piece.value]
+        text = draft.render().text
+        if foils and text not in probes:
+            probes[text] = Probe(text, tuple(foils), predicate, CAPTION_FRAME)
+    return tuple(probes.values())
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ MATCHED = (
     "preset", "loss", "unfrozen_layers", "embed_dim", "hard_negatives", "foil_weight", "twins",
     "shape_twins", "caption_rounds", "epochs", "batch_size", "lr", "text_lr", "weight_decay",
     "seed", "train_limit", "data", "binding", "reword", "grounding", "relations",
-    "relation_margin", "fronted_probes", "mirror_twins",
+    "relation_margin", "fronted_probes", "mirror_twins", "caption_relations",
 )  # fmt: skip
 
 

@@ -21,7 +21,7 @@ from pipelines.data.store import read_jsonl
 from pipelines.data.vocab import COLOURS, SHAPES, article
 from pipelines.encoder.data import ImageTextSet, load_pixels
 from pipelines.encoder.paraphrase import Rewording
-from pipelines.encoder.relations import PROBE_FRAMES, Probe, relation_probes
+from pipelines.encoder.relations import PROBE_FRAMES, Probe, caption_probes, relation_probes
 
 TWIN_KINDS = ("colour swap", "shape swap", "mirror")
 
@@ -244,6 +244,7 @@ def build_training_set(
     relations: bool = False,
     fronted: bool = False,
     mirror_twins: bool = True,
+    caption_relations: int = 0,
 ) -> SceneTrainingSet:
     """The recipe's training set.
 
@@ -259,6 +260,8 @@ def build_training_set(
             stream of a set without them is unchanged).
         fronted: the probes also in the fronted frame ("Above the Y there is a X").
         mirror_twins: a twin may be the scene mirrored left to right (else only binding swaps).
+        caption_relations: up to this many `caption_probes` per image join its relation probes
+            (the caption grammar's relational sentences, drawn from a stream of their own).
     """
     rng = np.random.default_rng([seed, 15])
     held = held_out_combos(_manifest_seed(retrieval_root))
@@ -293,6 +296,10 @@ def build_training_set(
     objects = object_phrases(all_scenes, held)
     frames = PROBE_FRAMES if fronted else ("subject",)
     probes = tuple(relation_probes(s, held, frames) for s in all_scenes) if relations else ()
+    if relations and caption_relations:
+        worded = np.random.default_rng([seed, 17])
+        probes = tuple(p + caption_probes(s, worded, caption_relations)
+                       for p, s in zip(probes, all_scenes, strict=True))  # fmt: skip
     return SceneTrainingSet(torch.cat(pixels), pools, tuple(groups), objects, probes)
 
 

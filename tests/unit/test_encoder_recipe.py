@@ -24,6 +24,7 @@ from concord.models.config import load_config
 from concord.models.dual_encoder import Encoded
 from concord.models.losses import filip_similarity, foil_loss, grounding_loss, separation_loss
 from pipelines.data.captions import Draft, Slot, noun_phrase
+from pipelines.data.misalign import FLIPS
 from pipelines.data.scene import (
     Scene,
     compute_relations,
@@ -35,7 +36,7 @@ from pipelines.data.scene import (
 from pipelines.data.vocab import SHAPES
 from pipelines.encoder.data import ensure_dataset
 from pipelines.encoder.embed import TextStateCache, encode_foils, encode_texts
-from pipelines.encoder.relations import relation_probes
+from pipelines.encoder.relations import caption_probes, relation_probes
 from pipelines.encoder.scenes import (
     build_training_set,
     caption_pool,
@@ -315,6 +316,29 @@ def test_relation_probes_never_name_a_held_out_pair_or_an_ambiguous_object() -> 
     assert relation_probes(crowded, frozenset()) == ()
 
 
+def test_caption_probes_flip_the_relation_words_of_the_caption_grammar_and_nothing_else() -> None:
+    scene = _two_object_scene()  # a red circle left of a blue square
+    red, blue = scene.objects
+    large = replace(red, size="large")  # and now bigger than it
+    sized = Scene((large, blue), compute_relations([large, blue]), scene.background, 1)
+    probes = caption_probes(sized, np.random.default_rng(0), 16)
+    assert probes == caption_probes(sized, np.random.default_rng(0), 16)  # its stream alone
+    assert len({p.text for p in probes}) == len(probes) > 1  # repeats dropped
+    assert {p.frame for p in probes} == {"caption"}
+    assert {p.predicate for p in probes} <= {"left_of", "bigger_than"}
+    clauses = [p for p in probes if ";" in p.text]
+    assert clauses and any(" there is " in p.text for p in probes)  # two clauses, fronted
+    for p in probes:
+        assert len(p.foils) == p.text.count(";") + 1  # one foil per relation stated
+        for foil in p.foils:
+            before, after = p.text.split(), foil.split()
+            changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+            assert len(changed) == 1 and changed[0][1] in FLIPS[changed[0][0]]
+    twin = replace(red, x=0.5, y=0.1, r=0.08)  # two red circles alike: nothing is nameable
+    crowded = Scene((red, blue, twin), compute_relations([red, blue, twin]), scene.background, 1)
+    assert caption_probes(crowded, np.random.default_rng(0), 4) == ()
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("data")
@@ -373,6 +397,25 @@ def test_relation_probes_are_drawn_per_image_and_join_the_texts(data: tuple[Path
     assert set(texts) | {f for fs in foils for f in fs} <= set(ts.texts())
 
 
+def test_caption_probes_join_each_images_relation_probes_after_them(
+    data: tuple[Path, Path],
+) -> None:
+    retrieval, binding = data
+    probed = build_training_set(retrieval, binding, 64, seed=0, rounds=1, relations=True)
+    ts = build_training_set(
+        retrieval, binding, 64, seed=0, rounds=1, relations=True, caption_relations=3
+    )
+    assert ts.pools == probed.pools  # their own random stream: the captions are unchanged
+    worded = 0
+    for before, after in zip(probed.relations, ts.relations, strict=True):
+        assert after[: len(before)] == before  # the subject-frame probes first, unchanged
+        extra = after[len(before) :]
+        assert len(extra) <= 3 and {p.frame for p in extra} <= {"caption"}
+        worded += bool(extra)
+    assert worded > 0
+    assert {f for ps in ts.relations for p in ps for f in p.foils} <= set(ts.texts())
+
+
 def test_shape_twins_join_their_scene_and_its_twin_in_one_group(data: tuple[Path, Path]) -> None:
     retrieval, _ = data
     plain = build_training_set(retrieval, None, 64, seed=0, rounds=1)
@@ -408,6 +451,7 @@ def test_training_with_every_recipe_part_runs_and_saves(
             relations=1.0,
             relation_margin=0.8,
             fronted_probes=True,
+            caption_relations=2,
             text_cache=tmp_path / "states",
             out=tmp_path / "model",
             progress=False,
@@ -425,9 +469,18 @@ def test_training_with_every_recipe_part_runs_and_saves(
     assert record["images_per_second"] == pytest.approx(res.train_images / res.seconds)
     assert record["config"]["grounding"] == record["config"]["relations"] == 1.0
     assert record["config"]["relation_margin"] == 0.8
+    assert record["config"]["caption_relations"] == 2
 
 
-@pytest.mark.parametrize("option", [{"relation_margin": 0.8}, {"fronted_probes": True}])
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"relation_margin": 0.8},
+        {"relation_margin": 0.0},  # a margin of 0 is still a margin
+        {"fronted_probes": True},
+        {"caption_relations": 2},
+    ],
+)
 def test_relation_options_without_the_relation_term_are_refused(
     data: tuple[Path, Path], option: dict[str, object]
 ) -> None:
