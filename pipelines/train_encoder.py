@@ -324,6 +324,13 @@ def train(cfg: TrainConfig, cache: TextStateCache | None = None) -> TrainResult:
         The trained model (eval mode), its saved directory, per-epoch stats and registry ids.
         Under torchrun every rank returns rank 0's directory, stats and ids.
     """
+    check_config(cfg)
+    with distributed.session(cfg.device, setting="--device (CONCORD_TRAIN_DEVICE)") as ctx:
+        return _train(cfg, cache, ctx)
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse settings that cannot act together (ValueError naming the setting)."""
     if cfg.register and not cfg.tracking_uri:
         raise ValueError("register needs a tracking URI")
     if cfg.alias and not cfg.register:
@@ -335,8 +342,6 @@ def train(cfg: TrainConfig, cache: TextStateCache | None = None) -> TrainResult:
     ):
         if used and not cfg.relations:
             raise ValueError(f"{name} acts within the relation term: set relations > 0")
-    with distributed.session(cfg.device, setting="--device (CONCORD_TRAIN_DEVICE)") as ctx:
-        return _train(cfg, cache, ctx)
 
 
 def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Context) -> TrainResult:

@@ -62,6 +62,7 @@ VARIANTS = (
             "relations": 0.0,
             "relation_margin": None,
             "fronted_probes": False,
+            "caption_relations": 0,
         },
     ),
 )

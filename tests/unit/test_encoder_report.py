@@ -16,6 +16,7 @@ import pytest
 from pipelines.encoder.report import ReportConfig, build
 from pipelines.encoder.runs import BASELINE, RECIPE, VARIANTS, obtain
 from pipelines.evaluate.report import write_report
+from pipelines.train_encoder import RECIPES, TrainConfig, check_config
 
 
 @pytest.mark.slow  # four 1-epoch trainings on toy data
@@ -67,3 +68,13 @@ def test_report_over_seeds_then_reuses_its_runs(tmp_path: Path) -> None:
     assert not reused and run.history[-1].epoch == 2
     run, reused = obtain(VARIANTS[1], 0, epochs=2, **common)  # type: ignore[arg-type]
     assert reused and run.history[-1].epoch == 2
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_every_variant_of_every_recipe_is_a_config_training_accepts(recipe: str) -> None:
+    # The baseline switches the relation term off: whatever acts within it must go too, or the
+    # report would fail only after training the recipe's runs.
+    for variant in VARIANTS:
+        check_config(TrainConfig(**variant.settings(recipe, epochs=1)))  # type: ignore[arg-type]
+    baseline = next(v for v in VARIANTS if v.name == BASELINE).settings(recipe, None)
+    assert not baseline.get("relations") and not baseline.get("caption_relations")
