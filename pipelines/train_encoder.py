@@ -82,6 +82,7 @@ class TrainConfig:
     relation_margin: float | None = None  # and the probe's text at cosine <= this from its foils
     fronted_probes: bool = False  # probes also worded "Above the Y there is a X"
     caption_relations: int = 0  # relational captions per image joining its probes (caption_probes)
+    caption_swaps: bool = False  # their foils: a word flipped and the objects swapped
     val_limit: int = 0
     text_cache: Path | None = None  # frozen MiniLM states persist here across runs; None: in memory
     threads: int = 2  # torch CPU threads (per process under torchrun)
@@ -273,6 +274,7 @@ def training_set(cfg: TrainConfig, root: Path, image_size: int) -> SceneTraining
         cfg.fronted_probes,
         cfg.mirror_twins,
         cfg.caption_relations,
+        cfg.caption_swaps,
     )
 
 
@@ -339,9 +341,12 @@ def check_config(cfg: TrainConfig) -> None:
         ("relation_margin", cfg.relation_margin is not None),  # a margin of 0 is a margin
         ("fronted_probes", cfg.fronted_probes),
         ("caption_relations", cfg.caption_relations > 0),
+        ("caption_swaps", cfg.caption_swaps),
     ):
         if used and not cfg.relations:
             raise ValueError(f"{name} acts within the relation term: set relations > 0")
+    if cfg.caption_swaps and not cfg.caption_relations:
+        raise ValueError("caption_swaps sets the caption probes' foils: set caption_relations > 0")
 
 
 def _train(cfg: TrainConfig, cache: TextStateCache | None, ctx: distributed.Context) -> TrainResult:
@@ -690,6 +695,14 @@ def main(
             "flipped as foils) joining its relation probes (0: none)",
         ),
     ] = None,
+    caption_swaps: Annotated[
+        bool | None,
+        typer.Option(
+            envvar=_env("CAPTION_SWAPS"),
+            help="the relational captions' foils: one clause's relation word flipped and the "
+            "same clause with its two objects swapped",
+        ),
+    ] = None,
     reword: Annotated[
         float | None,
         typer.Option(
@@ -755,6 +768,7 @@ def main(
         "relation_margin": relation_margin,
         "fronted_probes": fronted_probes,
         "caption_relations": caption_relations,
+        "caption_swaps": caption_swaps,
     }
     settings = {**RECIPES[recipe], **{k: v for k, v in given.items() if v is not None}}
     if settings.get("loss", "clip") not in ("clip", "filip", "both"):

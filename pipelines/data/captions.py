@@ -259,6 +259,27 @@ def caption_scene(scene: Scene, rng: np.random.Generator) -> list[Caption]:
     return [d.render() for d in draft_captions(scene, rng)]
 
 
+def noun_phrase_span(pieces: tuple[Piece, ...], np_id: int) -> tuple[int, int]:
+    """[start, end) of noun phrase `np_id` in `pieces`: its determiner through its last slot."""
+    at = [k for k, p in enumerate(pieces) if isinstance(p, Slot) and p.np == np_id]
+    if not at:
+        raise ValueError(f"no noun phrase {np_id} in the draft")
+    start = at[0]
+    if start >= 2 and pieces[start - 2] is ART and pieces[start - 1] == " ":
+        start -= 2
+    elif start >= 1 and pieces[start - 1] == "the ":
+        start -= 1
+    return start, at[-1] + 1
+
+
+def swap_noun_phrases(draft: Draft, a: int, b: int) -> Draft:
+    """`draft` with noun phrases `a` and `b` trading places, determiners included ("a red circle
+    is above the blue square" -> "the blue square is above a red circle")."""
+    (s1, e1), (s2, e2) = sorted((noun_phrase_span(draft.pieces, a), noun_phrase_span(draft.pieces, b)))
+    p = draft.pieces
+    return replace(draft, pieces=p[:s1] + p[s2:e2] + p[e1:s2] + p[s1:e1] + p[e2:])
+
+
 def replace_slot(draft: Draft, index: int, new: Slot) -> Draft:
     """`draft` with the piece at `index` (a Slot) replaced."""
     pieces = list(draft.pieces)

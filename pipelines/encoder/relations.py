@@ -10,7 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.data.captions import REL_WORDS, Slot, relational_draft, replace_slot
+from pipelines.data.captions import (
+    REL_WORDS,
+    Slot,
+    relational_draft,
+    replace_slot,
+    swap_noun_phrases,
+)
 from pipelines.data.misalign import FLIPS
 from pipelines.data.scene import Scene
 from pipelines.data.store import read_jsonl
@@ -87,7 +93,9 @@ def _say(frame: str, subject: str, relation: str, obj: str) -> str:
     return fronted[0].upper() + fronted[1:]
 
 
-def caption_probes(scene: Scene, rng: np.random.Generator, count: int) -> tuple[Probe, ...]:
+def caption_probes(
+    scene: Scene, rng: np.random.Generator, count: int, swaps: bool = False
+) -> tuple[Probe, ...]:
     """Up to `count` relational captions of `scene` in the caption grammar, each with its
     relation words flipped as foils ("a large red circle is to the left of the striped square" vs
     "... to the right of ..."), one foil per relation the caption states (so one or two).
@@ -96,21 +104,38 @@ def caption_probes(scene: Scene, rng: np.random.Generator, count: int) -> tuple[
     the scorer's relation foils, name them by size, texture or colour, front spatial words and
     join two clauses. These probes carry the relation term to that wording. Relations with no
     converse word (overlapping) are not flipped; a caption left with no foil is dropped, and so
-    are repeats. Drawn from `rng` alone."""
+    are repeats. Drawn from `rng` alone.
+
+    With `swaps`, the foils are instead one clause's word flipped and the same clause with its two
+    objects trading places ("the striped square is to the left of a large red circle"), as
+    `relation_probes`' two foils: a word flip alone can be told apart without knowing which object
+    stands where."""
     predicate_of = {word: pred for pred, words in REL_WORDS.items() for word, _ in words}
     probes: dict[str, Probe] = {}
     for _ in range(count):
         draft = relational_draft(scene, rng)
         if draft is None:
             return ()
+        # the c-th relation slot belongs to clause c, whose noun phrases are 2c and 2c + 1
+        clauses = [
+            (k, c)
+            for c, k in enumerate(
+                k
+                for k, p in enumerate(draft.pieces)
+                if isinstance(p, Slot) and p.kind == "relation"
+            )
+            if draft.pieces[k].value in FLIPS  # type: ignore[union-attr]
+        ]
+        if swaps and clauses:
+            clauses = [clauses[int(rng.integers(len(clauses)))]]
         foils, predicate = [], ""
-        for k, piece in enumerate(draft.pieces):
-            if not isinstance(piece, Slot) or piece.kind != "relation" or piece.value not in FLIPS:
-                continue
-            flips = FLIPS[piece.value]
-            flip = flips[int(rng.integers(len(flips)))]
+        for k, c in clauses:
+            word = draft.pieces[k].value  # type: ignore[union-attr]
+            flip = FLIPS[word][int(rng.integers(len(FLIPS[word])))]
             foils.append(replace_slot(draft, k, Slot("relation", flip)).render().text)
-            predicate = predicate or predicate_of[piece.value]
+            if swaps:
+                foils.append(swap_noun_phrases(draft, 2 * c, 2 * c + 1).render().text)
+            predicate = predicate or predicate_of[word]
         text = draft.render().text
         if foils and text not in probes:
             probes[text] = Probe(text, tuple(foils), predicate, CAPTION_FRAME)

@@ -31,6 +31,7 @@ MATCHED = (
     "shape_twins", "caption_rounds", "epochs", "batch_size", "lr", "text_lr", "weight_decay",
     "seed", "train_limit", "data", "binding", "reword", "grounding", "relations",
     "relation_margin", "fronted_probes", "mirror_twins", "caption_relations",
+    "caption_swaps",
 )  # fmt: skip
 
 
@@ -63,6 +64,7 @@ VARIANTS = (
             "relation_margin": None,
             "fronted_probes": False,
             "caption_relations": 0,
+            "caption_swaps": False,
         },
     ),
 )

@@ -245,6 +245,7 @@ def build_training_set(
     fronted: bool = False,
     mirror_twins: bool = True,
     caption_relations: int = 0,
+    caption_swaps: bool = False,
 ) -> SceneTrainingSet:
     """The recipe's training set.
 
@@ -262,6 +263,7 @@ def build_training_set(
         mirror_twins: a twin may be the scene mirrored left to right (else only binding swaps).
         caption_relations: up to this many `caption_probes` per image join its relation probes
             (the caption grammar's relational sentences, drawn from a stream of their own).
+        caption_swaps: those probes' foils are one clause's word flipped and its objects swapped.
     """
     rng = np.random.default_rng([seed, 15])
     held = held_out_combos(_manifest_seed(retrieval_root))
@@ -298,7 +300,7 @@ def build_training_set(
     probes = tuple(relation_probes(s, held, frames) for s in all_scenes) if relations else ()
     if relations and caption_relations:
         worded = np.random.default_rng([seed, 17])
-        probes = tuple(p + caption_probes(s, worded, caption_relations)
+        probes = tuple(p + caption_probes(s, worded, caption_relations, caption_swaps)
                        for p, s in zip(probes, all_scenes, strict=True))  # fmt: skip
     return SceneTrainingSet(torch.cat(pixels), pools, tuple(groups), objects, probes)
 

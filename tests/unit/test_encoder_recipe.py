@@ -45,7 +45,7 @@ from pipelines.encoder.scenes import (
     swap_foils,
     twin_scene,
 )
-from pipelines.train_encoder import TRAINING_RECORD, TrainConfig, train
+from pipelines.train_encoder import TRAINING_RECORD, TrainConfig, check_config, train
 
 SMALL = {"width": 64, "depth": 1, "heads": 2}
 
@@ -339,6 +339,23 @@ def test_caption_probes_flip_the_relation_words_of_the_caption_grammar_and_nothi
     assert caption_probes(crowded, np.random.default_rng(0), 4) == ()
 
 
+def test_caption_probes_with_swaps_also_trade_one_clauses_objects() -> None:
+    scene = _two_object_scene()
+    red, blue = scene.objects
+    large = replace(red, size="large")
+    sized = Scene((large, blue), compute_relations([large, blue]), scene.background, 1)
+    probes = caption_probes(sized, np.random.default_rng(0), 16, swaps=True)
+    assert any(";" in p.text for p in probes)
+    for p in probes:
+        flipped, swapped = p.foils  # the same clause's word flipped, then its objects swapped
+        changed = [(a, b) for a, b in zip(p.text.split(), flipped.split(), strict=True) if a != b]
+        assert len(changed) == 1 and changed[0][1] in FLIPS[changed[0][0]]
+        assert swapped != p.text
+        assert _words(swapped.replace(";", " ")) == _words(p.text.replace(";", " "))
+        kept = [c for c in p.text.split("; ") if c in swapped.split("; ")]
+        assert len(kept) == p.text.count(";")  # the other clause, if any, untouched
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("data")
@@ -452,6 +469,7 @@ def test_training_with_every_recipe_part_runs_and_saves(
             relation_margin=0.8,
             fronted_probes=True,
             caption_relations=2,
+            caption_swaps=True,
             text_cache=tmp_path / "states",
             out=tmp_path / "model",
             progress=False,
@@ -479,6 +497,7 @@ def test_training_with_every_recipe_part_runs_and_saves(
         {"relation_margin": 0.0},  # a margin of 0 is still a margin
         {"fronted_probes": True},
         {"caption_relations": 2},
+        {"caption_swaps": True},
     ],
 )
 def test_relation_options_without_the_relation_term_are_refused(
@@ -488,6 +507,12 @@ def test_relation_options_without_the_relation_term_are_refused(
     cfg = TrainConfig(data=retrieval, hard_negatives=2, progress=False, **option)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=f"{next(iter(option))} acts within the relation term"):
         train(cfg)
+
+
+def test_caption_swaps_without_caption_probes_are_refused() -> None:
+    cfg = TrainConfig(hard_negatives=2, relations=1.0, caption_swaps=True)
+    with pytest.raises(ValueError, match=r"caption_swaps .* set caption_relations > 0"):
+        check_config(cfg)
 
 
 @pytest.mark.parametrize("term", ["grounding", "relations"])
