@@ -275,8 +275,8 @@ def noun_phrase_span(pieces: tuple[Piece, ...], np_id: int) -> tuple[int, int]:
 def swap_noun_phrases(draft: Draft, a: int, b: int) -> Draft:
     """`draft` with noun phrases `a` and `b` trading places, determiners included ("a red circle
     is above the blue square" -> "the blue square is above a red circle")."""
-    (s1, e1), (s2, e2) = sorted((noun_phrase_span(draft.pieces, a), noun_phrase_span(draft.pieces, b)))
     p = draft.pieces
+    (s1, e1), (s2, e2) = sorted((noun_phrase_span(p, a), noun_phrase_span(p, b)))
     return replace(draft, pieces=p[:s1] + p[s2:e2] + p[e1:s2] + p[s1:e1] + p[e2:])
 
 

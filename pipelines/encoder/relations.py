@@ -114,23 +114,16 @@ def caption_probes(
     probes: dict[str, Probe] = {}
     for _ in range(count):
         draft = relational_draft(scene, rng)
-        if draft is None:
-            return ()
+        if draft is None:  # no relation of the scene is nameable: no draft ever will be
+            break
         # the c-th relation slot belongs to clause c, whose noun phrases are 2c and 2c + 1
-        clauses = [
-            (k, c)
-            for c, k in enumerate(
-                k
-                for k, p in enumerate(draft.pieces)
-                if isinstance(p, Slot) and p.kind == "relation"
-            )
-            if draft.pieces[k].value in FLIPS  # type: ignore[union-attr]
-        ]
+        stated = [(k, p) for k, p in enumerate(draft.pieces) if isinstance(p, Slot)]
+        relations = [(k, p.value) for k, p in stated if p.kind == "relation"]
+        clauses = [(k, c, word) for c, (k, word) in enumerate(relations) if word in FLIPS]
         if swaps and clauses:
             clauses = [clauses[int(rng.integers(len(clauses)))]]
         foils, predicate = [], ""
-        for k, c in clauses:
-            word = draft.pieces[k].value  # type: ignore[union-attr]
+        for k, c, word in clauses:
             flip = FLIPS[word][int(rng.integers(len(FLIPS[word])))]
             foils.append(replace_slot(draft, k, Slot("relation", flip)).render().text)
             if swaps:
