@@ -794,6 +794,10 @@ def main(
         device=device,
         **settings,  # type: ignore[arg-type]
     )
+    try:
+        check_config(cfg)  # a usage error, not a traceback
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
     res = train(cfg)
     if res.rank != 0:  # rank 0 reports for the job
         return

@@ -150,3 +150,8 @@ def test_cli_rejects_bad_target_and_loss() -> None:
     assert runner.invoke(app, ["--loss", "hinge"]).exit_code != 0
     bad_share = runner.invoke(app, ["--reword", "1.5"])  # a share of captions: 0 to 1
     assert bad_share.exit_code == 2 and "--reword" in bad_share.output
+    # settings that cannot act together: a usage error naming the setting, before any work
+    alone = runner.invoke(
+        app, ["--recipe", "concord", "--caption-relations", "2", "--text-cache", "none"]
+    )
+    assert alone.exit_code == 2 and "caption_relations" in alone.output  # rich may wrap the rest
