@@ -29,6 +29,8 @@ PROBE_FRAMES = ("subject", "fronted")
 FRONTED = ("left_of", "above")
 # caption_probes' frame: the caption grammar's own relational sentences.
 CAPTION_FRAME = "caption"
+# The scene relation each caption relation word states ("smaller" -> bigger_than).
+PREDICATE_OF = {word: pred for pred, words in REL_WORDS.items() for word, _ in words}
 
 
 @dataclass(frozen=True)
@@ -110,15 +112,14 @@ def caption_probes(
     objects trading places ("the striped square is to the left of a large red circle"), as
     `relation_probes`' two foils: a word flip alone can be told apart without knowing which object
     stands where."""
-    predicate_of = {word: pred for pred, words in REL_WORDS.items() for word, _ in words}
     probes: dict[str, Probe] = {}
     for _ in range(count):
         draft = relational_draft(scene, rng)
         if draft is None:  # no relation of the scene is nameable: no draft ever will be
             break
         # the c-th relation slot belongs to clause c, whose noun phrases are 2c and 2c + 1
-        stated = [(k, p) for k, p in enumerate(draft.pieces) if isinstance(p, Slot)]
-        relations = [(k, p.value) for k, p in stated if p.kind == "relation"]
+        slots = [(k, p) for k, p in enumerate(draft.pieces) if isinstance(p, Slot)]
+        relations = [(k, p.value) for k, p in slots if p.kind == "relation"]
         clauses = [(k, c, word) for c, (k, word) in enumerate(relations) if word in FLIPS]
         if swaps and clauses:
             clauses = [clauses[int(rng.integers(len(clauses)))]]
@@ -128,7 +129,7 @@ def caption_probes(
             foils.append(replace_slot(draft, k, Slot("relation", flip)).render().text)
             if swaps:
                 foils.append(swap_noun_phrases(draft, 2 * c, 2 * c + 1).render().text)
-            predicate = predicate or predicate_of[word]
+            predicate = predicate or PREDICATE_OF[word]
         text = draft.render().text
         if foils and text not in probes:
             probes[text] = Probe(text, tuple(foils), predicate, CAPTION_FRAME)
